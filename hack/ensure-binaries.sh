@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Builds the local control plane from Go modules and caches the binaries outside the clone:
+#   $NIMIFY_CACHE_DIR/bin/kubernetes-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
+#   $NIMIFY_CACHE_DIR/bin/etcd-<v>/etcd
+#   $NIMIFY_CACHE_DIR/bin/kwok-<v>/kwok
+# A component is built only when its directory is missing; a flock per component makes two
+# concurrent runs wait for each other, and a build lands with an atomic rename so nobody sees half of it.
+# Progress goes to stderr; the last line on stdout is the search path of the three directories.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache="${NIMIFY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nimify}"
+mkdir -p "$cache/bin" "$cache/src" "$cache/locks"
+
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+command -v go >/dev/null || { echo "ensure-binaries: 'go' is not on PATH; install Go >= 1.24" >&2; exit 1; }
+
+log() { printf '[ensure-binaries %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# `go build -v` prints one line per compiled package; show a heartbeat instead of thousands of lines.
+progress() {
+  awk -v what="$1" '/^#|: |^go: / { print > "/dev/stderr"; next }
+                    { n++; if (n % 100 == 0) { printf "[ensure-binaries] %s: %d packages compiled (last: %s)\n", what, n, $0 > "/dev/stderr"; fflush("/dev/stderr") } }
+                    END { printf "[ensure-binaries] %s: %d packages compiled\n", what, n > "/dev/stderr" }'
+}
+
+# build_component NAME VERSION BUILDER: runs BUILDER OUTDIR under a lock unless the cache already holds it.
+build_component() {
+  local name="$1" version="$2" builder="$3"
+  local dest="$cache/bin/$name-$version"
+  if [[ -f "$dest/.complete" ]]; then
+    echo "$dest"; return
+  fi
+  exec {lockfd}>"$cache/locks/$name-$version.lock"
+  log "waiting for the build lock of $name $version"
+  flock "$lockfd"
+  if [[ ! -f "$dest/.complete" ]]; then
+    local tmp; tmp="$(mktemp -d "$cache/bin/.$name-$version.XXXXXX")"
+    local start=$SECONDS
+    log "building $name $version (cold builds take minutes; cached in $dest)"
+    "$builder" "$tmp" "$version"
+    touch "$tmp/.complete"
+    rm -rf "$dest"; mv "$tmp" "$dest"
+    log "built $name $version in $((SECONDS - start))s"
+  fi
+  flock -u "$lockfd"; exec {lockfd}>&-
+  echo "$dest"
+}
+
+version_ldflags() {  # $1 = vMAJOR.MINOR.PATCH
+  local v="$1" major minor
+  major="${v#v}"; major="${major%%.*}"
+  minor="${v#v*.}"; minor="${minor%%.*}"
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major \
+-X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean \
+-X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
+}
+
+# k8s.io/kubernetes replaces its staging modules with ./staging paths, which Go ignores in a dependency;
+# a small module of our own pins each staging module to the matching published v0.X.Y instead.
+build_kubernetes() {
+  local out="$1" version="$2" src="$cache/src/kubernetes-$version"
+  local staging_version="v0.${version#v1.}"
+  rm -rf "$src"; mkdir -p "$src"
+  log "downloading k8s.io/kubernetes@$version"
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    echo "module nimify.local/kubernetes-build"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require k8s.io/kubernetes $version"
+    echo
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging_version" '{ print "replace " $1 " => " $1 " " v }'
+    echo
+    echo "tool ("
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do echo "	k8s.io/kubernetes/cmd/$cmd"; done
+    echo ")"
+  } >"$src/go.mod"
+  log "resolving modules for kubernetes $version ($(grep -c '^replace' "$src/go.mod") staging modules pinned to $staging_version)"
+  (cd "$src" && go mod tidy 2>&1 | sed 's/^/[go mod tidy] /' >&2)
+  (cd "$src" && go build -v -trimpath -ldflags "$(version_ldflags "$version")" -o "$out/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl 2>&1 | progress "kubernetes $version")
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [[ -x "$out/$b" ]] || { echo "ensure-binaries: $b was not built" >&2; exit 1; }
+  done
+}
+
+# etcd's server module also replaces its siblings with local paths; same trick, separate module so that
+# version selection never mixes etcd's and Kubernetes' dependencies.
+build_etcd() {
+  local out="$1" version="$2" src="$cache/src/etcd-$version"
+  rm -rf "$src"; mkdir -p "$src"
+  printf 'module nimify.local/etcd-build\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n\ntool go.etcd.io/etcd/server/v3\n' "$version" >"$src/go.mod"
+  log "resolving modules for etcd $version"
+  (cd "$src" && go mod tidy 2>&1 | sed 's/^/[go mod tidy] /' >&2)
+  (cd "$src" && go build -v -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress "etcd $version")
+  [[ -x "$out/etcd" ]] || { echo "ensure-binaries: etcd was not built" >&2; exit 1; }
+}
+
+build_kwok() {
+  local out="$1" version="$2"
+  (GOBIN="$out" go install -v -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$version" 2>&1 | progress "kwok $version")
+  [[ -x "$out/kwok" ]] || { echo "ensure-binaries: kwok was not built" >&2; exit 1; }
+}
+
+etcd_dir="$(build_component etcd "$ETCD_VERSION" build_etcd)"
+kwok_dir="$(build_component kwok "$KWOK_VERSION" build_kwok)"
+kube_dir="$(build_component kubernetes "$KUBERNETES_VERSION" build_kubernetes)"
+echo "$kube_dir:$etcd_dir:$kwok_dir"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv with nimify and its dev dependencies; reinstalls only when pyproject.toml changed.
+# pip's download cache lives outside the clone (~/.cache/pip), so a warm machine installs quickly.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "setup-venv: Python >= 3.11 required ($("$python" --version))" >&2; exit 1; }
+
+stamp="$venv/.nimify-deps-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+if [[ -f "$stamp" ]]; then exit 0; fi
+
+echo "[setup-venv] installing Python dependencies into $venv" >&2
+[[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+"$venv/bin/python" -m pip install --progress-bar off -e "$root[dev]" >&2
+rm -f "$venv"/.nimify-deps-*
+touch "$stamp"

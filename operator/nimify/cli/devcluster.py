@@ -1,0 +1,79 @@
+"""`nimify dev-cluster`: a local control plane with simulated GPU nodes, for trying Nimify and for tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nimify.cli import app
+
+dev_cluster = typer.Typer(
+    help="Local Kubernetes control plane with simulated GPU nodes (development).", no_args_is_help=True
+)
+app.add_typer(dev_cluster, name="dev-cluster")
+console = Console(stderr=True)
+
+NameOption = Annotated[str, typer.Option("--name", help="Cluster name; its files live under the cache.")]
+BinPathOption = Annotated[
+    str,
+    typer.Option(
+        "--bin-path",
+        envvar="NIMIFY_BIN_PATH",
+        help="Search path of the Go-built binaries (the output of hack/ensure-binaries.sh).",
+    ),
+]
+DirOption = Annotated[
+    Path | None, typer.Option("--dir", help="Cluster directory (default: cache/clusters/NAME).")
+]
+
+
+@dev_cluster.command("up")
+def up(name: NameOption = "nimify", bin_path: BinPathOption = "", directory: DirOption = None) -> None:
+    """Start a cluster: etcd, apiserver, controller-manager, scheduler and kwok with GPU node pools."""
+    from nimify.devcluster.cluster import ClusterError, start_cluster
+
+    if not bin_path:
+        console.print(
+            "[red]error:[/] no binaries: pass --bin-path or set NIMIFY_BIN_PATH "
+            "(hack/ensure-binaries.sh prints it)"
+        )
+        raise typer.Exit(2)
+    started = time.monotonic()
+    try:
+        with console.status(f"starting cluster {name!r}"):
+            cluster = start_cluster(name, bin_path, directory)
+    except ClusterError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"cluster [bold]{name}[/] is up in {time.monotonic() - started:.1f}s: {cluster.server}")
+    typer.echo(str(cluster.kubeconfig))
+
+
+@dev_cluster.command("down")
+def down(name: NameOption = "nimify", directory: DirOption = None) -> None:
+    """Stop a cluster and remove its files."""
+    from nimify.devcluster.cluster import default_cluster_root, stop_cluster
+
+    target = directory or default_cluster_root() / name
+    if not target.exists():
+        console.print(f"cluster {name!r} is not running ({target} does not exist)")
+        return
+    stop_cluster(target)
+    console.print(f"cluster [bold]{name}[/] stopped and removed")
+
+
+@dev_cluster.command("kubeconfig")
+def kubeconfig(name: NameOption = "nimify", directory: DirOption = None) -> None:
+    """Print the path of a running cluster's kubeconfig."""
+    from nimify.devcluster.cluster import default_cluster_root
+
+    path = (directory or default_cluster_root() / name) / "kubeconfig"
+    if not path.exists():
+        console.print(f"[red]error:[/] cluster {name!r} is not running ({path} does not exist)")
+        raise typer.Exit(1)
+    typer.echo(os.fspath(path))

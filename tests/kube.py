@@ -1,0 +1,51 @@
+"""Small helpers for tests that talk to a cluster through kubectl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nimify.devcluster.cluster import run_kubectl
+
+
+@dataclass
+class ExistingCluster:
+    """A cluster this test session did not start and must not stop."""
+
+    kubeconfig: Path
+    bin_path: str | None = None
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(
+            self.kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=self.bin_path
+        )
+
+
+def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def get_json(cluster: ExistingCluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if result := check():
+                return result
+        except Exception as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
