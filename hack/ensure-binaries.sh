@@ -107,6 +107,12 @@ build_kwok() {
   local out="$1" version="$2"
   (GOBIN="$out" go install -v -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$version" 2>&1 | progress "kwok $version")
   [[ -x "$out/kwok" ]] || { echo "ensure-binaries: kwok was not built" >&2; exit 1; }
+  # kwok's own default pod stages, published in its module; the cluster launcher derives its config from them.
+  local moddir
+  moddir="$(go mod download -json "sigs.k8s.io/kwok@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  mkdir -p "$out/stages/pod"
+  cp "$moddir"/kustomize/stage/pod/fast/pod-*.yaml "$out/stages/pod/"
+  chmod u+w "$out"/stages/pod/*.yaml
 }
 
 etcd_dir="$(build_component etcd "$ETCD_VERSION" build_etcd)"

@@ -231,3 +231,17 @@ def test_cluster_has_the_documented_node_pools(cluster: ExistingCluster) -> None
             node["status"]["allocatable"].get("nvidia.com/gpu", "0")
         )
     assert gpus_by_product == {"NVIDIA-H100-80GB-HBM3": ["8"] * 4, L4: ["4"] * 2, "none": ["0"] * 2}
+
+
+def test_pods_labelled_custom_status_are_left_to_the_test(cluster: ExistingCluster, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "played", "labels": {"kwok.x-k8s.io/status": "custom"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+    apply(cluster, namespace, pod)
+    eventually(lambda: get_json(cluster, "pod/played", "-n", namespace)["spec"].get("nodeName"))
+    status = get_json(cluster, "pod/played", "-n", namespace)["status"]
+    assert status["phase"] == "Pending" and "podIP" not in status, "kwok must not run this pod"
+    cluster.kubectl("delete", "-n", namespace, "pod/played", "--timeout=30s")

@@ -26,10 +26,10 @@ import yaml
 from nimify.devcluster.pki import Pki, create_pki
 from nimify.devcluster.topology import (
     DEFAULT_POOLS,
-    KWOK_CUSTOM_STATUS_LABEL,
     KWOK_NODE_ANNOTATION,
     NodePool,
     bootstrap_manifests,
+    kwok_pod_stages,
 )
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
@@ -352,7 +352,7 @@ def _start_components(
             f"--kubeconfig={d / 'kwok.kubeconfig'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
-            f"--disregard-status-with-label-selector={'='.join(KWOK_CUSTOM_STATUS_LABEL)}",
+            f"--config={_write_kwok_config(d, launcher.binaries['kwok'])}",
             f"--cidr={POD_CIDR}",
             "--node-ip=10.240.0.1",
             f"--server-address=127.0.0.1:{kwok_port}",
@@ -364,6 +364,17 @@ def _start_components(
     _wait(
         "kwok", lambda: kwok_process.poll() is None and _tcp_open(kwok_port), timeout, kwok_log, kwok_process
     )
+
+
+def _write_kwok_config(directory: Path, kwok_binary: str) -> Path:
+    # hack/ensure-binaries.sh keeps kwok's published default stages next to the binary.
+    stage_files = sorted((Path(kwok_binary).parent / "stages" / "pod").glob("*.yaml"))
+    if not stage_files:
+        raise ClusterError(f"kwok's default pod stages are missing next to {kwok_binary}; rebuild kwok")
+    defaults = [yaml.safe_load(path.read_text()) for path in stage_files]
+    path = directory / "kwok.yaml"
+    path.write_text(yaml.safe_dump_all(kwok_pod_stages(defaults)))
+    return path
 
 
 def _tcp_open(port: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,22 @@ def storage_class_manifest() -> dict[str, Any]:
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
     }
+
+
+def kwok_pod_stages(default_stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """kwok's default pod stages, except that pods labelled `kwok.x-k8s.io/status: custom` only get deleted.
+
+    Tests play the kubelet for those pods (e.g. run a conversion for real, write the termination message).
+    """
+    label_key, _ = KWOK_CUSTOM_STATUS_LABEL
+    not_custom = {"key": f'.metadata.labels["{label_key}"]', "operator": "DoesNotExist"}
+    stages = []
+    for stage in default_stages:
+        stage = copy.deepcopy(stage)
+        if stage["metadata"]["name"] != "pod-delete":
+            stage["spec"]["selector"].setdefault("matchExpressions", []).append(not_custom)
+        stages.append(stage)
+    return stages
 
 
 def bootstrap_manifests(pools: tuple[NodePool, ...] = DEFAULT_POOLS) -> list[dict[str, Any]]:
