@@ -1,0 +1,106 @@
+"""Checks that need tables, not just the fields: the TensorRT in a Triton release and what a GPU can compute.
+
+The operator runs them before it builds anything (and reports InvalidSpec); `nimify` runs them offline. The
+apiserver enforces what it can of them at admission (TensorRT 11 precision), the rest lives only here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from nimify.api.nimservice import NimService
+from nimify.api.releases import (
+    FIRST_STRONGLY_TYPED_RELEASE,
+    FIRST_SUPPORTED_RELEASE,
+    release_label,
+    tensorrt_major,
+    triton_release,
+)
+from nimify.api.spec import BUILDER_FLAG_PRECISIONS, Backend, ModelFormat, NimServiceSpec, Precision
+from nimify.api.validation import FieldError, field_errors
+
+ComputeCapability = tuple[int, int]
+
+# nvidia.com/gpu.product values (as GPU feature discovery writes them) by architecture; first match wins.
+GPU_COMPUTE_CAPABILITY: tuple[tuple[str, ComputeCapability], ...] = (
+    (r"(^|-)V100(-|$)", (7, 0)),
+    (r"(^|-)T4(-|$)|(^|-)RTX-[0-9]000$", (7, 5)),
+    (r"(^|-)A(100|30)(-|$)", (8, 0)),
+    (r"(^|-)A(10G?|16|2|40)(-|$)|(^|-)RTX-A[0-9]+(-|$)", (8, 6)),
+    (r"(^|-)L(4|40S?|20)(-|$)|(^|-)RTX-[0-9]+-ADA(-|$)", (8, 9)),
+    (r"(^|-)G?H(100|200|20)(-|$)", (9, 0)),
+    (r"(^|-)G?B(100|200|300)(-|$)", (10, 0)),
+)
+# Lowest compute capability with fast kernels of each reduced precision.
+PRECISION_COMPUTE_CAPABILITY: dict[Precision, ComputeCapability] = {
+    Precision.BF16: (8, 0),
+    Precision.FP8: (8, 9),
+}
+
+
+def compute_capability(gpu_product: str) -> ComputeCapability | None:
+    """The compute capability of a GPU product label, or None for a product this table does not know."""
+    for pattern, capability in GPU_COMPUTE_CAPABILITY:
+        if re.search(pattern, gpu_product.upper()):
+            return capability
+    return None
+
+
+def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
+    """What makes a well-formed spec unworkable, each error naming its field."""
+    errors: list[FieldError] = []
+    engine, image = spec.engine, spec.triton.image
+    builds_engine = engine.backend == Backend.TENSORRT and spec.model.resolved_format == ModelFormat.ONNX
+    if builds_engine:
+        release = triton_release(image)
+        if release is None:
+            errors.append(
+                FieldError(
+                    "spec.triton.image",
+                    f"the tag of {image} does not start with a Triton release (YY.MM, e.g. 25.10-py3), so the"
+                    " TensorRT version that builds the engine is unknown",
+                )
+            )
+        elif release < FIRST_SUPPORTED_RELEASE:
+            errors.append(
+                FieldError(
+                    "spec.triton.image",
+                    f"Triton {release_label(release)} ships TensorRT {tensorrt_major(image) or 'before 8'};"
+                    " nimify builds engines with TensorRT 10 or later (Triton"
+                    f" {release_label(FIRST_SUPPORTED_RELEASE)} and later)",
+                )
+            )
+        elif release >= FIRST_STRONGLY_TYPED_RELEASE and engine.precision in BUILDER_FLAG_PRECISIONS:
+            errors.append(
+                FieldError(
+                    "spec.engine.precision",
+                    f"{engine.precision} is a TensorRT 10 builder flag, but {image} ships TensorRT"
+                    f" {tensorrt_major(image)}, which builds strongly typed networks only: put the precision"
+                    " into the ONNX graph (ModelOpt AutoCast, Q/DQ nodes) and use precision auto",
+                )
+            )
+    product = spec.resources.gpu_product
+    needed = PRECISION_COMPUTE_CAPABILITY.get(engine.precision)
+    capability = compute_capability(product) if product else None
+    if builds_engine and needed and capability and capability < needed:
+        errors.append(
+            FieldError(
+                "spec.engine.precision",
+                f"{engine.precision} needs compute capability {needed[0]}.{needed[1]} or newer; {product} has"
+                f" {capability[0]}.{capability[1]}",
+            )
+        )
+    return errors
+
+
+def nimservice_errors(document: Mapping[str, Any]) -> list[FieldError]:
+    """Everything wrong with a NimService document: its shape and admission rules first, then semantics."""
+    try:
+        service = NimService.model_validate(document)
+    except ValidationError as error:
+        return field_errors(error)
+    return semantic_errors(service.spec)

@@ -1,0 +1,390 @@
+"""NimService documents the API must refuse (with the field each refusal names) and tricky ones it accepts.
+
+The same tables drive the pydantic unit tests and the admission tests against a real apiserver, so the CEL
+rules and their Python twins are held to the same answers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from nimify.api import API_VERSION, KIND
+
+DELETE = object()
+BASE_SPEC: dict[str, Any] = {"model": {"uri": "s3://models/resnet/model.onnx"}}
+
+
+def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `patch` merged in: nested dicts merge, DELETE removes a key, anything else replaces."""
+    result = copy.deepcopy(base)
+    for key, value in patch.items():
+        if value is DELETE:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    path: str
+    """The field the refusal must name (a prefix of it for list items: `spec.engine.profiles`)."""
+    spec: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    """A metadata.name to test; otherwise the caller picks one."""
+
+    def document(self, name: str = "case") -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name or name},
+            "spec": merged(BASE_SPEC, self.spec),
+        }
+
+
+def _profile(min_: list[int], opt: list[int], max_: list[int], name: str = "x") -> dict[str, Any]:
+    return {"input": name, "min": min_, "opt": opt, "max": max_}
+
+
+PLAN = {"model": {"uri": "s3://models/resnet/model.plan"}}
+TRT11_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
+
+INVALID = [
+    # model
+    Case("uri-missing", "spec.model.uri", {"model": {"uri": DELETE, "format": "onnx"}}),
+    Case("uri-ftp-scheme", "spec.model.uri", {"model": {"uri": "ftp://host/model.onnx"}}),
+    Case("uri-plain-http", "spec.model.uri", {"model": {"uri": "http://host/model.onnx"}}),
+    Case(
+        "uri-dot-dot-segment", "spec.model.uri", {"model": {"uri": "s3://models/a/../../secret/model.onnx"}}
+    ),
+    Case("uri-encoded-dot-dot", "spec.model.uri", {"model": {"uri": "https://host/a/%2e%2e/model.onnx"}}),
+    Case("uri-pvc-without-path", "spec.model.uri", {"model": {"uri": "pvc://claim"}}),
+    Case("uri-hf-without-file", "spec.model.uri", {"model": {"uri": "hf://org"}}),
+    Case("sha256-too-short", "spec.model.sha256", {"model": {"sha256": "abc123"}}),
+    Case("format-unknown", "spec.model.format", {"model": {"format": "pytorch"}}),
+    Case("format-not-inferable", "spec.model.format", {"model": {"uri": "s3://models/resnet/weights.bin"}}),
+    Case(
+        "credentials-secret-upper-case",
+        "spec.model.credentialsSecret",
+        {"model": {"credentialsSecret": "S3"}},
+    ),
+    Case("model-name-underscore", "spec.model.name", {"model": {"name": "res_net"}}),
+    # engine
+    Case("backend-unknown", "spec.engine.backend", {"engine": {"backend": "tensorflow"}}),
+    Case("precision-unknown", "spec.engine.precision", {"engine": {"precision": "int4"}}),
+    Case(
+        "onnxruntime-fp16",
+        "spec.engine.precision",
+        {"engine": {"backend": "onnxruntime", "precision": "fp16"}},
+    ),
+    Case(
+        "onnxruntime-profiles",
+        "spec.engine.profiles",
+        {"engine": {"backend": "onnxruntime", "profiles": [_profile([1], [1], [1])]}},
+    ),
+    Case("onnxruntime-tensorrt-plan", "spec.engine.backend", {**PLAN, "engine": {"backend": "onnxruntime"}}),
+    Case("plan-with-precision", "spec.engine.precision", {**PLAN, "engine": {"precision": "fp16"}}),
+    Case(
+        "plan-with-profiles",
+        "spec.engine.profiles",
+        {**PLAN, "engine": {"profiles": [_profile([1], [1], [1])]}},
+    ),
+    Case(
+        "tensorrt11-fp16-flag",
+        "spec.engine.precision",
+        {"engine": {"precision": "fp16"}, "triton": {"image": TRT11_IMAGE}},
+    ),
+    Case(
+        "tensorrt11-int8-flag",
+        "spec.engine.precision",
+        {"engine": {"precision": "int8"}, "triton": {"image": "nvcr.io/nvidia/tritonserver:27.01-py3"}},
+    ),
+    Case(
+        "profile-min-above-opt",
+        "spec.engine.profiles[0]",
+        {"engine": {"profiles": [_profile([4], [2], [8])]}},
+    ),
+    Case(
+        "profile-rank-mismatch",
+        "spec.engine.profiles[0]",
+        {"engine": {"profiles": [_profile([1, 3], [1], [1])]}},
+    ),
+    Case(
+        "profile-zero-dimension",
+        "spec.engine.profiles[0].min[0]",
+        {"engine": {"profiles": [_profile([0], [1], [1])]}},
+    ),
+    Case(
+        "profile-duplicate-input",
+        "spec.engine.profiles",
+        {"engine": {"profiles": [_profile([1], [1], [1]), _profile([1], [2], [2])]}},
+    ),
+    Case(
+        "profile-batch-below-max-batch-size",
+        "spec.engine.profiles",
+        {"engine": {"maxBatchSize": 16, "profiles": [_profile([1, 3], [4, 3], [8, 3])]}},
+    ),
+    Case("max-batch-size-negative", "spec.engine.maxBatchSize", {"engine": {"maxBatchSize": -1}}),
+    Case("parity-atol-negative", "spec.engine.parity.atol", {"engine": {"parity": {"atol": -0.1}}}),
+    Case(
+        "build-timeout-too-short", "spec.engine.buildTimeoutSeconds", {"engine": {"buildTimeoutSeconds": 5}}
+    ),
+    Case("workspace-not-a-quantity", "spec.engine.workspace", {"engine": {"workspace": "lots"}}),
+    # triton
+    Case("image-without-tag", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver"}}),
+    Case("image-latest", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver:latest"}}),
+    Case("extra-arg-owned-port", "spec.triton.extraArgs", {"triton": {"extraArgs": ["--http-port=9000"]}}),
+    Case(
+        "extra-arg-owned-repository",
+        "spec.triton.extraArgs",
+        {"triton": {"extraArgs": ["--log-verbose=1", "--model-repository=/tmp"]}},
+    ),
+    Case("extra-arg-not-a-flag", "spec.triton.extraArgs[0]", {"triton": {"extraArgs": ["rm -rf /"]}}),
+    Case("instances-per-gpu-zero", "spec.triton.instancesPerGpu", {"triton": {"instancesPerGpu": 0}}),
+    Case(
+        "default-priority-without-levels",
+        "spec.triton.dynamicBatching.defaultPriorityLevel",
+        {"triton": {"dynamicBatching": {"defaultPriorityLevel": 2}}},
+    ),
+    Case(
+        "default-priority-above-levels",
+        "spec.triton.dynamicBatching.defaultPriorityLevel",
+        {"triton": {"dynamicBatching": {"priorityLevels": 2, "defaultPriorityLevel": 3}}},
+    ),
+    Case(
+        "preferred-batch-size-duplicate",
+        "spec.triton.dynamicBatching.preferredBatchSizes",
+        {"triton": {"dynamicBatching": {"preferredBatchSizes": [4, 4]}}},
+    ),
+    Case(
+        "preferred-batch-size-above-max",
+        "spec.triton.dynamicBatching.preferredBatchSizes",
+        {"engine": {"maxBatchSize": 8}, "triton": {"dynamicBatching": {"preferredBatchSizes": [4, 16]}}},
+    ),
+    Case(
+        "warmup-batch-size-above-max",
+        "spec.triton.warmup.batchSizes",
+        {"engine": {"maxBatchSize": 4}, "triton": {"warmup": {"batchSizes": [8]}}},
+    ),
+    Case(
+        "response-cache-too-small",
+        "spec.triton.responseCache.sizeBytes",
+        {"triton": {"responseCache": {"sizeBytes": 10}}},
+    ),
+    # resources and placement
+    Case("tensorrt-without-gpu", "spec.resources.gpus", {"resources": {"gpus": 0}}),
+    Case(
+        "gpu-product-without-gpu",
+        "spec.resources.gpuProduct",
+        {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0, "gpuProduct": "NVIDIA-L4"}},
+    ),
+    Case("memory-not-a-quantity", "spec.resources.memory", {"resources": {"memory": "16 GB"}}),
+    Case("cpu-negative", "spec.resources.cpu", {"resources": {"cpu": "-2"}}),
+    Case("storage-size-negative-integer", "spec.storage.size", {"storage": {"size": -1}}),
+    Case(
+        "node-selector-contradicts-gpu-product",
+        "spec.placement.nodeSelector",
+        {
+            "resources": {"gpuProduct": "NVIDIA-L4"},
+            "placement": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+        },
+    ),
+    Case(
+        "toleration-exists-with-value",
+        "spec.placement.tolerations[0].value",
+        {"placement": {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}]}},
+    ),
+    Case(
+        "toleration-seconds-without-no-execute",
+        "spec.placement.tolerations[0].tolerationSeconds",
+        {"placement": {"tolerations": [{"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 30}]}},
+    ),
+    Case(
+        "priority-class-invalid",
+        "spec.placement.priorityClassName",
+        {"placement": {"priorityClassName": "High!"}},
+    ),
+    # replicas and autoscaling
+    Case("replicas-negative", "spec.replicas", {"replicas": -1}),
+    Case(
+        "replicas-and-autoscaling",
+        "spec.replicas",
+        {"replicas": 2, "autoscaling": {"maxReplicas": 4, "targetGpuUtilization": 80}},
+    ),
+    Case(
+        "autoscaling-max-below-min",
+        "spec.autoscaling.maxReplicas",
+        {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetGpuUtilization": 80}},
+    ),
+    Case("autoscaling-without-target", "spec.autoscaling", {"autoscaling": {"maxReplicas": 4}}),
+    Case(
+        "autoscaling-without-max",
+        "spec.autoscaling.maxReplicas",
+        {"autoscaling": {"targetGpuUtilization": 80}},
+    ),
+    Case(
+        "autoscaling-gpu-target-above-100",
+        "spec.autoscaling.targetGpuUtilization",
+        {"autoscaling": {"maxReplicas": 4, "targetGpuUtilization": 150}},
+    ),
+    Case(
+        "autoscaling-cpu-target-without-cpu-request",
+        "spec.autoscaling.targetCpuUtilization",
+        {"autoscaling": {"maxReplicas": 4, "targetCpuUtilization": 70}},
+    ),
+    Case(
+        "scaling-policy-type-unknown",
+        "spec.autoscaling.behavior.scaleUp.policies[0].type",
+        {
+            "autoscaling": {
+                "maxReplicas": 4,
+                "targetGpuUtilization": 80,
+                "behavior": {"scaleUp": {"policies": [{"type": "Nodes", "value": 1, "periodSeconds": 60}]}},
+            }
+        },
+    ),
+    # expose
+    Case("service-type-unknown", "spec.expose.serviceType", {"expose": {"serviceType": "ExternalName"}}),
+    Case("ports-collide", "spec.expose", {"expose": {"grpcPort": 8000}}),
+    Case("port-out-of-range", "spec.expose.metricsPort", {"expose": {"metricsPort": 70000}}),
+    Case(
+        "ingress-and-http-route",
+        "spec.expose.httpRoute",
+        {
+            "expose": {
+                "ingress": {"host": "a.example.com"},
+                "httpRoute": {"host": "a.example.com", "gatewayRef": {"name": "gw"}},
+            }
+        },
+    ),
+    Case("ingress-host-invalid", "spec.expose.ingress.host", {"expose": {"ingress": {"host": "Not A Host"}}}),
+    Case(
+        "http-route-without-gateway",
+        "spec.expose.httpRoute.gatewayRef",
+        {"expose": {"httpRoute": {"host": "a.b"}}},
+    ),
+    # storage, paused, unknown fields, metadata
+    Case(
+        "storage-size-and-existing-claim",
+        "spec.storage",
+        {"storage": {"size": "10Gi", "existingClaim": "models"}},
+    ),
+    Case("storage-empty", "spec.storage", {"storage": {}}),
+    Case(
+        "storage-class-with-existing-claim",
+        "spec.storage.storageClassName",
+        {"storage": {"existingClaim": "models", "storageClassName": "fast"}},
+    ),
+    Case("paused-not-boolean", "spec.paused", {"paused": "yes"}),
+    Case("unknown-field", "spec.modelUri", {"modelUri": "s3://models/resnet/model.onnx"}),
+    Case("unknown-nested-field", "spec.engine.fp16", {"engine": {"fp16": True}}),
+    Case("name-starts-with-digit", "metadata.name", name="7b-model"),
+]
+
+VALID = [
+    Case("minimal", "", {}),
+    Case(
+        "format-given-for-unknown-suffix",
+        "",
+        {"model": {"uri": "gs://bucket/m/weights.bin", "format": "onnx"}},
+    ),
+    Case(
+        "https-with-query", "", {"model": {"uri": "https://host.example.com:8443/m/model.onnx?sig=abc&x=1"}}
+    ),
+    Case("hf-with-revision", "", {"model": {"uri": "hf://org/repo@v1.0/sub/dir/model.onnx"}}),
+    Case("pvc-uri", "", {"model": {"uri": "pvc://model-store/a/b/model.plan"}}),
+    Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),
+    Case("tensorrt11-auto", "", {"engine": {"precision": "auto"}, "triton": {"image": TRT11_IMAGE}}),
+    Case("tensorrt11-plan", "", {**PLAN, "triton": {"image": TRT11_IMAGE}}),
+    Case("onnxruntime-cpu", "", {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}),
+    Case(
+        "image-with-digest",
+        "",
+        {"triton": {"image": "registry.local:5000/triton/server:25.10-py3@sha256:" + "a" * 64}},
+    ),
+    Case(
+        "extra-args-free-flags", "", {"triton": {"extraArgs": ["--log-verbose=1", "--exit-timeout-secs=30"]}}
+    ),
+    Case("replicas-zero", "", {"replicas": 0}),
+    Case(
+        "gpu-product-matching-node-selector",
+        "",
+        {
+            "resources": {"gpuProduct": "NVIDIA-L4"},
+            "placement": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4", "pool": "inference"}},
+        },
+    ),
+    Case(
+        "affinity-passed-through",
+        "",
+        {
+            "placement": {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "zone", "operator": "In", "values": ["a", "b"]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            }
+        },
+    ),
+    Case(
+        "profiles-fit-max-batch-size",
+        "",
+        {"engine": {"maxBatchSize": 8, "profiles": [_profile([1, 3], [4, 3], [8, 3])]}},
+    ),
+    Case("storage-existing-claim", "", {"storage": {"existingClaim": "models"}}),
+    Case("storage-quantity-as-integer", "", {"storage": {"size": 1073741824}}),
+]
+
+# A status with every field set, as the operator would write it.
+FULL_STATUS: dict[str, Any] = {
+    "observedGeneration": 3,
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Serving",
+            "message": "2 of 2 replicas serve resnet",
+            "lastTransitionTime": "2025-11-20T10:00:00Z",
+            "observedGeneration": 3,
+        }
+    ],
+    "replicas": 2,
+    "readyReplicas": 2,
+    "selector": "app.kubernetes.io/instance=resnet",
+    "signature": {
+        "inputs": [{"name": "data", "dtype": "FLOAT", "shape": [-1, 3, 224, 224]}],
+        "outputs": [{"name": "resnetv17_dense0_fwd", "dtype": "FLOAT", "shape": [-1, 1000]}],
+    },
+    "engine": {
+        "cacheKey": "sha256-abc",
+        "tensorrtVersion": "10.13.3",
+        "gpuProduct": "NVIDIA-H100-80GB-HBM3",
+        "buildSeconds": 81.5,
+        "cacheHit": False,
+    },
+    "parity": {"maxAbsError": 0.0004, "maxRelError": 0.002, "samples": 8, "passed": True},
+    "endpoints": {
+        "http": "http://resnet.default.svc:8000",
+        "grpc": "resnet.default.svc:8001",
+        "metrics": "http://resnet.default.svc:8002/metrics",
+    },
+}
+
+INVALID_PARAMS = [pytest.param(case, id=case.id) for case in INVALID]
+VALID_PARAMS = [pytest.param(case, id=case.id) for case in VALID]
