@@ -88,6 +88,12 @@ class EngineStatus(StatusModel):
     cache_hit: bool | None = None
     """Whether the engine came from the cache instead of a build."""
 
+    max_batch_size: int | None = Field(default=None, ge=0)
+    """Triton max_batch_size the engine was built for (0: no batching)."""
+
+    location: str | None = Field(default=None, max_length=512)
+    """Where the engine's model repository lives: CLAIM/PATH on the engine volume."""
+
 
 class ParityStatus(StatusModel):
     """How the engine compared with ONNX Runtime on the same inputs."""

@@ -1,0 +1,104 @@
+"""The NimService `nimify create` writes: built from a model report and command-line choices, checked by the
+API models (so a manifest it prints is one the apiserver admits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from nimify.api import EngineSpec, NimService
+from nimify.engine.profiles import derive_profiles
+from nimify.model.errors import ModelError
+from nimify.model.inspection import ModelReport
+from nimify.triton.model_config import resolve_max_batch_size
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    name: str
+    uri: str
+    namespace: str | None = None
+    backend: str = "tensorrt"
+    precision: str | None = None
+    max_batch_size: int | None = None
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    gpus: int | None = None
+    gpu_product: str | None = None
+    replicas: int | None = None
+    triton_image: str | None = None
+    instances: int | None = None
+    preferred_batch_sizes: list[int] | None = None
+    max_queue_delay_us: int | None = None
+    warmup_batch_sizes: list[int] | None = None
+    response_cache: bool = False
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None and value != {}}
+
+
+def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[NimService, list[str]]:
+    """The NimService, and notes worth telling the user (the batching decision, CPU placement)."""
+    notes = [f"triton batching: {'on' if report.batching.batched else 'off'} ({report.batching.reason})"]
+    engine = _drop_none(
+        {
+            "backend": options.backend,
+            "precision": options.precision,
+            "maxBatchSize": options.max_batch_size,
+            "profiles": options.profiles or None,
+        }
+    )
+    dynamic_batching = _drop_none(
+        {
+            "preferredBatchSizes": options.preferred_batch_sizes,
+            "maxQueueDelayMicroseconds": options.max_queue_delay_us,
+        }
+    )
+    triton = _drop_none(
+        {
+            "image": options.triton_image,
+            "instancesPerGpu": options.instances,
+            "dynamicBatching": dynamic_batching or None,
+            "warmup": {"batchSizes": options.warmup_batch_sizes} if options.warmup_batch_sizes else None,
+            "responseCache": {"enabled": True} if options.response_cache else None,
+        }
+    )
+    resources = _drop_none({"gpus": options.gpus, "gpuProduct": options.gpu_product})
+    spec = _drop_none(
+        {
+            "model": {"uri": options.uri, "sha256": report.sha256, "format": report.format},
+            "engine": engine or None,
+            "triton": triton or None,
+            "resources": resources or None,
+            "replicas": options.replicas,
+        }
+    )
+    metadata = _drop_none({"name": options.name, "namespace": options.namespace})
+    try:
+        service = NimService.model_validate({"metadata": metadata, "spec": spec})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'spec'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ModelError("InvalidManifest", problems) from None
+    # What the conversion Job will decide, decided now so a model that cannot be served fails here.
+    engine_spec: EngineSpec = service.spec.engine
+    max_batch_size = resolve_max_batch_size(engine_spec, report.batching)
+    if engine_spec.backend == "tensorrt" and report.format == "onnx":
+        derive_profiles(report.signature, max_batch_size, engine_spec.profiles)
+    if service.spec.resources.gpus == 0:
+        notes.append("resources.gpus is 0: onnxruntime runs on CPU")
+    return service, notes
+
+
+def manifest_document(service: NimService) -> dict[str, Any]:
+    """The manifest with only what was chosen: API defaults stay implicit, as a person would write it."""
+    return {
+        "apiVersion": service.api_version,
+        "kind": service.kind,
+        "metadata": service.metadata.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": service.spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+    }

@@ -1,0 +1,257 @@
+"""`nimify inspect`, `nimify create` and `nimify openapi`: what a model is, its NimService, its HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nimify.cli import app
+from nimify.cli.failures import reported_failures, stderr
+from nimify.cli.progress import pipeline_progress
+from nimify.model.errors import ModelError
+from nimify.model.inspection import ModelReport
+from nimify.model.signature import Signature
+from nimify.triton.model_config import config_dims
+
+stdout = Console(highlight=False, soft_wrap=True)
+
+ModelArgument = Annotated[
+    str, typer.Argument(help="ONNX file or TensorRT plan: a path, or an https/s3/gs/hf URI.")
+]
+BackendOption = Annotated[
+    str, typer.Option("--backend", help="Validate for this backend: onnxruntime, tensorrt or python.")
+]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="onnx or tensorrt-plan (default: from the file).")
+]
+
+
+@contextlib.contextmanager
+def local_model(model: str, *, show_progress: bool = True) -> Iterator[Path]:
+    """The model as a local file: a path as given, or a URI downloaded (with progress) to a temp folder."""
+    from nimify.engine.fetch import FetchOptions, fetch_model
+    from nimify.engine.sources import parse_uri
+
+    if parse_uri(model).scheme == "local":
+        yield Path(model).expanduser()
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="nimify-model-") as work,
+        pipeline_progress(show_progress) as progress,
+    ):
+        fetched = fetch_model(model, Path(work), options=FetchOptions(progress=progress.on_download))
+        yield fetched.path
+
+
+def load_signature(path: Path | None) -> Signature | None:
+    """A signature from JSON or YAML: a bare signature, `nimify inspect --json` output, or a NimService whose
+    status carries one (what the operator recorded for a plan)."""
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+        found = data.get("status", {}).get("signature") or data.get("signature") or data
+        return Signature.from_json(found)
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ModelError(
+            "InvalidSignature", f"{path}: not a signature ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _dims(text: list[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in text) + "]"
+
+
+def render_report(report: ModelReport, console: Console, source: str | None = None) -> None:
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    summary.add_row("file", escape(source or str(report.path)))
+    summary.add_row("format", report.format)
+    summary.add_row("size", f"{report.size_bytes} bytes")
+    summary.add_row("sha256", report.sha256)
+    if report.format == "onnx":
+        summary.add_row("ir version", str(report.ir_version))
+        summary.add_row(
+            "opsets", ", ".join(f"{domain} {version}" for domain, version in sorted(report.opsets.items()))
+        )
+        summary.add_row("producer", escape(report.producer or "-"))
+        summary.add_row("operators", escape(", ".join(report.op_types) or "-"))
+        summary.add_row("external data", escape(", ".join(report.external_data) or "none"))
+    else:
+        summary.add_row("signature from", escape(report.signature_source))
+    verdict = "[green]yes[/]" if report.batching.batched else "[yellow]no[/] (max_batch_size 0)"
+    summary.add_row("triton batching", f"{verdict}: {escape(report.batching.reason)}")
+    console.print(summary)
+    tensors = Table(title="signature", title_justify="left")
+    for column in ("", "name", "dtype", "shape", "config shape"):
+        tensors.add_column(column)
+    for kind, tensor in report.signature.tensors():
+        served, _ = config_dims(tensor, report.batching.batched)
+        tensors.add_row(
+            kind, escape(tensor.name), tensor.dtype, escape(tensor.describe_dims()), _dims(served)
+        )
+    console.print(tensors)
+
+
+@app.command("inspect")
+def inspect_command(
+    model: ModelArgument,
+    backend: BackendOption = "onnxruntime",
+    model_format: FormatOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="JSON signature for a TensorRT plan (no TensorRT here)."),
+    ] = None,
+) -> None:
+    """Validate a model and show its signature, opsets, operators, digest and Triton batching decision."""
+    from nimify.model.validation import validate_model
+
+    with reported_failures(), local_model(model, show_progress=not as_json) as path:
+        report = validate_model(
+            path, backend=backend, model_format=model_format, signature_hint=load_signature(signature)
+        )
+        if as_json:
+            typer.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            render_report(report, stdout, model)
+
+
+def _parse_shape(text: str, what: str) -> list[int]:
+    try:
+        dims = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        raise typer.BadParameter(f"{what} {text!r}: expected sizes like 1x3x224x224") from None
+    return dims
+
+
+def parse_profile(text: str) -> dict[str, Any]:
+    """`image=1x3x224x224:8x3x224x224:16x3x512x512` → a ShapeProfile mapping."""
+    name, sep, shapes = text.partition("=")
+    parts = shapes.split(":")
+    if not sep or not name or len(parts) != 3:
+        raise typer.BadParameter(
+            f"profile {text!r}: expected INPUT=MIN:OPT:MAX, e.g. image=1x3x64x64:8x3x224x224:16x3x512x512"
+        )
+    low, best, high = (_parse_shape(part, f"profile {name}") for part in parts)
+    return {"input": name, "min": low, "opt": best, "max": high}
+
+
+@app.command("create")
+def create_command(
+    model: ModelArgument,
+    name: Annotated[str, typer.Option("--name", help="NimService name (a DNS-1035 label).")],
+    uri: Annotated[
+        str | None,
+        typer.Option("--uri", help="Where the cluster fetches the model (default: MODEL when a URI)."),
+    ] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="tensorrt or onnxruntime.")] = "tensorrt",
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16, int8, fp8.")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
+    profiles: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="INPUT=MIN:OPT:MAX shapes (1x3x224x224), repeatable."),
+    ] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=0)] = None,
+    gpu_product: Annotated[
+        str | None, typer.Option("--gpu-product", help="nvidia.com/gpu.product value.")
+    ] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", min=0)] = None,
+    triton_image: Annotated[str | None, typer.Option("--triton-image")] = None,
+    instances: Annotated[
+        int | None, typer.Option("--instances", min=1, help="Model instances per GPU.")
+    ] = None,
+    preferred_batch_sizes: Annotated[list[int] | None, typer.Option("--preferred-batch-size")] = None,
+    max_queue_delay_us: Annotated[int | None, typer.Option("--max-queue-delay-us", min=0)] = None,
+    warmup: Annotated[
+        list[int] | None, typer.Option("--warmup", help="Warm-up batch size, repeatable.")
+    ] = None,
+    response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Inspect MODEL and print (or write) a NimService manifest that serves it."""
+    from nimify.cli.manifest import ManifestOptions, build_nimservice, manifest_document
+    from nimify.engine.sources import parse_uri
+    from nimify.model.validation import validate_model
+
+    with reported_failures():
+        manifest_uri = uri or (model if parse_uri(model).scheme != "local" else None)
+        if manifest_uri is None:
+            raise ModelError(
+                "ModelUriRequired",
+                "MODEL is a local file: pass --uri with where the cluster fetches it "
+                "(https://, s3://, gs://, pvc://CLAIM/PATH or hf://)",
+            )
+        options = ManifestOptions(
+            name=name,
+            uri=manifest_uri,
+            namespace=namespace,
+            backend=backend,
+            precision=precision,
+            max_batch_size=max_batch_size,
+            profiles=[parse_profile(text) for text in profiles or []],
+            gpus=gpus,
+            gpu_product=gpu_product,
+            replicas=replicas,
+            triton_image=triton_image,
+            instances=instances,
+            preferred_batch_sizes=preferred_batch_sizes,
+            max_queue_delay_us=max_queue_delay_us,
+            warmup_batch_sizes=warmup,
+            response_cache=response_cache,
+        )
+        with local_model(model) as path:
+            report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
+        service, notes = build_nimservice(report, options)
+        document = manifest_document(service)
+        text = json.dumps(document, indent=2) + "\n" if as_json else yaml.safe_dump(document, sort_keys=False)
+        for note in notes:
+            stderr.print(f"[dim]note:[/] {escape(note)}")
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            output.write_text(text)
+            stderr.print(f"wrote {escape(str(output))}")
+
+
+@app.command("openapi")
+def openapi_command(
+    model: ModelArgument,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Triton model name (default: from the file name).")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
+) -> None:
+    """Print the OpenAPI 3.1 document of the model's KServe v2 inference endpoints."""
+    from nimify.api import EngineSpec
+    from nimify.model.inspection import inspect_model
+    from nimify.triton.local_repository import model_name_for
+    from nimify.triton.model_config import resolve_max_batch_size
+    from nimify.triton.openapi import openapi_document
+
+    with reported_failures(), local_model(model, show_progress=False) as path:
+        report = inspect_model(path)
+        batch = resolve_max_batch_size(EngineSpec(max_batch_size=max_batch_size), report.batching)
+        document = openapi_document(name or model_name_for(path), report.signature, max_batch_size=batch)
+        text = yaml.safe_dump(document, sort_keys=False) if as_yaml else json.dumps(document, indent=2) + "\n"
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            output.write_text(text)

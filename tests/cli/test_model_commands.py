@@ -1,0 +1,156 @@
+"""`nimify inspect`, `nimify create` and `nimify openapi` on the sample models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nimify.api import NimService
+from nimify.model.digest import file_sha256
+from nimify.model.samples import SAMPLES, write_sample
+from tests.cli.conftest import Cli
+
+BATCHED = {"mlp": True, "cnn": True, "int_bool": True, "multi_output": True, "recurrent": False}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_inspect_table(tmp_path: Path, cli: Cli, name: str) -> None:
+    result = cli("inspect", str(write_sample(name, tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "triton batching" in result.stdout
+    assert ("yes:" if BATCHED[name] else "no (max_batch_size 0)") in result.stdout
+    assert file_sha256(tmp_path / f"{name}.onnx")[:40] in result.stdout.replace("\n", "").replace(" ", "")
+
+
+def test_inspect_json(tmp_path: Path, cli: Cli) -> None:
+    result = cli("inspect", str(write_sample("recurrent", tmp_path, external_data=True)), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["batching"]["batched"] is False and "'state'" in data["batching"]["reason"]
+    assert data["externalData"] == ["recurrent.weights"]
+    assert data["signature"]["inputs"][2] == {"name": "temperature", "dtype": "FLOAT", "shape": []}
+
+
+def test_inspect_for_tensorrt_flags_its_unsupported_ops(tmp_path: Path, cli: Cli) -> None:
+    result = cli("inspect", str(write_sample("mlp", tmp_path)), "--backend", "tensorrt")
+    assert result.exit_code == 0
+
+
+def test_inspect_plan_with_a_signature_file(tmp_path: Path, cli: Cli) -> None:
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"ftrt" + b"\0" * 32)
+    signature = {
+        "inputs": [{"name": "x", "dtype": "FLOAT16", "shape": [-1, 8], "dimNames": ["batch", None]}],
+        "outputs": [{"name": "y", "dtype": "FLOAT16", "shape": [-1, 2], "dimNames": ["batch", None]}],
+    }
+    (tmp_path / "signature.json").write_text(json.dumps(signature))
+    result = cli(
+        "inspect",
+        str(plan),
+        "--backend",
+        "tensorrt",
+        "--signature",
+        str(tmp_path / "signature.json"),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (
+        data["format"] == "tensorrt-plan"
+        and data["signatureSource"] == "hint"
+        and data["batching"]["batched"]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_create_writes_a_valid_nimservice(tmp_path: Path, cli: Cli, name: str) -> None:
+    path = write_sample(name, tmp_path)
+    args = [
+        "create",
+        str(path),
+        "--name",
+        name.replace("_", "-"),
+        "--uri",
+        f"https://models.example.com/{name}.onnx",
+    ]
+    if name in ("cnn", "int_bool"):
+        args += ["--backend", "onnxruntime", "--gpus", "0"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load(result.stdout)
+    service = NimService.model_validate(document)
+    assert service.metadata.name == name.replace("_", "-")
+    assert service.spec.model.sha256 == file_sha256(path)
+    assert service.spec.model.format == "onnx"
+    assert f"triton batching: {'on' if BATCHED[name] else 'off'}" in result.stderr
+
+
+def test_create_needs_profiles_for_spatial_dims_on_tensorrt(tmp_path: Path, cli: Cli) -> None:
+    path = str(write_sample("cnn", tmp_path))
+    uri = "pvc://models/cnn.onnx"
+    result = cli("create", path, "--name", "cnn", "--uri", uri)
+    assert result.exit_code == 1 and "error: ProfileRequired: input 'image'" in result.stderr
+    profile = "image=1x3x32x32:8x3x224x224:8x3x512x512"
+    output = tmp_path / "cnn.json"
+    result = cli(
+        "create",
+        path,
+        "--name",
+        "cnn",
+        "--uri",
+        uri,
+        "--profile",
+        profile,
+        "--warmup",
+        "8",
+        "--json",
+        "-o",
+        str(output),
+    )
+    assert result.exit_code == 0, result.output
+    spec = json.loads(output.read_text())["spec"]
+    assert spec["engine"]["profiles"] == [
+        {"input": "image", "min": [1, 3, 32, 32], "opt": [8, 3, 224, 224], "max": [8, 3, 512, 512]}
+    ]
+    assert spec["triton"]["warmup"] == {"batchSizes": [8]}
+
+
+def test_create_refuses_batching_an_unbatchable_model(tmp_path: Path, cli: Cli) -> None:
+    path = str(write_sample("recurrent", tmp_path))
+    result = cli("create", path, "--name", "rnn", "--uri", "s3://bucket/rnn.onnx", "--max-batch-size", "4")
+    assert result.exit_code == 1 and "BatchingImpossible" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--name", "mlp"], "ModelUriRequired"),
+        (["--name", "Not_A_Name", "--uri", "https://h/m.onnx"], "InvalidManifest"),
+        (["--name", "mlp", "--uri", "ftp://h/m.onnx"], "InvalidManifest"),
+        (
+            ["--name", "mlp", "--uri", "https://h/m.onnx", "--backend", "onnxruntime", "--precision", "fp16"],
+            "InvalidManifest",
+        ),
+    ],
+)
+def test_create_errors(tmp_path: Path, cli: Cli, args: list[str], reason: str) -> None:
+    result = cli("create", str(write_sample("mlp", tmp_path)), *args)
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {reason}:"), result.output
+
+
+def test_openapi(tmp_path: Path, cli: Cli) -> None:
+    result = cli("openapi", str(write_sample("multi_output", tmp_path)), "--name", "multi")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert "/v2/models/multi/infer" in document["paths"]
+    assert set(document["components"]["schemas"]) >= {
+        "Input_x",
+        "Output_total",
+        "Output_argmax",
+        "InferRequest",
+    }
+    as_yaml = cli("openapi", str(tmp_path / "multi_output.onnx"), "--yaml")
+    assert yaml.safe_load(as_yaml.stdout)["info"]["title"].startswith("multi_output")
