@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from nimify.api import CRD_NAME
 from nimify.devcluster.cluster import running_cluster
-from tests.kube import ExistingCluster
+from tests.kube import ExistingCluster, eventually
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +40,12 @@ def _bin_path() -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
     if kubeconfig := os.environ.get("NIMIFY_TEST_KUBECONFIG"):
-        yield ExistingCluster(Path(kubeconfig), os.environ.get("NIMIFY_BIN_PATH"))
+        yield ExistingCluster(Path(kubeconfig), os.environ.get("NIMIFY_BIN_PATH"), Path(kubeconfig))
         return
     bin_path = _bin_path()
     directory = tmp_path_factory.mktemp("cluster")
     with running_cluster(f"pytest-{os.getpid()}", bin_path, directory) as local:
-        yield ExistingCluster(local.kubeconfig, bin_path)
+        yield ExistingCluster(local.kubeconfig, bin_path, local.operator_kubeconfig, local.audit_log)
 
 
 @pytest.fixture
@@ -62,3 +63,19 @@ def namespace(cluster: ExistingCluster) -> Iterator[str]:
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def nimservice_crd(cluster: ExistingCluster) -> str:
+    """The CRD from crds/, applied and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    # `kubectl wait` errors out instead of waiting while a new CRD has no status.conditions yet.
+    eventually(
+        lambda: (
+            cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s", check=False
+            ).returncode
+            == 0
+        )
+    )
+    return CRD_NAME

@@ -21,6 +21,10 @@ class ExistingCluster:
 
     kubeconfig: Path
     bin_path: str | None = None
+    #: Credentials for an operator under test (its own identity in the local cluster).
+    operator_kubeconfig: Path | None = None
+    #: The apiserver's audit log of write requests, when this session started the cluster.
+    audit_log: Path | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

@@ -1,4 +1,4 @@
-"""Fixtures for admission tests: the NimService CRD installed, and one namespace per test module."""
+"""Fixtures for admission tests: one namespace per test module (the CRD comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nimify.api import CRD_NAME
 from tests.kube import ExistingCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def nimservice_crd(cluster: ExistingCluster) -> str:
-    """The CRD from crds/, applied and Established."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
-    return CRD_NAME
 
 
 @pytest.fixture(scope="module")

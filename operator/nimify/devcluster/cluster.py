@@ -39,6 +39,13 @@ POD_CIDR = "10.244.0.0/16"
 STATE_FILE = "state.json"
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries kubectl's own error output."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{(self.stderr or '').strip()}"
+
+
 class ClusterError(RuntimeError):
     """The local cluster could not be started; the message says which component and where its log is."""
 
@@ -52,6 +59,10 @@ class LocalCluster:
     bin_path: str
     audit_log: Path
     pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        return self.directory / "operator.kubeconfig"
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -101,7 +112,7 @@ def run_kubectl(
         check=False,
     )
     if check and result.returncode != 0:
-        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+        raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
     return result
 
 
@@ -251,7 +262,7 @@ def start_cluster(
         bin_path=bin_path,
         audit_log=directory / "logs" / "audit.log",
     )
-    for client in ("admin", "controller-manager", "scheduler", "kwok"):
+    for client in ("admin", "controller-manager", "scheduler", "kwok", "operator"):
         path = directory / ("kubeconfig" if client == "admin" else f"{client}.kubeconfig")
         path.write_text(yaml.safe_dump(_kubeconfig(server, pki, client)))
         path.chmod(0o600)
@@ -331,6 +342,8 @@ def _start_components(
             f"--root-ca-file={pki.ca_cert}",
             "--use-service-account-credentials=false",
             "--enable-hostpath-provisioner=true",
+            # A loaded 2-core machine can delay kwok's lease renewals; a dead node is not what tests simulate.
+            "--node-monitor-grace-period=120s",
             f"--cluster-cidr={POD_CIDR}",
         ],
     )
@@ -356,6 +369,9 @@ def _start_components(
             f"--cidr={POD_CIDR}",
             "--node-ip=10.240.0.1",
             f"--server-address=127.0.0.1:{kwok_port}",
+            # Leases, renewed every few seconds, are what keeps the nodes Ready; without them kwok only
+            # refreshes node status every 20-45 s, past the node-lifecycle controller's grace period.
+            "--node-lease-duration-seconds=40",
         ],
     )
     # Both serve self-signed certificates, so an open port is the readiness signal we can check cheaply.

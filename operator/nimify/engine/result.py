@@ -7,6 +7,8 @@ written there without its signature (flagged `truncated`), while stdout always c
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,18 @@ from nimify.model.errors import ModelError
 from nimify.model.signature import Signature
 
 TERMINATION_MESSAGE_LIMIT = 4096
+COMPRESSED_ENCODING = "gzip+base64"
+
+
+def decode_termination_message(message: str) -> dict[str, Any] | None:
+    """The result a conversion left in its termination message, compressed or not; None if unreadable."""
+    try:
+        data = json.loads(message.strip().splitlines()[-1])
+        if isinstance(data, dict) and data.get("encoding") == COMPRESSED_ENCODING:
+            data = json.loads(gzip.decompress(base64.b64decode(data["data"])))
+    except (ValueError, IndexError, KeyError, OSError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -95,6 +109,15 @@ class ConversionResult:
         line = self.json_line()
         if len(line.encode()) <= TERMINATION_MESSAGE_LIMIT:
             return line
+        # Signatures repeat themselves (past_key_values.0.key, .1.key, ...): compressed, most fit.
+        packed = json.dumps(
+            {
+                "encoding": COMPRESSED_ENCODING,
+                "data": base64.b64encode(gzip.compress(line.encode(), mtime=0)).decode(),
+            }
+        )
+        if len(packed) <= TERMINATION_MESSAGE_LIMIT:
+            return packed
         reduced = self.to_json(with_signature=False)
         reduced["truncated"] = True
         reduced.pop("parityFailures", None)

@@ -1,0 +1,139 @@
+"""From what the reconcile observed to `status.conditions`: pure, so every combination is unit-tested.
+
+Ready is never True unless the engine for the current spec is ready AND every replica runs it; Available says
+whether anything is serving at all (an older engine keeps serving while a new one builds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from nimify.api import Condition
+from nimify.api.conditions import ConditionReason, ConditionType
+from nimify.api.status import ConditionStatus
+
+
+@dataclass(frozen=True)
+class EngineState:
+    ready: bool
+    reason: str
+    message: str
+    failed: bool = False  # a dead end until the spec changes (or the failed Job expires and is retried)
+
+
+@dataclass(frozen=True)
+class ServingState:
+    desired_replicas: int | None  # None until the Deployment exists
+    ready_replicas: int
+    updated_replicas: int
+    rolled_out: bool  # the Deployment controller has observed the current template and finished rolling it
+    serves_current_engine: bool
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    invalid_spec: str | None
+    paused: bool
+    engine: EngineState
+    serving: ServingState
+
+
+def _condition(kind: ConditionType, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
+    return kind.value, (ConditionStatus.TRUE if ok else ConditionStatus.FALSE).value, reason, message
+
+
+def desired_conditions(observation: Observation) -> list[tuple[str, str, str, str]]:
+    """(type, status, reason, message) for each condition, in a stable order."""
+    engine, serving = observation.engine, observation.serving
+    if observation.invalid_spec is not None:
+        invalid = ConditionReason.INVALID_SPEC.value
+        return [
+            _condition(ConditionType.READY, False, invalid, observation.invalid_spec),
+            _condition(ConditionType.ENGINE_READY, False, invalid, "the spec must be fixed first"),
+            _available(serving),
+            _condition(ConditionType.RECONCILING, False, invalid, "nothing to do until the spec changes"),
+            _condition(ConditionType.STALLED, True, invalid, observation.invalid_spec),
+        ]
+    desired = serving.desired_replicas
+    all_ready = (
+        desired is not None and serving.ready_replicas >= desired and serving.updated_replicas >= desired
+    )
+    ready = engine.ready and serving.serves_current_engine and serving.rolled_out and all_ready
+    if ready:
+        ready_reason, ready_message = (
+            ConditionReason.SERVING.value,
+            f"{serving.ready_replicas} replica(s) serving",
+        )
+    elif not engine.ready:
+        ready_reason, ready_message = engine.reason, engine.message
+    elif desired == 0:
+        ready_reason, ready_message = ConditionReason.SCALING.value, "scaled to zero replicas"
+    else:
+        ready_reason = ConditionReason.DEPLOYING.value
+        ready_message = f"{serving.ready_replicas}/{desired or '?'} replicas ready with the current engine"
+    if observation.paused:
+        reconciling = _condition(
+            ConditionType.RECONCILING,
+            False,
+            ConditionReason.PAUSED.value,
+            "spec.paused: children are left as they are",
+        )
+    elif ready or engine.failed:
+        reconciling = _condition(ConditionType.RECONCILING, False, ConditionReason.RECONCILED.value, "")
+    else:
+        reconciling = _condition(ConditionType.RECONCILING, True, ready_reason, ready_message)
+    stalled = (
+        _condition(ConditionType.STALLED, True, engine.reason, engine.message)
+        if engine.failed
+        else _condition(ConditionType.STALLED, False, ConditionReason.RECONCILED.value, "")
+    )
+    return [
+        _condition(ConditionType.READY, ready, ready_reason, ready_message),
+        _condition(ConditionType.ENGINE_READY, engine.ready, engine.reason, engine.message),
+        _available(serving),
+        reconciling,
+        stalled,
+    ]
+
+
+def _available(serving: ServingState) -> tuple[str, str, str, str]:
+    if serving.ready_replicas > 0:
+        return _condition(
+            ConditionType.AVAILABLE,
+            True,
+            ConditionReason.SERVING.value,
+            f"{serving.ready_replicas} replica(s) ready",
+        )
+    return _condition(
+        ConditionType.AVAILABLE, False, ConditionReason.REPLICAS_UNAVAILABLE.value, "no replica is ready"
+    )
+
+
+def merge_conditions(
+    desired: list[tuple[str, str, str, str]], previous: list[Condition], generation: int, now: datetime
+) -> list[Condition]:
+    """Conditions with lastTransitionTime kept from `previous` unless the status flipped."""
+    before = {condition.type: condition for condition in previous}
+    merged = []
+    for kind, status, reason, message in desired:
+        old = before.get(kind)
+        changed = old is None or old.status.value != status
+        merged.append(
+            Condition(
+                type=kind,
+                status=ConditionStatus(status),
+                reason=reason,
+                message=message,
+                last_transition_time=now if changed or old is None else old.last_transition_time,
+                observed_generation=generation,
+            )
+        )
+    return merged
+
+
+def transitions(previous: list[Condition], current: list[Condition]) -> list[Condition]:
+    """Conditions whose status or reason changed: each deserves an event."""
+    before = {(c.type, c.status, c.reason) for c in previous}
+    return [c for c in current if (c.type, c.status, c.reason) not in before]

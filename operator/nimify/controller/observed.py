@@ -1,0 +1,44 @@
+"""What kopf's watches last saw of children and peers, read without a single API request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ObjectKey = tuple[str, str]  # (namespace, name)
+Body = dict[str, Any]
+
+
+def first(index: Mapping[Any, Any], key: Any) -> Any:
+    """The first value a kopf index holds for `key` (kopf stores a collection per key), or None."""
+    store = index.get(key)
+    return next(iter(store), None) if store is not None else None
+
+
+@dataclass
+class Observed:
+    """Views over kopf indexes (or plain dicts in unit tests), keyed by (namespace, name) per kind."""
+
+    children: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
+    build_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # keyed by (namespace, job name)
+    ready_engines: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, claim, key)
+
+    def get(self, kind: str, namespace: str, name: str) -> Body | None:
+        index = self.children.get(kind)
+        found: Body | None = None if index is None else first(index, (namespace, name))
+        return found
+
+    def build_pod(self, namespace: str, job_name: str) -> Body | None:
+        """The newest pod of a conversion Job."""
+        store = self.build_pods.get((namespace, job_name))
+        pods = list(store) if store is not None else []
+        return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+
+    def ready_engine(self, namespace: str, claim: str, cache_key: str, *, besides: str) -> Body | None:
+        """A ready engine record served by a NimService other than `besides`."""
+        store = self.ready_engines.get((namespace, claim, cache_key))
+        for record in store if store is not None else ():
+            if record.get("servedBy") != besides:
+                return {key: value for key, value in record.items() if key != "servedBy"}
+        return None

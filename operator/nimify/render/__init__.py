@@ -1,0 +1,1 @@
+"""Pure functions that turn a NimService into the Kubernetes objects that serve it (plain dicts)."""

@@ -1,0 +1,141 @@
+"""The conversion Job: runs `nimify convert` on the target GPU product and leaves its result in the
+termination message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nimify.api import NimService
+from nimify.api.releases import release_label, triton_release
+from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
+from nimify.render.engine import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
+from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
+from nimify.settings import OperatorSettings
+
+PVC_ROOT = "/mnt/pvc"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def builder_image(nim: NimService, settings: OperatorSettings) -> str:
+    if nim.spec.engine.backend == Backend.ONNXRUNTIME:
+        return settings.onnxruntime_builder_image
+    release = triton_release(nim.spec.triton.image)
+    return settings.builder_image.format(release=release_label(release) if release else "unknown")
+
+
+def model_claim(nim: NimService) -> str | None:
+    """The claim a pvc:// model lives on (mounted read-only into the Job)."""
+    uri = nim.spec.model.uri
+    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
+def render_build_job(nim: NimService, location: EngineLocation, settings: OperatorSettings) -> dict[str, Any]:
+    spec = nim.spec
+    tensorrt = spec.engine.backend == Backend.TENSORRT
+    pod_labels = labels(nim, COMPONENT_BUILD) | settings.build_pod_labels
+    node_selector = dict(spec.placement.node_selector or {}) if spec.placement else {}
+    if product := requested_gpu_product(nim):
+        node_selector[GPU_PRODUCT_LABEL] = product
+    resources: dict[str, dict[str, Any]] = {
+        "requests": {"cpu": "1", "memory": "4Gi"},
+        "limits": {"memory": "16Gi"},
+    }
+    if tensorrt:
+        resources["limits"]["nvidia.com/gpu"] = 1
+    mounts: list[dict[str, Any]] = [
+        {"name": "engines", "mountPath": ENGINE_MOUNT},
+        {"name": "work", "mountPath": "/work"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "engines", "persistentVolumeClaim": {"claimName": location.claim}},
+        {"name": "work", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if claim := model_claim(nim):
+        mounts.append({"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+        volumes.append(
+            {"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+    container: dict[str, Any] = {
+        "name": "convert",
+        "image": builder_image(nim, settings),
+        "command": ["nimify", "convert"],
+        "args": [
+            f"--repository={ENGINE_MOUNT}/{location.repository}",
+            f"--name={REPOSITORY_MODEL_DIR}",
+            f"--cache-key={location.cache_key}",
+            "--work-dir=/work",
+            f"--pvc-root={PVC_ROOT}",
+            f"--termination-log={TERMINATION_LOG}",
+        ],
+        # The whole spec travels as one variable: the Job runs exactly the conversion this spec asks for.
+        "env": [
+            {
+                "name": "NIMIFY_SPEC",
+                "value": json.dumps(
+                    spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+            }
+        ],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.model.credentials_secret:
+        # Keys become environment variables; their values never appear in the Job spec or the logs.
+        container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": [gpu_toleration(), *_user_tolerations(nim)],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if spec.placement:
+        # The build must land where the replicas may run: same node affinity, same GPU runtime class.
+        node_affinity = (spec.placement.affinity or {}).get("nodeAffinity")
+        if node_affinity:
+            pod_spec["affinity"] = {"nodeAffinity": node_affinity}
+        if spec.placement.priority_class_name:
+            pod_spec["priorityClassName"] = spec.placement.priority_class_name
+        if spec.placement.runtime_class_name:
+            pod_spec["runtimeClassName"] = spec.placement.runtime_class_name
+    name = build_job_name(location.claim, location.cache_key)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": object_meta(
+            nim, name, COMPONENT_BUILD, annotations={ENGINE_KEY_ANNOTATION: location.cache_key}
+        ),
+        "spec": {
+            "backoffLimit": settings.build_backoff_limit,
+            "activeDeadlineSeconds": spec.engine.build_timeout_seconds,
+            "ttlSecondsAfterFinished": settings.build_ttl_seconds,
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {ENGINE_KEY_ANNOTATION: location.cache_key},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _user_tolerations(nim: NimService) -> list[dict[str, Any]]:
+    if nim.spec.placement is None or not nim.spec.placement.tolerations:
+        return []
+    return [
+        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in nim.spec.placement.tolerations
+    ]

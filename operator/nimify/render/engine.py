@@ -1,0 +1,74 @@
+"""Which engine a NimService needs and where it lives: decided from the spec alone, before any build."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from nimify.api import NimService
+from nimify.api.releases import release_label, triton_release
+from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
+from nimify.engine.cache_key import engine_cache_key
+from nimify.render.identity import dedicated_claim_name
+from nimify.settings import OperatorSettings
+
+ENGINE_MOUNT = "/engines"
+
+
+@dataclass(frozen=True)
+class EngineLocation:
+    cache_key: str
+    claim: str
+
+    @property
+    def directory(self) -> str:
+        """The engine's folder on the claim; the conversion Job writes its Triton repository inside."""
+        return f"engines/{self.cache_key}"
+
+    @property
+    def repository(self) -> str:
+        return f"{self.directory}/repository"
+
+
+# The conversion writes the model under this fixed name; each Deployment mounts it under its own model name,
+# so NimServices with different Triton model names can share one engine.
+REPOSITORY_MODEL_DIR = "model"
+
+
+def engine_claim(nim: NimService, settings: OperatorSettings) -> str:
+    storage = nim.spec.storage
+    if storage is None:
+        return settings.engine_cache_claim
+    if storage.existing_claim:
+        return storage.existing_claim
+    return dedicated_claim_name(nim)
+
+
+def model_identity(nim: NimService) -> str:
+    """The model's digest when pinned; an unpinned model is identified by its URI (pin sha256 to rebuild when
+    the bytes behind a URI change)."""
+    if nim.spec.model.sha256:
+        return nim.spec.model.sha256
+    return hashlib.sha256(f"uri:{nim.spec.model.uri}".encode()).hexdigest()
+
+
+def tensorrt_identity(nim: NimService) -> str | None:
+    """The Triton release pins its TensorRT version exactly, so the release names the TensorRT build."""
+    if nim.spec.engine.backend != Backend.TENSORRT:
+        return None
+    release = triton_release(nim.spec.triton.image)
+    return f"tensorrt-of-triton-{release_label(release)}" if release else nim.spec.triton.image
+
+
+def requested_gpu_product(nim: NimService) -> str | None:
+    """The GPU product the user asked for: resources.gpuProduct, or the product label in the node selector."""
+    if nim.spec.resources.gpu_product:
+        return nim.spec.resources.gpu_product
+    selector = nim.spec.placement.node_selector if nim.spec.placement else None
+    return (selector or {}).get(GPU_PRODUCT_LABEL)
+
+
+def engine_location(nim: NimService, settings: OperatorSettings) -> EngineLocation:
+    gpu_product = requested_gpu_product(nim) if nim.spec.engine.backend == Backend.TENSORRT else None
+    key = engine_cache_key(model_identity(nim), nim.spec.engine, tensorrt_identity(nim), gpu_product)
+    return EngineLocation(cache_key=key, claim=engine_claim(nim, settings))

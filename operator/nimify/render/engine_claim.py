@@ -1,0 +1,40 @@
+"""The PersistentVolumeClaim that holds built engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nimify.api import NimService
+from nimify.render.identity import COMPONENT_STORAGE, labels, object_meta, owner_reference
+from nimify.settings import OperatorSettings
+
+
+def render_engine_claim(nim: NimService, claim: str, settings: OperatorSettings) -> dict[str, Any] | None:
+    """The claim to create, or None for a user's existing claim.
+
+    The namespace-wide cache claim is shared: every NimService using it is a (non-controlling) owner, so
+    garbage collection removes it with the last of them.
+    """
+    storage = nim.spec.storage
+    if storage is not None and storage.existing_claim:
+        return None
+    shared = storage is None
+    size = settings.engine_cache_size if shared or storage is None or storage.size is None else storage.size
+    spec: dict[str, Any] = {
+        "accessModes": [settings.engine_cache_access_mode],
+        "resources": {"requests": {"storage": str(size)}},
+    }
+    if storage is not None and storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    if shared:
+        meta_labels = {k: v for k, v in labels(nim, COMPONENT_STORAGE).items() if "instance" not in k}
+        meta_labels.pop("nimify.dev/nimservice", None)
+        metadata = {
+            "name": claim,
+            "namespace": nim.metadata.namespace,
+            "labels": meta_labels,
+            "ownerReferences": [owner_reference(nim, controller=False)],
+        }
+    else:
+        metadata = object_meta(nim, claim, COMPONENT_STORAGE)
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}

@@ -1,0 +1,49 @@
+"""The ConfigMap with the model's config.pbtxt, rendered from the engine's signature and the triton settings.
+
+It lives apart from the engine so that changing triton settings (batching, instances, warmup) rolls the
+Deployment without rebuilding the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from nimify.api import ModelSignature, NimService
+from nimify.model.signature import Signature, TensorInfo
+from nimify.render.identity import COMPONENT_SERVER, object_meta, triton_config_name
+from nimify.triton.model_config import platform_for_backend, render_model_config
+
+CONFIG_KEY = "config.pbtxt"
+
+
+def toolkit_signature(signature: ModelSignature) -> Signature:
+    def tensor(spec: Any) -> TensorInfo:
+        return TensorInfo(spec.name, spec.dtype, tuple(None if d < 0 else d for d in spec.shape))
+
+    return Signature(tuple(tensor(t) for t in signature.inputs), tuple(tensor(t) for t in signature.outputs))
+
+
+def render_config_text(nim: NimService, signature: ModelSignature, max_batch_size: int) -> str:
+    return render_model_config(
+        nim.triton_model_name,
+        toolkit_signature(signature),
+        platform_for_backend(nim.spec.engine.backend.value),
+        max_batch_size=max_batch_size,
+        triton=nim.spec.triton,
+        gpus=nim.spec.resources.gpus,
+        profiles=nim.spec.engine.profiles or (),
+    )
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_triton_config(nim: NimService, config_text: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(nim, triton_config_name(nim), COMPONENT_SERVER),
+        "data": {CONFIG_KEY: config_text},
+    }

@@ -1,0 +1,145 @@
+"""The operator under test, running as a real process against the cluster, and the conversion-pod runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nimify.devcluster.build_runner import BUILD_POD_LABELS, BuildPodKubelet, claim_host_path
+from nimify.model.digest import file_sha256
+from nimify.model.samples import build_cnn, build_mlp, write_model
+from tests.kube import ExistingCluster
+
+E2E_NAMESPACES = "e2e-*"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    log: Path
+    metrics_port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = os.environ | {
+            "KUBECONFIG": str(self.kubeconfig),
+            "NIMIFY_BUILD_POD_LABELS": json.dumps(BUILD_POD_LABELS),
+            "NIMIFY_METRICS_PORT": str(self.metrics_port),
+            "NIMIFY_RESYNC_SECONDS": "10",
+        }
+        nimify = Path(sys.executable).parent / "nimify"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(nimify), "run", "--namespace", E2E_NAMESPACES, "--verbose"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited: {self.log.read_text()[-3000:]}")
+            try:
+                self.metrics()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("operator metrics endpoint did not come up")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def writes(self) -> float:
+        """Write requests the operator counted (nimify_api_write_requests_total, all labels)."""
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in self.metrics().splitlines()
+            if line.startswith("nimify_api_write_requests_total{")
+        )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ExistingCluster,
+    nimservice_crd: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    kubeconfig = cluster.operator_kubeconfig or cluster.kubeconfig
+    process = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def build_runner(cluster: ExistingCluster) -> Iterator[BuildPodKubelet]:
+    with BuildPodKubelet(cluster) as runner:
+        yield runner
+
+
+@pytest.fixture
+def e2e_namespace(cluster: ExistingCluster) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
+        "wait",
+        "--for=jsonpath={.metadata.name}=default",
+        "serviceaccount/default",
+        "-n",
+        name,
+        "--timeout=60s",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    uri: str
+    sha256: str
+
+
+@pytest.fixture
+def models(cluster: ExistingCluster, e2e_namespace: str) -> dict[str, StoredModel]:
+    """Real ONNX models on a PersistentVolumeClaim `models` in the test namespace, by name."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "models"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    cluster.kubectl("apply", "-n", e2e_namespace, "-f", "-", input=json.dumps(claim))
+    cluster.kubectl(
+        "wait", "-n", e2e_namespace, "--for=jsonpath={.status.phase}=Bound", "pvc/models", "--timeout=60s"
+    )
+    root = claim_host_path(cluster, e2e_namespace, "models")
+    stored = {}
+    for name, model in (("mlp", build_mlp()), ("cnn", build_cnn())):
+        path = write_model(model, root / f"{name}.onnx")
+        stored[name] = StoredModel(f"pvc://models/{name}.onnx", file_sha256(path))
+    return stored

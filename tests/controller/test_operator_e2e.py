@@ -1,0 +1,396 @@
+"""The operator end to end on a real control plane: Jobs, Deployments, Services, HPAs, status, events.
+
+Conversion pods are run for real on this machine (`BuildPodKubelet`); Triton pods are run by kwok.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from nimify.devcluster.build_runner import BuildPodKubelet
+from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
+from tests.controller.conftest import OperatorProcess, StoredModel
+from tests.kube import ExistingCluster, eventually, get_json
+
+pytestmark = pytest.mark.cluster
+
+L4 = "NVIDIA-L4"
+
+
+def nimservice(name: str, stored: StoredModel, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "nimify.dev/v1alpha1",
+        "kind": "NimService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": stored.uri, "sha256": stored.sha256},
+            "engine": {"backend": "onnxruntime"},
+            "resources": {"gpus": 1, "gpuProduct": L4},
+        },
+    }
+    for key, value in spec.items():
+        body["spec"][key] = value
+    return body
+
+
+def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=e2e",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objects),
+    )
+
+
+def condition(cluster: ExistingCluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    status = get_json(cluster, f"nimservice/{name}", "-n", namespace).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
+def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 120) -> None:
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        f"nimservice/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def jobs(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:
+    return list(get_json(cluster, "jobs", "-n", namespace)["items"])
+
+
+def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCpuUtilization": 80,
+        "targetQueueTimeMicroseconds": 20000,
+    }
+    resources = {"gpus": 1, "gpuProduct": L4, "cpu": "2", "memory": "4Gi"}
+    apply(cluster, ns, nimservice("mlp", models["mlp"], autoscaling=autoscaling, resources=resources))
+
+    job = eventually(lambda: (jobs(cluster, ns) or [None])[0])
+    assert job["spec"]["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == L4
+    pod = eventually(
+        lambda: get_json(
+            cluster, "pods", "-n", ns, "-l", f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+        )["items"]
+    )[0]
+    node = eventually(
+        lambda: get_json(cluster, "pod", pod["metadata"]["name"], "-n", ns)["spec"].get("nodeName")
+    )
+    assert get_json(cluster, "node", node)["metadata"]["labels"]["nvidia.com/gpu.product"] == L4
+
+    wait_ready(cluster, ns, "mlp")
+    nim = get_json(cluster, "nimservice/mlp", "-n", ns)
+    status = nim["status"]
+    assert status["observedGeneration"] == nim["metadata"]["generation"]
+    assert all(c["observedGeneration"] == nim["metadata"]["generation"] for c in status["conditions"])
+    assert status["signature"]["inputs"] == [{"name": "input", "dtype": "FLOAT", "shape": [-1, 16]}]
+    assert status["parity"]["passed"] is True
+    assert status["engine"]["cacheHit"] is False
+    assert status["endpoints"]["http"] == f"http://mlp.{ns}.svc:8000"
+    assert status["readyReplicas"] == status["replicas"] == 1
+
+    deployment = get_json(cluster, "deployment/mlp", "-n", ns)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod_spec["nodeSelector"]["nvidia.com/gpu.product"] == L4
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "NimService"
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "nimify-operator"
+    # The HPA owns replicas: the operator's field manager does not claim spec.replicas.
+    managed = get_json(cluster, "deployment/mlp", "-n", ns, "--show-managed-fields")["metadata"][
+        "managedFields"
+    ]
+    managers = {m["manager"]: json.dumps(m.get("fieldsV1", {})) for m in managed}
+    assert '"f:replicas"' not in managers["nimify-operator"]
+
+    service = get_json(cluster, "service/mlp", "-n", ns)
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    hpa = get_json(cluster, "hpa/mlp", "-n", ns)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mlp"}
+    assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource", "Pods"}
+
+    def able_to_scale() -> bool:
+        conditions = get_json(cluster, "hpa/mlp", "-n", ns).get("status", {}).get("conditions", [])
+        return any(c["type"] == "AbleToScale" and c["status"] == "True" for c in conditions)
+
+    eventually(able_to_scale, timeout=90)  # the HPA controller resolved scaleTargetRef through /scale
+
+    events = get_json(cluster, "events", "-n", ns, "--field-selector=involvedObject.kind=NimService")["items"]
+    assert {"BuildingEngine", "EngineBuilt", "Serving"} <= {e["reason"] for e in events}
+    printed = cluster.kubectl("get", "nimservices", "-n", ns).stdout
+    assert "True" in printed and "Serving" in printed
+
+
+def test_second_nimservice_with_the_same_engine_reuses_it_without_a_job(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("first", models["mlp"]))
+    wait_ready(cluster, ns, "first")
+    apply(
+        cluster,
+        ns,
+        nimservice(
+            "second",
+            models["mlp"],
+            model={"uri": models["mlp"].uri, "sha256": models["mlp"].sha256, "name": "classifier"},
+        ),
+    )
+    wait_ready(cluster, ns, "second")
+    assert len(jobs(cluster, ns)) == 1
+    engine = condition(cluster, ns, "second", "EngineReady")
+    assert engine is not None and engine["reason"] == "EngineCacheHit"
+    assert get_json(cluster, "nimservice/second", "-n", ns)["status"]["engine"]["cacheHit"] is True
+    first_key = get_json(cluster, "deployment/first", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    second_key = get_json(cluster, "deployment/second", "-n", ns)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert first_key[ENGINE_KEY_ANNOTATION] == second_key[ENGINE_KEY_ANNOTATION]
+
+
+def test_failing_job_is_reported_and_fixing_the_spec_recovers(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    wrong = StoredModel(models["mlp"].uri, "0" * 64)
+    apply(cluster, ns, nimservice("broken", wrong))
+
+    def engine_failed() -> dict[str, Any] | None:
+        found = condition(cluster, ns, "broken", "EngineReady")
+        return found if found and found["status"] == "False" and found["reason"] != "BuildingEngine" else None
+
+    engine = eventually(engine_failed, timeout=120)
+    assert engine["reason"] == "ChecksumMismatch", engine
+    assert "sha256" in engine["message"].lower() or "digest" in engine["message"].lower(), engine["message"]
+    ready = condition(cluster, ns, "broken", "Ready")
+    assert ready is not None and ready["status"] == "False"
+    stalled = condition(cluster, ns, "broken", "Stalled")
+    assert stalled is not None and stalled["status"] == "True"
+    warnings = get_json(
+        cluster, "events", "-n", ns, "--field-selector=type=Warning,involvedObject.name=broken"
+    )
+    assert any(e["reason"] == "ChecksumMismatch" for e in warnings["items"])
+
+    apply(cluster, ns, nimservice("broken", models["mlp"]))
+    wait_ready(cluster, ns, "broken")
+
+
+def test_editing_triton_settings_rolls_the_deployment_without_a_rebuild(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("svc", models["mlp"]))
+    wait_ready(cluster, ns, "svc")
+    before = get_json(cluster, "deployment/svc", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+
+    apply(
+        cluster,
+        ns,
+        nimservice(
+            "svc",
+            models["mlp"],
+            triton={"dynamicBatching": {"maxQueueDelayMicroseconds": 500, "preferredBatchSizes": [4, 8]}},
+        ),
+    )
+
+    def rolled() -> dict[str, str] | None:
+        annotations = get_json(cluster, "deployment/svc", "-n", ns)["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        return annotations if annotations[CONFIG_HASH_ANNOTATION] != before[CONFIG_HASH_ANNOTATION] else None
+
+    after = eventually(rolled)
+    assert after[ENGINE_KEY_ANNOTATION] == before[ENGINE_KEY_ANNOTATION]
+    config = get_json(cluster, "configmap/svc-triton-config", "-n", ns)["data"]["config.pbtxt"]
+    assert "max_queue_delay_microseconds: 500" in config
+    assert len(jobs(cluster, ns)) == 1
+    wait_ready(cluster, ns, "svc")
+
+
+def test_model_change_builds_a_new_engine_while_the_old_one_keeps_serving(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("swap", models["mlp"], replicas=2))
+    wait_ready(cluster, ns, "swap")
+    old_key = get_json(cluster, "deployment/swap", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
+        ENGINE_KEY_ANNOTATION
+    ]
+
+    build_runner.hold.set()
+    try:
+        apply(cluster, ns, nimservice("swap", models["cnn"], replicas=2))
+        eventually(lambda: len(jobs(cluster, ns)) == 2)
+        ready = eventually(
+            lambda: (c := condition(cluster, ns, "swap", "Ready")) and c["reason"] == "BuildingEngine"
+        )
+        assert ready
+        time.sleep(3)  # give a wrong operator every chance to touch the serving Deployment
+        deployment = get_json(cluster, "deployment/swap", "-n", ns)
+        assert deployment["spec"]["template"]["metadata"]["annotations"][ENGINE_KEY_ANNOTATION] == old_key
+        assert deployment["status"]["availableReplicas"] == 2
+        available = condition(cluster, ns, "swap", "Available")
+        assert available is not None and available["status"] == "True"
+    finally:
+        build_runner.hold.clear()
+    wait_ready(cluster, ns, "swap")
+    new_key = get_json(cluster, "deployment/swap", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
+        ENGINE_KEY_ANNOTATION
+    ]
+    assert new_key != old_key
+    assert get_json(cluster, "nimservice/swap", "-n", ns)["status"]["signature"]["inputs"][0]["shape"][
+        1:
+    ] == [3, -1, -1]
+
+
+def test_deleting_the_nimservice_removes_every_child(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("gone", models["mlp"], replicas=2, storage={"size": "5Gi"}))
+    wait_ready(cluster, ns, "gone")
+    selector = "app.kubernetes.io/instance=gone"
+    kinds = "deployments,replicasets,pods,services,configmaps,jobs,pvc,pdb,hpa"
+    assert get_json(cluster, kinds, "-n", ns, "-l", selector)["items"]
+    cluster.kubectl("delete", "nimservice/gone", "-n", ns, "--wait=true", "--timeout=60s")
+    eventually(lambda: not get_json(cluster, kinds, "-n", ns, "-l", selector)["items"], timeout=90)
+
+
+def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("scaled", models["mlp"]))
+    wait_ready(cluster, ns, "scaled")
+    cluster.kubectl("scale", "nimservice/scaled", "-n", ns, "--replicas=3")
+    eventually(lambda: get_json(cluster, "deployment/scaled", "-n", ns)["spec"]["replicas"] == 3)
+    eventually(lambda: get_json(cluster, "nimservice/scaled", "-n", ns)["status"].get("readyReplicas") == 3)
+    assert get_json(cluster, "pdb/scaled", "-n", ns)["spec"]["maxUnavailable"] == 1
+
+
+def test_operator_killed_after_creating_a_job_converges_without_a_duplicate(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    build_runner.hold.set()
+    try:
+        apply(cluster, ns, nimservice("restart", models["cnn"]))
+        eventually(lambda: len(jobs(cluster, ns)) == 1)
+        operator.stop(signal.SIGKILL)
+        operator.start()
+        time.sleep(5)  # resume handlers and child watches have run by now
+        assert len(jobs(cluster, ns)) == 1
+    finally:
+        build_runner.hold.clear()
+    wait_ready(cluster, ns, "restart")
+    assert len(jobs(cluster, ns)) == 1
+
+
+def _operator_audit_writes(cluster: ExistingCluster, since: float) -> list[dict[str, Any]]:
+    assert cluster.audit_log is not None
+    writes = []
+    for line in cluster.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("user", {}).get("username") != "nimify-operator":
+            continue
+        stamp = time.mktime(time.strptime(event["stageTimestamp"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        if stamp >= since:
+            writes.append(
+                {
+                    "verb": event["verb"],
+                    "uri": event["requestURI"],
+                    "code": event.get("responseStatus", {}).get("code"),
+                }
+            )
+    return writes
+
+
+def test_steady_state_sends_no_writes(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    services = [nimservice(f"steady-{i:02d}", models["mlp"], resources={"gpus": 0}) for i in range(20)]
+    apply(cluster, ns, *services)
+    for service in services:
+        wait_ready(cluster, ns, service["metadata"]["name"], timeout=180)
+    # Earlier tests' namespaces are still being deleted, which is work, not steady state: wait them out.
+    eventually(
+        lambda: (
+            [
+                n["metadata"]["name"]
+                for n in get_json(cluster, "namespaces")["items"]
+                if n["metadata"]["name"].startswith("e2e-")
+            ]
+            == [ns]
+        ),
+        timeout=180,
+    )
+    time.sleep(15)  # let the last status patches and events land
+    counted_before, started = operator.writes(), time.time()
+    time.sleep(120)  # twelve resync periods of NIMIFY_RESYNC_SECONDS=10
+    counted = operator.writes() - counted_before
+    audited = _operator_audit_writes(cluster, started + 1) if cluster.audit_log is not None else []
+    assert (counted, audited) == (0, []), (
+        f"the operator wrote in steady state: {counted} counted, {audited[:10]}"
+    )
+    assert len(jobs(cluster, ns)) == 1
