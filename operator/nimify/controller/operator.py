@@ -1,6 +1,6 @@
 """kopf registrations: watches and indexes of NimServices and their children, and what triggers a reconcile.
 
-A reconcile runs on resume, create and spec update, on a resync timer (the level-triggered safety net) and
+A reconcile runs on resume, create and spec update, on a resync loop (the level-triggered safety net) and
 whenever an owned Job, build Pod or Deployment changes. Children are watched with a server-side label
 selector, so the operator never sees, let alone lists, objects it does not manage.
 """
@@ -68,10 +68,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     start_http_server(operator_settings.metrics_port)
     _state["settings"] = operator_settings
     _state["reconciler"] = Reconciler(KubeWriter(), operator_settings, _post_event)
+    _state["resync"] = asyncio.create_task(_resync_forever(operator_settings.resync_seconds))
 
 
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
+    if (resync := _state.get("resync")) is not None:
+        resync.cancel()
     if (reconciler := _state.get("reconciler")) is not None:
         await reconciler.writer.close()
 
@@ -124,6 +127,14 @@ def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[A
     return {(body.metadata.namespace or "", claim, key): record}
 
 
+INDEX_NAMES = (
+    *(f"{kind.lower()}_index" for kind, *_ in CHILD_KINDS),
+    "build_pod_index",
+    "nimservice_index",
+    "ready_engine_index",
+)
+
+
 def _observed(indexes: Mapping[str, Any]) -> Observed:
     return Observed(
         children={kind: indexes[f"{kind.lower()}_index"] for kind, *_ in CHILD_KINDS},
@@ -133,6 +144,8 @@ def _observed(indexes: Mapping[str, Any]) -> Observed:
 
 
 async def _reconcile(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
+    # kopf hands its indexes (live views) only to handlers; keep them for the resync loop.
+    _state.setdefault("indexes", {name: indexes[name] for name in INDEX_NAMES})
     key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
     async with _locks[key]:
         await _state["reconciler"].reconcile(dict(body), _observed(indexes))
@@ -148,9 +161,23 @@ async def reconcile(body: kopf.Body, **kwargs: Any) -> None:
     await _reconcile(body, kwargs)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings().resync_seconds, idle=10)
-async def resync(body: kopf.Body, **kwargs: Any) -> None:
-    await _reconcile(body, kwargs)
+async def _resync_forever(interval: float) -> None:
+    """The level-triggered safety net: reconcile every known NimService from the in-memory index.
+
+    Not a kopf timer: kopf puts a finalizer on every object with a timer, and a finalizer would make deleting
+    a NimService depend on the operator running, with nothing outside the cluster to clean up.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        indexes = _state.get("indexes")
+        if indexes is None:
+            continue
+        for key, store in list(indexes["nimservice_index"].items()):
+            for body in list(store):
+                try:
+                    await _reconcile(body, indexes)
+                except Exception:  # one broken NimService must not stop the resync of the others
+                    logging.getLogger(__name__).exception("resync of %s/%s failed", *key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
