@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# The demo: a local Kubernetes control plane with simulated GPU node pools, left running for you to use.
+# The demo: a local Kubernetes control plane with simulated GPU node pools, the Nimify operator, and a
+# NimService serving a small ONNX model, left running for you to explore.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 name="${NIMIFY_DEMO_CLUSTER:-demo}"
 
+bash "$root/hack/setup-venv.sh"
+bin_path="$(bash "$root/hack/ensure-binaries.sh")"
 # A fresh cluster each time: a leftover one (e.g. after a reboot) would have dead processes.
-bash "$root/hack/cluster.sh" down "$name" >/dev/null 2>&1 || true
-kubeconfig="$(bash "$root/hack/cluster.sh" up "$name" | tail -n1)"
-kubectl="$(bash "$root/hack/ensure-binaries.sh" | cut -d: -f1)/kubectl"
+"$root/.venv/bin/nimify" dev-cluster down --name "$name" >/dev/null 2>&1 || true
+"$root/.venv/bin/nimify" dev-cluster demo --name "$name" --bin-path "$bin_path"
+kubeconfig="$("$root/.venv/bin/nimify" dev-cluster kubeconfig --name "$name")"
 
-echo
-echo "GPU node pools:"
-"$kubectl" --kubeconfig "$kubeconfig" get nodes -L nvidia.com/gpu.product -L nvidia.com/gpu.count
-echo
-echo "The cluster keeps running. Use it with:"
-echo "  export KUBECONFIG=$kubeconfig PATH=$(dirname "$kubectl"):\$PATH"
-echo "Stop it with:"
+echo "The cluster, the operator and the NimService keep running. Use them with:"
+echo "  export KUBECONFIG=$kubeconfig PATH=${bin_path%%:*}:\$PATH"
+echo "  kubectl get nimservices -A; kubectl describe nimservice -n demo mlp-classifier"
+echo "Stop everything with:"
 echo "  bash hack/cluster.sh down $name"

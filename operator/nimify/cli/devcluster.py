@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Annotated
@@ -77,3 +78,67 @@ def kubeconfig(name: NameOption = "nimify", directory: DirOption = None) -> None
         console.print(f"[red]error:[/] cluster {name!r} is not running ({path} does not exist)")
         raise typer.Exit(1)
     typer.echo(os.fspath(path))
+
+
+@dev_cluster.command("run-builds")
+def run_builds(
+    kubeconfig: Annotated[Path, typer.Option("--kubeconfig", help="Kubeconfig of the local cluster.")],
+    bin_path: BinPathOption = "",
+) -> None:
+    """Run conversion pods on this machine, playing their kubelet (kwok leaves them to us), until stopped."""
+    import signal
+    import threading
+
+    from nimify.devcluster.build_runner import BuildPodKubelet
+    from nimify.devcluster.cluster import run_kubectl
+
+    class Cluster:
+        def kubectl(
+            self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+            return run_kubectl(
+                kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=bin_path or None
+            )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with BuildPodKubelet(Cluster()):
+        while not stop.wait(1):
+            pass
+
+
+@dev_cluster.command("demo")
+def demo(name: NameOption = "demo", bin_path: BinPathOption = "", directory: DirOption = None) -> None:
+    """Start a cluster with the operator and serve a small ONNX model through a NimService."""
+    from nimify.devcluster.cluster import ClusterError, start_cluster
+    from nimify.devcluster.demo import NAMESPACE, SERVICE, run_demo
+
+    if not bin_path:
+        console.print("[red]error:[/] no binaries: pass --bin-path or set NIMIFY_BIN_PATH")
+        raise typer.Exit(2)
+    started = time.monotonic()
+    try:
+        cluster = start_cluster(name, bin_path, directory)
+        console.print(f"cluster [bold]{name}[/] is up: {cluster.server}")
+        run_demo(cluster, lambda message: console.print(f"[bold cyan]==>[/] {message}"))
+    except (ClusterError, subprocess.CalledProcessError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]NimService {NAMESPACE}/{SERVICE} is Ready[/] ({time.monotonic() - started:.0f}s)")
+    for args in (
+        ("get", "nodes", "-L", "nvidia.com/gpu.product"),
+        ("get", "nimservices", "-n", NAMESPACE, "-o", "wide"),
+        (
+            "get",
+            "nimservice",
+            SERVICE,
+            "-n",
+            NAMESPACE,
+            "-o",
+            'jsonpath={range .status.conditions[*]}{.type}{"\\t"}{.status}{"\\t"}{.reason}'
+            '{"\\t"}{.message}{"\\n"}{end}',
+        ),
+        ("get", "jobs,deployments,pods,services,hpa,configmaps,pvc", "-n", NAMESPACE, "-o", "wide"),
+    ):
+        console.print(f"\n[bold]$ kubectl {' '.join(args)}[/]")
+        typer.echo(cluster.kubectl(*args).stdout)

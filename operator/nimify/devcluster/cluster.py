@@ -71,6 +71,11 @@ class LocalCluster:
             self.kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=self.bin_path
         )
 
+    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Track a helper process (operator, build runner) so that stopping the cluster stops it too."""
+        self.pids[name] = process.pid
+        self.save()
+
     def save(self) -> None:
         state = asdict(self) | {
             "directory": str(self.directory),
