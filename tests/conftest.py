@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from nimify.api import CRD_NAME
 from nimify.devcluster.cluster import running_cluster
-from tests.kube import ExistingCluster, eventually
+from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,18 +50,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluste
 @pytest.fixture
 def namespace(cluster: ExistingCluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting for its contents to go)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.metadata.name}=default",
-        "serviceaccount/default",
-        "-n",
-        name,
-        "--timeout=60s",
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace(cluster, "t") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

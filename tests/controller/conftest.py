@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +16,19 @@ from pathlib import Path
 import pytest
 
 from nimify.devcluster.build_runner import BUILD_POD_LABELS, BuildPodKubelet, claim_host_path
+from nimify.devcluster.cluster import free_ports
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
-from tests.kube import ExistingCluster
+from tests.kube import ExistingCluster, fresh_namespace
 
 E2E_NAMESPACES = "e2e-*"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
 class OperatorProcess:
     kubeconfig: Path
     log: Path
-    metrics_port: int = field(default_factory=_free_port)
+    metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -104,18 +97,9 @@ def build_runner(cluster: ExistingCluster) -> Iterator[BuildPodKubelet]:
 
 @pytest.fixture
 def e2e_namespace(cluster: ExistingCluster) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.metadata.name}=default",
-        "serviceaccount/default",
-        "-n",
-        name,
-        "--timeout=60s",
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    """A namespace the operator under test watches (it runs with --namespace e2e-*)."""
+    with fresh_namespace(cluster, "e2e") as name:
+        yield name
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def resolve_binaries(bin_path: str) -> dict[str, str]:
     return {name: path for name, path in found.items() if path is not None}
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1."""
     # Hold all sockets open until every port is chosen so the same port is never handed out twice.
     with contextlib.ExitStack() as stack:
         ports = []
@@ -257,7 +258,7 @@ def start_cluster(
         raise ClusterError(f"cluster {name!r} already exists in {directory}; stop it first")
     directory.mkdir(parents=True, exist_ok=True)
     pki = create_pki(directory / "pki", SERVICE_IP)
-    etcd_client, etcd_peer, apiserver, kcm, scheduler, kwok = _free_ports(6)
+    etcd_client, etcd_peer, apiserver, kcm, scheduler, kwok = free_ports(6)
     server = f"https://127.0.0.1:{apiserver}"
     cluster = LocalCluster(
         name=name,

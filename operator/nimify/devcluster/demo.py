@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,19 +18,13 @@ import yaml
 
 from nimify.api.crd import nimservice_crd
 from nimify.devcluster.build_runner import BUILD_POD_LABELS, claim_host_path
-from nimify.devcluster.cluster import LocalCluster
+from nimify.devcluster.cluster import LocalCluster, free_ports
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 
 NAMESPACE = "demo"
 SERVICE = "mlp-classifier"
 MODEL_CLAIM = "models"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _spawn(cluster: LocalCluster, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -78,7 +71,7 @@ def run_demo(cluster: LocalCluster, say: Callable[[str], None]) -> None:
         {
             "KUBECONFIG": str(cluster.operator_kubeconfig),
             "NIMIFY_BUILD_POD_LABELS": json.dumps(BUILD_POD_LABELS),
-            "NIMIFY_METRICS_PORT": str(_free_port()),
+            "NIMIFY_METRICS_PORT": str(free_ports(1)[0]),
         },
     )
     _spawn(
