@@ -149,6 +149,12 @@ def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(
     printed = cluster.kubectl("get", "nimservices", "-n", ns).stdout
     assert "True" in printed and "Serving" in printed
 
+    metrics = operator.metrics()
+    assert 'nimify_engine_builds_total{outcome="started"}' in metrics
+    assert 'nimify_engine_builds_total{outcome="succeeded"}' in metrics
+    assert 'nimify_nimservices{ready="True"}' in metrics
+    assert "nimify_reconcile_duration_seconds_count" in metrics
+
 
 def test_second_nimservice_with_the_same_engine_reuses_it_without_a_job(
     cluster: ExistingCluster,
@@ -341,6 +347,63 @@ def test_operator_killed_after_creating_a_job_converges_without_a_duplicate(
         build_runner.hold.clear()
     wait_ready(cluster, ns, "restart")
     assert len(jobs(cluster, ns)) == 1
+
+
+def test_spec_the_apiserver_accepts_but_cannot_work_is_stalled_with_the_field_named(
+    cluster: ExistingCluster, operator: OperatorProcess, e2e_namespace: str, models: dict[str, StoredModel]
+) -> None:
+    ns = e2e_namespace
+    impossible = nimservice(
+        "bf16-on-t4",
+        models["mlp"],
+        engine={"precision": "bf16"},
+        resources={"gpus": 1, "gpuProduct": "Tesla-T4"},
+    )
+    apply(cluster, ns, impossible)
+    stalled = eventually(
+        lambda: (c := condition(cluster, ns, "bf16-on-t4", "Stalled")) and c["status"] == "True" and c
+    )
+    assert stalled["reason"] == "InvalidSpec"
+    assert "spec.engine.precision" in stalled["message"] and "7.5" in stalled["message"]
+    ready = condition(cluster, ns, "bf16-on-t4", "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    events = get_json(cluster, "events", "-n", ns, "--field-selector=type=Warning,reason=InvalidSpec")[
+        "items"
+    ]
+    assert events and "spec.engine.precision" in events[0]["message"]
+    assert jobs(cluster, ns) == []
+
+
+def test_paused_nimservice_keeps_what_runs_and_resumes(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    apply(cluster, ns, nimservice("held", models["mlp"]))
+    wait_ready(cluster, ns, "held")
+    before = get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    batching = {"dynamicBatching": {"maxQueueDelayMicroseconds": 900}}
+    apply(cluster, ns, nimservice("held", models["mlp"], paused=True, triton=batching))
+    eventually(lambda: (c := condition(cluster, ns, "held", "Reconciling")) and c["reason"] == "Paused")
+    time.sleep(3)
+    annotations = get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations[CONFIG_HASH_ANNOTATION] == before[CONFIG_HASH_ANNOTATION], "paused: children untouched"
+
+    apply(cluster, ns, nimservice("held", models["mlp"], paused=False, triton=batching))
+    eventually(
+        lambda: (
+            get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
+                CONFIG_HASH_ANNOTATION
+            ]
+            != before[CONFIG_HASH_ANNOTATION]
+        )
+    )
+    wait_ready(cluster, ns, "held")
 
 
 def _operator_audit_writes(cluster: ExistingCluster, since: float) -> list[dict[str, Any]]:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from nimify.api import EngineSpec, ParitySpec, ShapeProfile
 from nimify.engine.convert import ConvertRequest, run_conversion
-from nimify.engine.result import TERMINATION_MESSAGE_LIMIT, ConversionResult
+from nimify.engine.result import TERMINATION_MESSAGE_LIMIT, ConversionResult, decode_termination_message
 from nimify.model.digest import file_sha256
 from nimify.model.samples import SAMPLES, write_sample
-from nimify.model.signature import Signature
+from nimify.model.signature import Signature, TensorInfo
 from tests.engine.fake_tensorrt import FakeCudaRuntime, FakeTensorRT
 
 
@@ -110,10 +111,23 @@ def test_termination_message_stays_under_the_kubernetes_limit(tmp_path: Path) ->
     result = run_conversion(request(tmp_path, model, "onnxruntime"))
     assert result.termination_message() == result.json_line()
     assert result.signature is not None
-    result.signature = Signature(result.signature.inputs * 200, result.signature.outputs)
+    original = result.signature
+
+    # Repetitive signatures (past_key_values.N...) are compressed and arrive whole.
+    result.signature = Signature(original.inputs * 120, original.outputs)
+    message = result.termination_message()
+    assert len(message.encode()) <= TERMINATION_MESSAGE_LIMIT < len(result.json_line())
+    assert decode_termination_message(message) == json.loads(result.json_line())
+
+    # Beyond what compression saves, the signature is dropped and the result says so.
+    result.signature = Signature(
+        tuple(TensorInfo(f"{uuid.uuid4().hex}{i}", "FLOAT", (i, "batch")) for i in range(250)),
+        original.outputs,
+    )
     message = result.termination_message()
     assert len(message.encode()) <= TERMINATION_MESSAGE_LIMIT
-    data = json.loads(message)
+    data = decode_termination_message(message)
+    assert data is not None
     assert data["truncated"] is True and "signature" not in data and data["cacheKey"] == result.cache_key
 
 
