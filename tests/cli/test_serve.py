@@ -196,7 +196,7 @@ def test_serve_a_converted_repository(tmp_path: Path) -> None:
         http, grpc = served.endpoints["http"], served.endpoints["grpc"]
 
         # Non-batching model with a rank-0 input, sent as Triton carries scalars: shape [1].
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             "x": np.ones((3, 8), np.float32),
             "state": np.zeros((2, 3, 16), np.float32),
             "temperature": np.array([0.5], np.float32),

@@ -90,7 +90,7 @@ def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(
     resources = {"gpus": 1, "gpuProduct": L4, "cpu": "2", "memory": "4Gi"}
     apply(cluster, ns, nimservice("mlp", models["mlp"], autoscaling=autoscaling, resources=resources))
 
-    job = eventually(lambda: (jobs(cluster, ns) or [None])[0])
+    job = eventually(lambda: next(iter(jobs(cluster, ns)), None))
     assert job["spec"]["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == L4
     pod = eventually(
         lambda: get_json(

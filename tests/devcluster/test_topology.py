@@ -1,3 +1,5 @@
+from typing import Any
+
 from nimify.devcluster.topology import (
     DEFAULT_POOLS,
     GPU_PRODUCT_LABEL,
@@ -37,7 +39,7 @@ def test_default_topology_has_two_gpu_products_and_a_cpu_pool() -> None:
 
 
 def test_kwok_leaves_custom_status_pods_alone_except_for_deletion() -> None:
-    defaults = [
+    defaults: list[dict[str, Any]] = [
         {"metadata": {"name": name}, "spec": {"selector": {"matchExpressions": []}}}
         for name in ("pod-ready", "pod-complete", "pod-delete")
     ]

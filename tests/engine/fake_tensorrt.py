@@ -42,6 +42,9 @@ class ILogger:
     def __init__(self) -> None:
         pass
 
+    def log(self, severity: int, msg: str) -> None:
+        """TensorRT's loggers are subclasses that override this."""
+
 
 class Logger(ILogger):
     ERROR = Severity.ERROR
@@ -204,7 +207,7 @@ class FakeTensorRT:
 
     @staticmethod
     def nptype(dtype: DataType) -> type:
-        return _NUMPY[dtype.name]  # type: ignore[return-value]
+        return _NUMPY[dtype.name]
 
 
 class Runtime:

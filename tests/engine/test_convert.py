@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.engine.fake_tensorrt import FakeCudaRuntime, FakeTensorRT
 
 
 def request(tmp_path: Path, model: Path, backend: str, **changes: object) -> ConvertRequest:
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "uri": str(model),
         "name": "model",
         "repository": tmp_path / "repository",
