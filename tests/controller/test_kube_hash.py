@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from nimify.controller.kube import APPLIED_HASH_ANNOTATION, applied_hash, is_current, with_applied_hash
+from nimify.controller.kube import (
+    APPLIED_HASH_ANNOTATION,
+    applied_hash,
+    is_current,
+    owns_replicas,
+    with_applied_hash,
+)
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "v1",
@@ -100,3 +106,20 @@ def test_not_current_otherwise(live: dict[str, Any] | None) -> None:
 
 def test_stamping_is_deterministic() -> None:
     assert with_applied_hash(DESIRED) == with_applied_hash(copy.deepcopy(DESIRED))
+
+
+def _managed(manager: str, operation: str, spec_fields: dict[str, Any]) -> dict[str, Any]:
+    return {"manager": manager, "operation": operation, "fieldsV1": {"f:spec": spec_fields}}
+
+
+@pytest.mark.parametrize(
+    ("entries", "owned"),
+    [
+        ([_managed("nimify-operator", "Apply", {"f:replicas": {}, "f:template": {}})], True),
+        ([_managed("nimify-operator", "Apply", {"f:template": {}})], False),
+        ([_managed("kube-controller-manager", "Update", {"f:replicas": {}})], False),
+        ([], False),
+    ],
+)
+def test_owns_replicas_reads_managed_fields(entries: list[dict[str, Any]], owned: bool) -> None:
+    assert owns_replicas({"metadata": {"managedFields": entries}}) is owned

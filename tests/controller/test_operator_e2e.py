@@ -327,6 +327,29 @@ def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(
     assert get_json(cluster, "pdb/scaled", "-n", ns)["spec"]["maxUnavailable"] == 1
 
 
+def test_turning_autoscaling_on_hands_replicas_to_the_hpa_without_a_scale_down(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> None:
+    ns = e2e_namespace
+    resources = {"gpus": 1, "gpuProduct": L4, "cpu": "1"}
+    apply(cluster, ns, nimservice("grow", models["mlp"], replicas=3, resources=resources))
+    wait_ready(cluster, ns, "grow")
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetCpuUtilization": 80}
+    apply(cluster, ns, nimservice("grow", models["mlp"], autoscaling=autoscaling, resources=resources))
+    eventually(lambda: get_json(cluster, "hpa", "-n", ns)["items"])
+    time.sleep(3)
+    deployment = get_json(cluster, "deployment/grow", "-n", ns, "--show-managed-fields")
+    assert deployment["spec"]["replicas"] == 3, (
+        "the replicas that serve must survive the hand-over to the HPA"
+    )
+    ours = next(m for m in deployment["metadata"]["managedFields"] if m["manager"] == "nimify-operator")
+    assert '"f:replicas"' not in json.dumps(ours.get("fieldsV1", {}))
+
+
 def test_operator_killed_after_creating_a_job_converges_without_a_duplicate(
     cluster: ExistingCluster,
     operator: OperatorProcess,

@@ -13,6 +13,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import PersistentVolumeClaim
 from lightkube.types import PatchType
 
@@ -21,6 +22,16 @@ from nimify.controller import metrics
 from nimify.render.identity import ANNOTATION_PREFIX, FIELD_MANAGER
 
 APPLIED_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/applied-hash"
+REPLICAS_HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
+
+
+def owns_replicas(deployment: dict[str, Any]) -> bool:
+    """Whether nimify's field manager owns the Deployment's spec.replicas (from its managedFields)."""
+    for entry in deployment.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            return "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+    return False
+
 
 NimServiceResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
@@ -64,6 +75,30 @@ class KubeWriter:
             from_dict(with_applied_hash(desired)), field_manager=FIELD_MANAGER, force=True
         )
         return True
+
+    async def hand_over_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        """Give spec.replicas a second owner before nimify stops applying it (autoscaling turned on).
+
+        Server-side apply removes a field its only manager stops sending, and the Deployment would fall back
+        to one replica before the HPA acts. Kubernetes' documented hand-over: another manager applies the live
+        value first, so the field survives; the HPA's updates then take it over.
+        """
+        metrics.API_WRITES.labels(verb="apply", kind="Deployment").inc()
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
+        await self.client.patch(
+            Deployment,
+            name,
+            body,
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=REPLICAS_HANDOVER_MANAGER,
+            force=True,
+        )
 
     async def add_claim_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
         """Adds a non-controlling owner to a shared claim (strategic merge keys ownerReferences by uid)."""

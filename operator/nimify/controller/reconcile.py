@@ -23,7 +23,7 @@ from nimify.controller.conditions import (
     transitions,
 )
 from nimify.controller.engine_step import engine_outcome
-from nimify.controller.kube import KubeWriter
+from nimify.controller.kube import KubeWriter, owns_replicas
 from nimify.controller.observed import Body, Observed
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
@@ -211,6 +211,11 @@ class Reconciler:
         if nim.spec.paused:
             return digest
         served = ServedEngine(location, digest, record["engine"].get("gpuProduct"))
+        live = observed.get("Deployment", nim.metadata.namespace or "", server_name(nim))
+        if nim.spec.autoscaling is not None and live is not None and owns_replicas(live):
+            await self.writer.hand_over_replicas(
+                nim.metadata.namespace or "", server_name(nim), int(live["spec"].get("replicas", 1))
+            )
         for desired in (
             render_triton_config(nim, text),
             render_deployment(nim, served),
