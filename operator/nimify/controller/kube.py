@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from http import HTTPStatus
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
@@ -74,6 +75,23 @@ class KubeWriter:
         await self.client.apply(
             from_dict(with_applied_hash(desired)), field_manager=FIELD_MANAGER, force=True
         )
+        return True
+
+    async def create_if_absent(self, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+        """Create an immutable, deterministically named object (a conversion Job) unless it exists.
+
+        Never applied: its pod template is immutable, and another NimService with the same engine may have
+        created it a moment ago (not yet in our watch): "already exists" then just means "being built".
+        """
+        if live is not None:
+            return False
+        metrics.API_WRITES.labels(verb="create", kind=desired["kind"]).inc()
+        try:
+            await self.client.create(from_dict(desired), field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status.code == HTTPStatus.CONFLICT:
+                return False
+            raise
         return True
 
     async def hand_over_replicas(self, namespace: str, name: str, replicas: int) -> None:

@@ -176,8 +176,10 @@ class Reconciler:
             await self._ensure_claim(nim, location, observed)
         outcome = engine_outcome(nim, location, observed)
         job = render_build_job(nim, location, self.settings) if outcome.create_job else None
-        if job is not None and not nim.spec.paused and await self._apply(job, observed):
-            metrics.ENGINE_BUILDS.labels(outcome="started").inc()
+        if job is not None and not nim.spec.paused:
+            meta = job["metadata"]
+            if await self.writer.create_if_absent(job, observed.get("Job", meta["namespace"], meta["name"])):
+                metrics.ENGINE_BUILDS.labels(outcome="started").inc()
         if outcome.finished_build and not _was_finished(nim):
             metrics.ENGINE_BUILDS.labels(outcome="succeeded" if outcome.state.ready else "failed").inc()
             seconds = (outcome.engine_status or {}).get("engine", {}).get("buildSeconds")
