@@ -393,7 +393,7 @@ def test_spec_the_apiserver_accepts_but_cannot_work_is_stalled_with_the_field_na
     events = get_json(cluster, "events", "-n", ns, "--field-selector=type=Warning,reason=InvalidSpec")[
         "items"
     ]
-    assert events and "spec.engine.precision" in events[0]["message"]
+    assert events and all("spec.engine.precision" in event["message"] for event in events)
     assert jobs(cluster, ns) == []
 
 

@@ -51,7 +51,7 @@ def desired_conditions(observation: Observation) -> list[tuple[str, str, str, st
         invalid = ConditionReason.INVALID_SPEC.value
         return [
             _condition(ConditionType.READY, False, invalid, observation.invalid_spec),
-            _condition(ConditionType.ENGINE_READY, False, invalid, "the spec must be fixed first"),
+            _condition(ConditionType.ENGINE_READY, False, invalid, observation.invalid_spec),
             _available(serving),
             _condition(ConditionType.RECONCILING, False, invalid, "nothing to do until the spec changes"),
             _condition(ConditionType.STALLED, True, invalid, observation.invalid_spec),
