@@ -127,3 +127,26 @@ def models(cluster: ExistingCluster, e2e_namespace: str) -> dict[str, StoredMode
         path = write_model(model, root / f"{name}.onnx")
         stored[name] = StoredModel(f"pvc://models/{name}.onnx", file_sha256(path))
     return stored
+
+
+@dataclass(frozen=True)
+class E2E:
+    """What an operator e2e test works with: the cluster, the operator, the build runner, a namespace the
+    operator watches, and models stored in it."""
+
+    cluster: ExistingCluster
+    operator: OperatorProcess
+    builds: BuildPodKubelet
+    namespace: str
+    models: dict[str, StoredModel]
+
+
+@pytest.fixture
+def e2e(
+    cluster: ExistingCluster,
+    operator: OperatorProcess,
+    build_runner: BuildPodKubelet,
+    e2e_namespace: str,
+    models: dict[str, StoredModel],
+) -> E2E:
+    return E2E(cluster, operator, build_runner, e2e_namespace, models)

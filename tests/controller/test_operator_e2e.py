@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
-from tests.controller.conftest import OperatorProcess, StoredModel
+from tests.controller.conftest import E2E, StoredModel
 from tests.kube import ExistingCluster, eventually, get_json
 
 pytestmark = pytest.mark.cluster
@@ -73,14 +72,15 @@ def jobs(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:
     return list(get_json(cluster, "jobs", "-n", namespace)["items"])
 
 
-def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def template_annotations(cluster: ExistingCluster, ns: str, name: str) -> dict[str, str]:
+    """The annotations of a Deployment's pod template: which engine and config it serves."""
+    return dict(
+        get_json(cluster, f"deployment/{name}", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    )
+
+
+def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     autoscaling = {
         "minReplicas": 1,
         "maxReplicas": 3,
@@ -149,21 +149,15 @@ def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(
     printed = cluster.kubectl("get", "nimservices", "-n", ns).stdout
     assert "True" in printed and "Serving" in printed
 
-    metrics = operator.metrics()
+    metrics = e2e.operator.metrics()
     assert 'nimify_engine_builds_total{outcome="started"}' in metrics
     assert 'nimify_engine_builds_total{outcome="succeeded"}' in metrics
     assert 'nimify_nimservices{ready="True"}' in metrics
     assert "nimify_reconcile_duration_seconds_count" in metrics
 
 
-def test_second_nimservice_with_the_same_engine_reuses_it_without_a_job(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_second_nimservice_with_the_same_engine_reuses_it_without_a_job(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("first", models["mlp"]))
     wait_ready(cluster, ns, "first")
     apply(
@@ -180,21 +174,13 @@ def test_second_nimservice_with_the_same_engine_reuses_it_without_a_job(
     engine = condition(cluster, ns, "second", "EngineReady")
     assert engine is not None and engine["reason"] == "EngineCacheHit"
     assert get_json(cluster, "nimservice/second", "-n", ns)["status"]["engine"]["cacheHit"] is True
-    first_key = get_json(cluster, "deployment/first", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
-    second_key = get_json(cluster, "deployment/second", "-n", ns)["spec"]["template"]["metadata"][
-        "annotations"
-    ]
+    first_key = template_annotations(cluster, ns, "first")
+    second_key = template_annotations(cluster, ns, "second")
     assert first_key[ENGINE_KEY_ANNOTATION] == second_key[ENGINE_KEY_ANNOTATION]
 
 
-def test_failing_job_is_reported_and_fixing_the_spec_recovers(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_failing_job_is_reported_and_fixing_the_spec_recovers(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     wrong = StoredModel(models["mlp"].uri, "0" * 64)
     apply(cluster, ns, nimservice("broken", wrong))
 
@@ -218,17 +204,11 @@ def test_failing_job_is_reported_and_fixing_the_spec_recovers(
     wait_ready(cluster, ns, "broken")
 
 
-def test_editing_triton_settings_rolls_the_deployment_without_a_rebuild(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_editing_triton_settings_rolls_the_deployment_without_a_rebuild(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("svc", models["mlp"]))
     wait_ready(cluster, ns, "svc")
-    before = get_json(cluster, "deployment/svc", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    before = template_annotations(cluster, ns, "svc")
 
     apply(
         cluster,
@@ -241,9 +221,7 @@ def test_editing_triton_settings_rolls_the_deployment_without_a_rebuild(
     )
 
     def rolled() -> dict[str, str] | None:
-        annotations = get_json(cluster, "deployment/svc", "-n", ns)["spec"]["template"]["metadata"][
-            "annotations"
-        ]
+        annotations = template_annotations(cluster, ns, "svc")
         return annotations if annotations[CONFIG_HASH_ANNOTATION] != before[CONFIG_HASH_ANNOTATION] else None
 
     after = eventually(rolled)
@@ -254,21 +232,13 @@ def test_editing_triton_settings_rolls_the_deployment_without_a_rebuild(
     wait_ready(cluster, ns, "svc")
 
 
-def test_model_change_builds_a_new_engine_while_the_old_one_keeps_serving(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_model_change_builds_a_new_engine_while_the_old_one_keeps_serving(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("swap", models["mlp"], replicas=2))
     wait_ready(cluster, ns, "swap")
-    old_key = get_json(cluster, "deployment/swap", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
-        ENGINE_KEY_ANNOTATION
-    ]
+    old_key = template_annotations(cluster, ns, "swap")[ENGINE_KEY_ANNOTATION]
 
-    build_runner.hold.set()
+    e2e.builds.hold.set()
     try:
         apply(cluster, ns, nimservice("swap", models["cnn"], replicas=2))
         eventually(lambda: len(jobs(cluster, ns)) == 2)
@@ -283,25 +253,17 @@ def test_model_change_builds_a_new_engine_while_the_old_one_keeps_serving(
         available = condition(cluster, ns, "swap", "Available")
         assert available is not None and available["status"] == "True"
     finally:
-        build_runner.hold.clear()
+        e2e.builds.hold.clear()
     wait_ready(cluster, ns, "swap")
-    new_key = get_json(cluster, "deployment/swap", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
-        ENGINE_KEY_ANNOTATION
-    ]
+    new_key = template_annotations(cluster, ns, "swap")[ENGINE_KEY_ANNOTATION]
     assert new_key != old_key
     assert get_json(cluster, "nimservice/swap", "-n", ns)["status"]["signature"]["inputs"][0]["shape"][
         1:
     ] == [3, -1, -1]
 
 
-def test_deleting_the_nimservice_removes_every_child(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_deleting_the_nimservice_removes_every_child(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("gone", models["mlp"], replicas=2, storage={"size": "5Gi"}))
     wait_ready(cluster, ns, "gone")
     selector = "app.kubernetes.io/instance=gone"
@@ -311,14 +273,8 @@ def test_deleting_the_nimservice_removes_every_child(
     eventually(lambda: not get_json(cluster, kinds, "-n", ns, "-l", selector)["items"], timeout=90)
 
 
-def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("scaled", models["mlp"]))
     wait_ready(cluster, ns, "scaled")
     cluster.kubectl("scale", "nimservice/scaled", "-n", ns, "--replicas=3")
@@ -327,14 +283,8 @@ def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(
     assert get_json(cluster, "pdb/scaled", "-n", ns)["spec"]["maxUnavailable"] == 1
 
 
-def test_turning_autoscaling_on_hands_replicas_to_the_hpa_without_a_scale_down(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_turning_autoscaling_on_hands_replicas_to_the_hpa_without_a_scale_down(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     resources = {"gpus": 1, "gpuProduct": L4, "cpu": "1"}
     apply(cluster, ns, nimservice("grow", models["mlp"], replicas=3, resources=resources))
     wait_ready(cluster, ns, "grow")
@@ -350,32 +300,24 @@ def test_turning_autoscaling_on_hands_replicas_to_the_hpa_without_a_scale_down(
     assert '"f:replicas"' not in json.dumps(ours.get("fieldsV1", {}))
 
 
-def test_operator_killed_after_creating_a_job_converges_without_a_duplicate(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
-    build_runner.hold.set()
+def test_operator_killed_after_creating_a_job_converges_without_a_duplicate(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
+    e2e.builds.hold.set()
     try:
         apply(cluster, ns, nimservice("restart", models["cnn"]))
         eventually(lambda: len(jobs(cluster, ns)) == 1)
-        operator.stop(signal.SIGKILL)
-        operator.start()
+        e2e.operator.stop(signal.SIGKILL)
+        e2e.operator.start()
         time.sleep(5)  # resume handlers and child watches have run by now
         assert len(jobs(cluster, ns)) == 1
     finally:
-        build_runner.hold.clear()
+        e2e.builds.hold.clear()
     wait_ready(cluster, ns, "restart")
     assert len(jobs(cluster, ns)) == 1
 
 
-def test_spec_the_apiserver_accepts_but_cannot_work_is_stalled_with_the_field_named(
-    cluster: ExistingCluster, operator: OperatorProcess, e2e_namespace: str, models: dict[str, StoredModel]
-) -> None:
-    ns = e2e_namespace
+def test_spec_the_apiserver_accepts_but_cannot_work_is_stalled_with_the_field_named(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     impossible = nimservice(
         "bf16-on-t4",
         models["mlp"],
@@ -397,32 +339,22 @@ def test_spec_the_apiserver_accepts_but_cannot_work_is_stalled_with_the_field_na
     assert jobs(cluster, ns) == []
 
 
-def test_paused_nimservice_keeps_what_runs_and_resumes(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_paused_nimservice_keeps_what_runs_and_resumes(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("held", models["mlp"]))
     wait_ready(cluster, ns, "held")
-    before = get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    before = template_annotations(cluster, ns, "held")
     batching = {"dynamicBatching": {"maxQueueDelayMicroseconds": 900}}
     apply(cluster, ns, nimservice("held", models["mlp"], paused=True, triton=batching))
     eventually(lambda: (c := condition(cluster, ns, "held", "Reconciling")) and c["reason"] == "Paused")
     time.sleep(3)
-    annotations = get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"][
-        "annotations"
-    ]
+    annotations = template_annotations(cluster, ns, "held")
     assert annotations[CONFIG_HASH_ANNOTATION] == before[CONFIG_HASH_ANNOTATION], "paused: children untouched"
 
     apply(cluster, ns, nimservice("held", models["mlp"], paused=False, triton=batching))
     eventually(
         lambda: (
-            get_json(cluster, "deployment/held", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
-                CONFIG_HASH_ANNOTATION
-            ]
+            template_annotations(cluster, ns, "held")[CONFIG_HASH_ANNOTATION]
             != before[CONFIG_HASH_ANNOTATION]
         )
     )
@@ -448,14 +380,8 @@ def _operator_audit_writes(cluster: ExistingCluster, since: float) -> list[dict[
     return writes
 
 
-def test_steady_state_sends_no_writes(
-    cluster: ExistingCluster,
-    operator: OperatorProcess,
-    build_runner: BuildPodKubelet,
-    e2e_namespace: str,
-    models: dict[str, StoredModel],
-) -> None:
-    ns = e2e_namespace
+def test_steady_state_sends_no_writes(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     services = [nimservice(f"steady-{i:02d}", models["mlp"], resources={"gpus": 0}) for i in range(20)]
     apply(cluster, ns, *services)
     for service in services:
@@ -473,9 +399,9 @@ def test_steady_state_sends_no_writes(
         timeout=180,
     )
     time.sleep(15)  # let the last status patches and events land
-    counted_before, started = operator.writes(), time.time()
+    counted_before, started = e2e.operator.writes(), time.time()
     time.sleep(120)  # twelve resync periods of NIMIFY_RESYNC_SECONDS=10
-    counted = operator.writes() - counted_before
+    counted = e2e.operator.writes() - counted_before
     audited = _operator_audit_writes(cluster, started + 1) if cluster.audit_log is not None else []
     assert (counted, audited) == (0, []), (
         f"the operator wrote in steady state: {counted} counted, {audited[:10]}"
