@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,34 +12,21 @@ from typing import Any
 
 import yaml
 
-from nimify.devcluster.cluster import run_kubectl
+from nimify.devcluster.cluster import KubectlClient
 
 
-@dataclass
-class ExistingCluster:
+@dataclass(frozen=True)
+class ExistingCluster(KubectlClient):
     """A cluster this test session did not start and must not stop."""
 
-    kubeconfig: Path
-    bin_path: str | None = None
     #: Credentials for an operator under test (its own identity in the local cluster).
     operator_kubeconfig: Path | None = None
     #: The apiserver's audit log of write requests, when this session started the cluster.
     audit_log: Path | None = None
 
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return run_kubectl(
-            self.kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=self.bin_path
-        )
-
 
 def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
     cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def get_json(cluster: ExistingCluster, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from nimify.api import NimService
+from nimify.devcluster.cluster import get_json
 from tests.api.cases import FULL_STATUS, INVALID, INVALID_PARAMS, VALID_PARAMS, Case
-from tests.kube import ExistingCluster, get_json
+from tests.kube import ExistingCluster
 
 pytestmark = pytest.mark.cluster
 

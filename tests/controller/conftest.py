@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nimify.devcluster.build_runner import BUILD_POD_LABELS, BuildPodKubelet, claim_host_path
+from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
 from nimify.devcluster.cluster import free_ports
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
@@ -32,12 +31,11 @@ class OperatorProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = os.environ | {
-            "KUBECONFIG": str(self.kubeconfig),
-            "NIMIFY_BUILD_POD_LABELS": json.dumps(BUILD_POD_LABELS),
-            "NIMIFY_METRICS_PORT": str(self.metrics_port),
-            "NIMIFY_RESYNC_SECONDS": "10",
-        }
+        env = (
+            os.environ
+            | operator_environment(self.kubeconfig, self.metrics_port)
+            | {"NIMIFY_RESYNC_SECONDS": "10"}
+        )
         nimify = Path(sys.executable).parent / "nimify"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -111,17 +109,7 @@ class StoredModel:
 @pytest.fixture
 def models(cluster: ExistingCluster, e2e_namespace: str) -> dict[str, StoredModel]:
     """Real ONNX models on a PersistentVolumeClaim `models` in the test namespace, by name."""
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "models"},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    cluster.kubectl("apply", "-n", e2e_namespace, "-f", "-", input=json.dumps(claim))
-    cluster.kubectl(
-        "wait", "-n", e2e_namespace, "--for=jsonpath={.status.phase}=Bound", "pvc/models", "--timeout=60s"
-    )
-    root = claim_host_path(cluster, e2e_namespace, "models")
+    root = create_local_claim(cluster, e2e_namespace, "models")
     stored = {}
     for name, model in (("mlp", build_mlp()), ("cnn", build_cnn())):
         path = write_model(model, root / f"{name}.onnx")

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from nimify.devcluster.cluster import get_json
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
 from tests.controller.conftest import E2E, StoredModel
-from tests.kube import ExistingCluster, eventually, get_json
+from tests.kube import ExistingCluster, eventually
 
 pytestmark = pytest.mark.cluster
 

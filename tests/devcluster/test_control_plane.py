@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
+from nimify.devcluster.cluster import get_json
 from nimify.devcluster.topology import GPU_PRODUCT_LABEL
-from tests.kube import ExistingCluster, apply, eventually, get_json
+from tests.kube import ExistingCluster, apply, eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -90,19 +90,11 @@ def run_builds(
     import threading
 
     from nimify.devcluster.build_runner import BuildPodKubelet
-    from nimify.devcluster.cluster import run_kubectl
-
-    class Cluster:
-        def kubectl(
-            self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-        ) -> subprocess.CompletedProcess[str]:
-            return run_kubectl(
-                kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=bin_path or None
-            )
+    from nimify.devcluster.cluster import KubectlClient
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with BuildPodKubelet(Cluster()):
+    with BuildPodKubelet(KubectlClient(kubeconfig, bin_path or None)):
         while not stop.wait(1):
             pass
 

@@ -15,19 +15,21 @@ from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
-from nimify.api.conditions import ConditionReason, ConditionType
+from nimify.api import NimService
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
 from nimify.controller import metrics
 from nimify.controller.engine_step import is_engine_ready
 from nimify.controller.kube import KubeWriter
 from nimify.controller.observed import Observed
 from nimify.controller.reconcile import Reconciler
-from nimify.render.identity import ANNOTATION_PREFIX, COMPONENT_BUILD, MANAGED_BY
+from nimify.render.engine import engine_location
+from nimify.render.identity import ANNOTATION_PREFIX, COMPONENT_BUILD, build_job_name
+from nimify.render.identity import MANAGED_BY_SELECTOR as MANAGED
 from nimify.settings import OperatorSettings
 
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+MANAGED_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED.items())
 # (kind, group, version, plural) of every child kind the reconcile reads back.
 CHILD_KINDS = (
     ("Job", "batch", "v1", "jobs"),
@@ -127,6 +129,18 @@ def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[A
     return {(body.metadata.namespace or "", claim, key): record}
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def build_job_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str] | None:
+    """NimServices by the conversion Job their current spec needs, so a Job's progress wakes exactly them."""
+    try:
+        nim = NimService.model_validate(dict(body))
+    except ValidationError:
+        return None  # the reconcile reports what is wrong with it
+    location = engine_location(nim, _state.get("settings") or OperatorSettings())
+    job = build_job_name(location.claim, location.cache_key)
+    return {(body.metadata.namespace or "", job): body.metadata.name or ""}
+
+
 INDEX_NAMES = (
     *(f"{kind.lower()}_index" for kind, *_ in CHILD_KINDS),
     "build_pod_index",
@@ -188,42 +202,28 @@ def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
             reconciler.forget(body.metadata.uid or "")
 
 
-async def _reconcile_owners(body: kopf.Body, kwargs: Mapping[str, Any]) -> None:
-    """A child changed: reconcile its owner, and NimServices waiting on the same conversion Job."""
+async def _reconcile_owners(body: kopf.Body, kwargs: Mapping[str, Any], job_name: str | None = None) -> None:
+    """A child changed: reconcile its owner and, for a conversion Job or Pod, every NimService needing it."""
     namespace = body.metadata.namespace or ""
+    names = {ref["name"] for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND}
+    if job_name:
+        names |= set(kwargs["build_job_index"].get((namespace, job_name), ()))
     nimservices = kwargs["nimservice_index"]
-    owners = {ref["name"] for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND}
-    waiting = set()
-    if body.get("kind") in ("Job", "Pod"):
-        for (ns, name), store in nimservices.items():
-            for nim in store:
-                engine = next(
-                    (
-                        c
-                        for c in (nim.get("status") or {}).get("conditions") or []
-                        if c.get("type") == ConditionType.ENGINE_READY.value
-                    ),
-                    None,
-                )
-                if (
-                    ns == namespace
-                    and engine
-                    and engine.get("reason") == ConditionReason.BUILDING_ENGINE.value
-                ):
-                    waiting.add(name)
-    for name in sorted(owners | waiting):
+    for name in sorted(names):
         if (nim := next(iter(nimservices.get((namespace, name), [])), None)) is not None:
             await _reconcile(nim, kwargs)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_changed(body: kopf.Body, **kwargs: Any) -> None:
-    await _reconcile_owners(body, kwargs)
+    await _reconcile_owners(body, kwargs, job_name=body.metadata.name)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED | {"app.kubernetes.io/component": COMPONENT_BUILD})
 async def build_pod_changed(body: kopf.Body, **kwargs: Any) -> None:
-    await _reconcile_owners(body, kwargs)
+    await _reconcile_owners(
+        body, kwargs, job_name=(body.metadata.labels or {}).get("batch.kubernetes.io/job-name")
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

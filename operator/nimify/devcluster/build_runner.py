@@ -15,20 +15,10 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from nimify.devcluster.cluster import Kubectl, get_json
 from nimify.devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
-
-
-class Kubectl(Protocol):
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
-def get_json(cluster: Kubectl, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
-
 
 CUSTOM_STATUS = "=".join(KWOK_CUSTOM_STATUS_LABEL)
 #: What the operator under test must add to its build pods (NIMIFY_BUILD_POD_LABELS) to be run here.
@@ -38,6 +28,31 @@ BUILD_POD_LABELS = dict([KWOK_CUSTOM_STATUS_LABEL])
 def claim_host_path(cluster: Kubectl, namespace: str, claim: str) -> Path:
     volume = get_json(cluster, "pvc", claim, "-n", namespace)["spec"]["volumeName"]
     return Path(get_json(cluster, "pv", volume)["spec"]["hostPath"]["path"])
+
+
+def create_local_claim(cluster: Kubectl, namespace: str, name: str, size: str = "1Gi") -> Path:
+    """A bound ReadWriteMany claim; returns the directory on this machine that backs it (to put files on)."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(claim))
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=jsonpath={.status.phase}=Bound", f"pvc/{name}", "--timeout=60s"
+    )
+    return claim_host_path(cluster, namespace, name)
+
+
+def operator_environment(kubeconfig: Path, metrics_port: int) -> dict[str, str]:
+    """Environment for `nimify run` against the local cluster: its own identity, and build pods labelled so
+    that a BuildPodKubelet runs them."""
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "NIMIFY_BUILD_POD_LABELS": json.dumps(BUILD_POD_LABELS),
+        "NIMIFY_METRICS_PORT": str(metrics_port),
+    }
 
 
 def _local_args(cluster: Kubectl, pod: dict[str, Any], scratch: Path) -> tuple[list[str], Path]:

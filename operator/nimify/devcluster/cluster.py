@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -119,6 +119,34 @@ def run_kubectl(
     if check and result.returncode != 0:
         raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
     return result
+
+
+class Kubectl(Protocol):
+    """Anything that runs kubectl against one cluster."""
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True)
+class KubectlClient:
+    """kubectl bound to a kubeconfig (a cluster this process did not start)."""
+
+    kubeconfig: Path
+    bin_path: str | None = None
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(
+            self.kubeconfig, *args, input=input, check=check, timeout=timeout, bin_path=self.bin_path
+        )
+
+
+def get_json(cluster: Kubectl, *args: str) -> Any:
+    """`kubectl get -o json ARGS`, parsed."""
+    return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
 
 
 def default_cluster_root() -> Path:

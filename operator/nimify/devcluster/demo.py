@@ -6,7 +6,6 @@ Starts the operator and the conversion-pod runner next to the cluster, stores a 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from nimify.api.crd import nimservice_crd
-from nimify.devcluster.build_runner import BUILD_POD_LABELS, claim_host_path
+from nimify.devcluster.build_runner import create_local_claim, operator_environment
 from nimify.devcluster.cluster import LocalCluster, free_ports
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
@@ -68,11 +67,7 @@ def run_demo(cluster: LocalCluster, say: Callable[[str], None]) -> None:
         cluster,
         "nimify-operator",
         ["run"],
-        {
-            "KUBECONFIG": str(cluster.operator_kubeconfig),
-            "NIMIFY_BUILD_POD_LABELS": json.dumps(BUILD_POD_LABELS),
-            "NIMIFY_METRICS_PORT": str(free_ports(1)[0]),
-        },
+        operator_environment(cluster.operator_kubeconfig, free_ports(1)[0]),
     )
     _spawn(
         cluster,
@@ -83,17 +78,7 @@ def run_demo(cluster: LocalCluster, say: Callable[[str], None]) -> None:
 
     say(f"storing a small ONNX model on PersistentVolumeClaim {NAMESPACE}/{MODEL_CLAIM}")
     kubectl("create", "namespace", NAMESPACE)
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": MODEL_CLAIM, "namespace": NAMESPACE},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(claim))
-    kubectl(
-        "wait", "-n", NAMESPACE, "--for=jsonpath={.status.phase}=Bound", f"pvc/{MODEL_CLAIM}", "--timeout=60s"
-    )
-    model = write_model(build_mlp(), claim_host_path(cluster, NAMESPACE, MODEL_CLAIM) / "mlp.onnx")
+    model = write_model(build_mlp(), create_local_claim(cluster, NAMESPACE, MODEL_CLAIM) / "mlp.onnx")
 
     manifest = demo_nimservice(file_sha256(model))
     say("applying this NimService:\n" + yaml.safe_dump(manifest, sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nimify.api import NimService
-from nimify.render.identity import COMPONENT_STORAGE, labels, object_meta, owner_reference
+from nimify.render.identity import COMPONENT_STORAGE, object_meta, owner_reference, shared_labels
 from nimify.settings import OperatorSettings
 
 
@@ -18,23 +18,20 @@ def render_engine_claim(nim: NimService, claim: str, settings: OperatorSettings)
     storage = nim.spec.storage
     if storage is not None and storage.existing_claim:
         return None
-    shared = storage is None
-    size = settings.engine_cache_size if shared or storage is None or storage.size is None else storage.size
+    size = storage.size if storage is not None and storage.size is not None else settings.engine_cache_size
     spec: dict[str, Any] = {
         "accessModes": [settings.engine_cache_access_mode],
         "resources": {"requests": {"storage": str(size)}},
     }
-    if storage is not None and storage.storage_class_name:
-        spec["storageClassName"] = storage.storage_class_name
-    if shared:
-        meta_labels = {k: v for k, v in labels(nim, COMPONENT_STORAGE).items() if "instance" not in k}
-        meta_labels.pop("nimify.dev/nimservice", None)
+    if storage is None:
         metadata = {
             "name": claim,
             "namespace": nim.metadata.namespace,
-            "labels": meta_labels,
+            "labels": shared_labels(COMPONENT_STORAGE),
             "ownerReferences": [owner_reference(nim, controller=False)],
         }
     else:
+        if storage.storage_class_name:
+            spec["storageClassName"] = storage.storage_class_name
         metadata = object_meta(nim, claim, COMPONENT_STORAGE)
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}

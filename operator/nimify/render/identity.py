@@ -15,7 +15,6 @@ PART_OF = "nimify"
 APP_NAME = "nimservice"
 NIMSERVICE_LABEL = f"{ANNOTATION_PREFIX}/nimservice"
 ENGINE_KEY_ANNOTATION = f"{ANNOTATION_PREFIX}/engine-key"
-ENGINE_KEY_LABEL = f"{ANNOTATION_PREFIX}/engine-key"
 CONFIG_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/config-hash"
 
 COMPONENT_SERVER = "inference-server"
@@ -31,13 +30,19 @@ def name_of(nim: NimService) -> str:
     return nim.metadata.name
 
 
-def labels(nim: NimService, component: str) -> dict[str, str]:
+def shared_labels(component: str) -> dict[str, str]:
+    """Labels of an object that belongs to no single NimService (the namespace's engine cache claim)."""
     return {
         "app.kubernetes.io/name": APP_NAME,
-        "app.kubernetes.io/instance": name_of(nim),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def labels(nim: NimService, component: str) -> dict[str, str]:
+    return shared_labels(component) | {
+        "app.kubernetes.io/instance": name_of(nim),
         NIMSERVICE_LABEL: name_of(nim),
     }
 
