@@ -3,9 +3,11 @@
 #   $NIMIFY_CACHE_DIR/bin/kubernetes-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   $NIMIFY_CACHE_DIR/bin/etcd-<v>/etcd
 #   $NIMIFY_CACHE_DIR/bin/kwok-<v>/kwok
+#   $NIMIFY_CACHE_DIR/bin/kubernetes-node-<v>/{kubelet,kube-proxy}   (the real node of the dev cluster)
 # A component is built only when its directory is missing; a flock per component makes two
 # concurrent runs wait for each other, and a build lands with an atomic rename so nobody sees half of it.
-# Progress goes to stderr; the last line on stdout is the search path of the three directories.
+# Progress goes to stderr; the last line on stdout is the search path of the directories.
+# NIMIFY_REAL_NODE=off skips the node binaries (nobody on this machine will start a real node).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,17 +61,18 @@ version_ldflags() {  # $1 = vMAJOR.MINOR.PATCH
 -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
 }
 
-# k8s.io/kubernetes replaces its staging modules with ./staging paths, which Go ignores in a dependency;
-# a small module of our own pins each staging module to the matching published v0.X.Y instead.
-build_kubernetes() {
-  local out="$1" version="$2" src="$cache/src/kubernetes-$version"
+# The build module of one set of k8s.io/kubernetes commands. k8s.io/kubernetes replaces its staging modules
+# with ./staging paths, which Go ignores in a dependency; a small module of our own pins each staging module
+# to the matching published v0.X.Y instead.
+write_kubernetes_module() {  # SRC NAME VERSION COMMAND...
+  local src="$1" name="$2" version="$3"; shift 3
   local staging_version="v0.${version#v1.}"
   rm -rf "$src"; mkdir -p "$src"
   log "downloading k8s.io/kubernetes@$version"
   local gomod
   gomod="$(go mod download -json "k8s.io/kubernetes@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
   {
-    echo "module nimify.local/kubernetes-build"
+    echo "module nimify.local/$name-build"
     echo
     echo "go 1.24"
     echo
@@ -78,17 +81,35 @@ build_kubernetes() {
     grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging_version" '{ print "replace " $1 " => " $1 " " v }'
     echo
     echo "tool ("
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do echo "	k8s.io/kubernetes/cmd/$cmd"; done
+    for cmd in "$@"; do echo "	k8s.io/kubernetes/cmd/$cmd"; done
     echo ")"
   } >"$src/go.mod"
-  log "resolving modules for kubernetes $version ($(grep -c '^replace' "$src/go.mod") staging modules pinned to $staging_version)"
+  log "resolving modules for $name $version ($(grep -c '^replace' "$src/go.mod") staging modules pinned to $staging_version)"
   (cd "$src" && go mod tidy 2>&1 | sed 's/^/[go mod tidy] /' >&2)
-  (cd "$src" && go build -v -trimpath -ldflags "$(version_ldflags "$version")" -o "$out/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl 2>&1 | progress "kubernetes $version")
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    [[ -x "$out/$b" ]] || { echo "ensure-binaries: $b was not built" >&2; exit 1; }
+}
+
+# build_kubernetes_commands OUT VERSION NAME COMMAND...: builds the commands into OUT.
+build_kubernetes_commands() {
+  local out="$1" version="$2" name="$3"; shift 3
+  local src="$cache/src/$name-$version" packages=()
+  write_kubernetes_module "$src" "$name" "$version" "$@"
+  for cmd in "$@"; do packages+=("k8s.io/kubernetes/cmd/$cmd"); done
+  (cd "$src" && go build -v -trimpath -ldflags "$(version_ldflags "$version")" -o "$out/" "${packages[@]}" 2>&1 \
+      | progress "$name $version")
+  for cmd in "$@"; do
+    [[ -x "$out/$cmd" ]] || { echo "ensure-binaries: $cmd was not built" >&2; exit 1; }
   done
+}
+
+build_kubernetes() {
+  build_kubernetes_commands "$1" "$2" kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# kubelet and kube-proxy in a component of their own: adding them never rebuilds the control plane, and a
+# machine that never starts a real node never builds them. With the Go build cache warm from the control
+# plane this takes about a minute.
+build_kubernetes_node() {
+  build_kubernetes_commands "$1" "$2" kubernetes-node kubelet kube-proxy
 }
 
 # etcd's server module also replaces its siblings with local paths; same trick, separate module so that
@@ -118,4 +139,9 @@ build_kwok() {
 etcd_dir="$(build_component etcd "$ETCD_VERSION" build_etcd)"
 kwok_dir="$(build_component kwok "$KWOK_VERSION" build_kwok)"
 kube_dir="$(build_component kubernetes "$KUBERNETES_VERSION" build_kubernetes)"
-echo "$kube_dir:$etcd_dir:$kwok_dir"
+path="$kube_dir:$etcd_dir:$kwok_dir"
+if [[ "${NIMIFY_REAL_NODE:-auto}" != off ]]; then
+  node_dir="$(build_component kubernetes-node "$KUBERNETES_VERSION" build_kubernetes_node)"
+  path="$path:$node_dir"
+fi
+echo "$path"
