@@ -134,3 +134,30 @@ def demo(name: NameOption = "demo", bin_path: BinPathOption = "", directory: Dir
     ):
         console.print(f"\n[bold]$ kubectl {' '.join(args)}[/]")
         typer.echo(cluster.kubectl(*args).stdout)
+
+
+@dev_cluster.command("images")
+def images(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images to build (default: what the real node runs: pause, nimify, triton-cpu)."),
+    ] = None,
+) -> None:
+    """Build Nimify's container images from images/ (buildah, no network; cached by content hash) and print
+    their references as JSON."""
+    import json
+    import sys
+
+    from nimify.devcluster.images import NODE_IMAGES, ImageBuildError, build_images
+
+    try:
+        built = build_images(
+            names or NODE_IMAGES, log=lambda line: print(f"[images] {line}", file=sys.stderr, flush=True)
+        )
+    except ImageBuildError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    for image in built.values():
+        how = "cached" if image.cached else f"built in {image.seconds:.0f}s"
+        console.print(f"{image.ref}  {image.size_bytes / 2**20:.0f} MiB  ({how})")
+    typer.echo(json.dumps({name: image.ref for name, image in built.items()}, indent=2))

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from nimify.model.errors import ModelError
+from nimify.triton.python_model import render_onnxruntime_backend
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,20 @@ def locate_tritonserver() -> TritonInstallation:
 
 
 def prepare_backends(installation: TritonInstallation, directory: Path) -> Path:
-    """A backend folder holding the python backend with the stub for the running Python."""
+    """A backend folder holding the python backend with the stub for the running Python, and a Python-based
+    backend named `onnxruntime` on top of it, so that `onnxruntime_onnx` models load unchanged.
+
+    The triton-cpu image is built with this same folder (images/triton-cpu).
+    """
     python = directory / "python"
     python.mkdir(parents=True, exist_ok=True)
     for item in installation.python_backend.iterdir():
         if item.is_file():
             shutil.copy2(item, python / item.name)
     shutil.copy2(installation.stub, python / "triton_python_backend_stub")
+    onnxruntime = directory / "onnxruntime"
+    onnxruntime.mkdir(exist_ok=True)
+    (onnxruntime / "model.py").write_text(render_onnxruntime_backend())
     return directory
 
 

@@ -7,6 +7,7 @@ the real model.py runs on the reference inputs, so parity covers the generated c
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
@@ -65,10 +66,22 @@ def _module() -> types.ModuleType:
 
 
 class LoadedPythonModel:
-    """A repository's model.py, initialized as Triton would and callable with numpy inputs."""
+    """A repository's model.py, initialized as Triton would and callable with numpy inputs.
 
-    def __init__(self, repository: Path, name: str, version: str = "1") -> None:
-        source = repository / name / version / "model.py"
+    `source` loads another model.py for the model instead (a Python-based backend's, e.g. `onnxruntime`),
+    and `config` is the model's config as Triton hands it over (`args["model_config"]`, JSON).
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        name: str,
+        version: str = "1",
+        *,
+        source: Path | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        source = source or repository / name / version / "model.py"
         previous = sys.modules.get("triton_python_backend_utils")
         sys.modules["triton_python_backend_utils"] = _module()
         try:
@@ -83,13 +96,14 @@ class LoadedPythonModel:
             else:
                 sys.modules["triton_python_backend_utils"] = previous
         self.model = module.TritonPythonModel()
-        self.model.initialize(
-            {
-                "model_repository": str(repository / name),
-                "model_version": version,
-                "model_instance_kind": "CPU",
-            }
-        )
+        args = {
+            "model_repository": str(repository / name),
+            "model_version": version,
+            "model_instance_kind": "CPU",
+        }
+        if config is not None:
+            args["model_config"] = json.dumps(config)
+        self.model.initialize(args)
 
     def infer(self, *requests: dict[str, npt.NDArray[Any]]) -> list[dict[str, npt.NDArray[Any]]]:
         """One `execute` call with several requests (as Triton's dynamic batcher delivers them)."""
