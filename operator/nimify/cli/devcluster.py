@@ -33,10 +33,28 @@ DirOption = Annotated[
 ]
 
 
+RealNodeOption = Annotated[
+    str,
+    typer.Option(
+        "--real-node",
+        envvar="NIMIFY_REAL_NODE",
+        help="auto: add a real node (containerd + kubelet) where this machine can run one (root, packages); "
+        "on: fail without it; off: kwok only. One real node per machine.",
+    ),
+]
+
+
 @dev_cluster.command("up")
-def up(name: NameOption = "nimify", bin_path: BinPathOption = "", directory: DirOption = None) -> None:
-    """Start a cluster: etcd, apiserver, controller-manager, scheduler and kwok with GPU node pools."""
+def up(
+    name: NameOption = "nimify",
+    bin_path: BinPathOption = "",
+    directory: DirOption = None,
+    real_node: RealNodeOption = "auto",
+) -> None:
+    """Start a cluster: etcd, apiserver, controller-manager, scheduler, kwok with GPU node pools, and (where
+    it can) a real node that runs pods."""
     from nimify.devcluster.cluster import ClusterError, start_cluster
+    from nimify.devcluster.real_node import RealNodeError, RealNodeMode
 
     if not bin_path:
         console.print(
@@ -46,12 +64,24 @@ def up(name: NameOption = "nimify", bin_path: BinPathOption = "", directory: Dir
         raise typer.Exit(2)
     started = time.monotonic()
     try:
+        mode = RealNodeMode(real_node.strip().lower())
+    except ValueError:
+        console.print(f"[red]error:[/] --real-node / NIMIFY_REAL_NODE is {real_node!r}: use auto, on or off")
+        raise typer.Exit(2) from None
+    try:
         with console.status(f"starting cluster {name!r}"):
-            cluster = start_cluster(name, bin_path, directory)
-    except ClusterError as error:
+            cluster = start_cluster(name, bin_path, directory, real_node=mode, log=console.print)
+    except (ClusterError, RealNodeError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print(f"cluster [bold]{name}[/] is up in {time.monotonic() - started:.1f}s: {cluster.server}")
+    if (node := cluster.node) is not None:
+        console.print(
+            f"real node [bold]{node.name}[/] (GPU product {node.gpu_product}; pods opt in with "
+            f"runtimeClassName: {node.runtime_class}); images: {', '.join(node.images.values())}"
+        )
+    else:
+        console.print(f"no real node: {cluster.real_node_absent}")
     typer.echo(str(cluster.kubeconfig))
 
 

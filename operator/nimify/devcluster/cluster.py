@@ -6,6 +6,7 @@ process ids), listens only on 127.0.0.1 on ports picked free at start, so cluste
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -23,7 +24,20 @@ from typing import Any, Protocol
 
 import yaml
 
-from nimify.devcluster.pki import Pki, create_pki
+from nimify.devcluster.node_config import HOST_IP, RUN_DIR
+from nimify.devcluster.pki import CLIENTS, Pki, create_pki
+from nimify.devcluster.real_node import (
+    ENVIRONMENT,
+    NODE_CLIENTS,
+    RealNodeError,
+    RealNodeInfo,
+    RealNodeMode,
+    acquire_lock,
+    prepare_network,
+    start_real_node,
+    stop_real_node,
+    unavailable_reason,
+)
 from nimify.devcluster.topology import (
     DEFAULT_POOLS,
     KWOK_NODE_ANNOTATION,
@@ -31,12 +45,19 @@ from nimify.devcluster.topology import (
     bootstrap_manifests,
     kwok_pod_stages,
 )
+from nimify.render.pod_security import RUN_AS
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
+KWOK_NODE_IP = "10.240.0.1"
+#: Addresses kwok hands out to simulated nodes and pods: routed nowhere while a real node runs, so a Service
+#: backed by simulated pods never sends a packet off this machine.
+KWOK_BLACKHOLES = [POD_CIDR, f"{KWOK_NODE_IP}/32"]
 STATE_FILE = "state.json"
+#: Where kube-controller-manager's hostPath provisioner creates volumes (fixed in its code).
+HOSTPATH_ROOT = Path("/tmp/hostpath_pv")
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -59,10 +80,18 @@ class LocalCluster:
     bin_path: str
     audit_log: Path
     pids: dict[str, int] = field(default_factory=dict)
+    #: The real node (state of `nimify.devcluster.real_node.RealNodeInfo`), when the cluster has one.
+    real_node: dict[str, Any] | None = None
+    #: Why the cluster has no real node (root, packages, NIMIFY_REAL_NODE=off), when it has none.
+    real_node_absent: str | None = None
 
     @property
     def operator_kubeconfig(self) -> Path:
         return self.directory / "operator.kubeconfig"
+
+    @property
+    def node(self) -> RealNodeInfo | None:
+        return RealNodeInfo(**self.real_node) if self.real_node else None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -167,14 +196,14 @@ def resolve_binaries(bin_path: str) -> dict[str, str]:
     return {name: path for name, path in found.items() if path is not None}
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free TCP ports on `host`."""
     # Hold all sockets open until every port is chosen so the same port is never handed out twice.
     with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             ports.append(sock.getsockname()[1])
         return ports
 
@@ -253,19 +282,40 @@ class _Launcher:
         self.cluster = cluster
         self.binaries = binaries
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pass_fds: tuple[int, ...] = ()
 
-    def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(
+        self, name: str, args: list[str], *, binary: str | None = None, user: int | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.cluster.directory / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
+        executable = binary or self.binaries[name]
+        pass_fds = self.pass_fds
+        opened = None
+        if user is not None:
+            # The binary's directory (under root's home) is closed to `user`: exec the file through a
+            # descriptor opened here, which needs only the file's own execute bit.
+            opened = os.open(executable, os.O_RDONLY)
+            executable, pass_fds = f"/proc/self/fd/{opened}", (*pass_fds, opened)
         with log.open("wb") as out:
             # A session of its own: Ctrl-C in the terminal that ran `up` must not take the cluster down.
-            process = subprocess.Popen(
-                [self.binaries[name], *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            try:
+                process = subprocess.Popen(
+                    [executable, *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    # The real node's lock: every process of the cluster holds it while it lives.
+                    pass_fds=pass_fds,
+                    user=user,
+                    group=user,
+                    extra_groups=[] if user is not None else None,
+                    cwd="/" if user is not None else None,
+                )
+            finally:
+                if opened is not None:
+                    os.close(opened)
         self.processes[name] = process
         self.cluster.pids[name] = process.pid
         self.cluster.save()
@@ -278,43 +328,101 @@ def start_cluster(
     directory: Path | None = None,
     pools: tuple[NodePool, ...] = DEFAULT_POOLS,
     timeout: float = 120,
+    real_node: RealNodeMode = RealNodeMode.OFF,
+    log: Callable[[str], None] = lambda _: None,
 ) -> LocalCluster:
-    """Start a cluster and return once its nodes are Ready and pods can be admitted."""
+    """Start a cluster and return once its nodes are Ready and pods can be admitted.
+
+    `real_node`: `auto` adds the real node where this machine can run it (else `real_node_absent` says
+    why), `on` fails without it, `off` (the default for code; the CLI and tests read NIMIFY_REAL_NODE)
+    starts kwok only.
+    """
     binaries = resolve_binaries(bin_path)
     directory = (directory or default_cluster_root() / name).resolve()
     if (directory / STATE_FILE).exists():
         raise ClusterError(f"cluster {name!r} already exists in {directory}; stop it first")
+    if real_node is RealNodeMode.OFF:
+        absent: str | None = f"kwok-only cluster ({ENVIRONMENT}=off)"
+    else:
+        absent = unavailable_reason(bin_path)
+        if absent is not None and real_node is RealNodeMode.ON:
+            raise ClusterError(f"{ENVIRONMENT}=on, but this machine cannot run the real node: {absent}")
+    with_node = absent is None
+    host = HOST_IP if with_node else "127.0.0.1"
     directory.mkdir(parents=True, exist_ok=True)
-    pki = create_pki(directory / "pki", SERVICE_IP)
-    etcd_client, etcd_peer, apiserver, kcm, scheduler, kwok = free_ports(6)
-    server = f"https://127.0.0.1:{apiserver}"
+    etcd_client, etcd_peer, kcm, scheduler, kwok = free_ports(5)
     cluster = LocalCluster(
         name=name,
         directory=directory,
         kubeconfig=directory / "kubeconfig",
-        server=server,
+        server="",
         bin_path=bin_path,
         audit_log=directory / "logs" / "audit.log",
+        real_node_absent=absent,
     )
-    for client in ("admin", "controller-manager", "scheduler", "kwok", "operator"):
-        path = directory / ("kubeconfig" if client == "admin" else f"{client}.kubeconfig")
-        path.write_text(yaml.safe_dump(_kubeconfig(server, pki, client)))
-        path.chmod(0o600)
-    (directory / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
     launcher = _Launcher(cluster, binaries)
+    lock: int | None = None
     try:
-        _start_components(
-            cluster, launcher, pki, (etcd_client, etcd_peer, apiserver, kcm, scheduler, kwok), timeout
+        if with_node:
+            try:
+                lock = acquire_lock({"cluster": name, "directory": str(directory), "pid": os.getpid()})
+            except RealNodeError as error:
+                raise ClusterError(str(error)) from None
+            launcher.pass_fds = (lock,)
+            cluster.save()
+            # Before the apiserver: it listens on the bridge's host address, where pods reach it.
+            prepare_network(directory, SERVICE_CIDR, KWOK_BLACKHOLES)
+        pki = create_pki(
+            directory / "pki",
+            SERVICE_IP,
+            server_ips=[HOST_IP] if with_node else [],
+            clients=CLIENTS | NODE_CLIENTS if with_node else CLIENTS,
         )
+        apiserver = free_ports(1, host)[0]
+        cluster.server = f"https://{host}:{apiserver}"
+        for client in ("admin", "controller-manager", "scheduler", "kwok", "operator", *
+                       (NODE_CLIENTS if with_node else ())):  # fmt: skip
+            path = directory / ("kubeconfig" if client == "admin" else f"{client}.kubeconfig")
+            path.write_text(yaml.safe_dump(_kubeconfig(cluster.server, pki, client)))
+            path.chmod(0o600)
+        (directory / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        cluster.save()
+        ports = (etcd_client, etcd_peer, apiserver, kcm, scheduler, kwok)
+        _start_components(cluster, launcher, pki, ports, timeout, host=host, real_node=with_node)
         _bootstrap(cluster, pools, timeout)
+        if with_node:
+            log("starting the real node (images, containerd, kubelet, kube-proxy)")
+            info = start_real_node(
+                directory,
+                cluster,
+                lambda name, binary, args: launcher.start(name, args, binary=binary),
+                _wait,
+                bin_path=bin_path,
+                ca_cert=pki.ca_cert,
+                service_cidr=SERVICE_CIDR,
+                log=log,
+                timeout=timeout,
+            )
+            cluster.real_node = asdict(info)
+            cluster.save()
     except BaseException:
         stop_cluster(directory, remove=False)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return cluster
 
 
 def _start_components(
-    cluster: LocalCluster, launcher: _Launcher, pki: Pki, ports: tuple[int, ...], timeout: float
+    cluster: LocalCluster,
+    launcher: _Launcher,
+    pki: Pki,
+    ports: tuple[int, ...],
+    timeout: float,
+    *,
+    host: str = "127.0.0.1",
+    real_node: bool = False,
 ) -> None:
     etcd_client, etcd_peer, apiserver_port, kcm_port, scheduler_port, kwok_port = ports
     d = cluster.directory
@@ -335,15 +443,26 @@ def _start_components(
     )
     _wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout, log, process)
 
+    if real_node:
+        # Pods reach the apiserver through the `kubernetes` Service, whose endpoint is the advertised address
+        # (kept by the default lease reconciler); the kubelet is called with a client certificate of its own
+        # and by its InternalIP (the node name resolves nowhere).
+        reachability = [
+            f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+    else:
+        # Endpoints may not point at loopback, so the `kubernetes` Service gets none (nothing needs it).
+        reachability = ["--endpoint-reconciler-type=none"]
     process, log = launcher.start(
         "kube-apiserver",
         [
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={apiserver_port}",
-            # Endpoints may not point at loopback, so the `kubernetes` Service gets none (nothing needs it).
-            "--endpoint-reconciler-type=none",
+            *reachability,
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
@@ -363,7 +482,22 @@ def _start_components(
     _wait("kube-apiserver", lambda: _https_ok(f"{cluster.server}/readyz", pki), timeout, log, process)
 
     common = ["--leader-elect=false", "--bind-address=127.0.0.1"]
-    kcm_kubeconfig = str(d / "controller-manager.kubeconfig")
+    kcm_kubeconfig, sa_key, root_ca = (
+        d / "controller-manager.kubeconfig",
+        pki.service_account_key,
+        pki.ca_cert,
+    )
+    kcm_user = None
+    if real_node:
+        # Real pods run as RUN_AS and hostPath volumes get no fsGroup: the provisioner (in the controller
+        # manager) creates their directories, so it runs as that user and they belong to it, as a volume
+        # that honours fsGroup would.
+        kcm_user = RUN_AS
+        kcm_kubeconfig, sa_key, root_ca = _files_for_user(
+            RUN_DIR / "controller-manager", RUN_AS, kcm_kubeconfig, sa_key, root_ca, pki
+        )
+        HOSTPATH_ROOT.mkdir(exist_ok=True)
+        HOSTPATH_ROOT.chmod(0o1777)  # shared with kwok-only clusters, whose provisioner runs as root
     process, kcm_log = launcher.start(
         "kube-controller-manager",
         [
@@ -372,14 +506,15 @@ def _start_components(
             f"--kubeconfig={kcm_kubeconfig}",
             f"--authentication-kubeconfig={kcm_kubeconfig}",
             f"--authorization-kubeconfig={kcm_kubeconfig}",
-            f"--service-account-private-key-file={pki.service_account_key}",
-            f"--root-ca-file={pki.ca_cert}",
+            f"--service-account-private-key-file={sa_key}",
+            f"--root-ca-file={root_ca}",
             "--use-service-account-credentials=false",
             "--enable-hostpath-provisioner=true",
             # A loaded 2-core machine can delay kwok's lease renewals; a dead node is not what tests simulate.
             "--node-monitor-grace-period=120s",
             f"--cluster-cidr={POD_CIDR}",
         ],
+        user=kcm_user,
     )
     kcm_process = process
     scheduler_kubeconfig = str(d / "scheduler.kubeconfig")
@@ -401,7 +536,7 @@ def _start_components(
             f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
             f"--config={_write_kwok_config(d, launcher.binaries['kwok'])}",
             f"--cidr={POD_CIDR}",
-            "--node-ip=10.240.0.1",
+            f"--node-ip={KWOK_NODE_IP}",
             f"--server-address=127.0.0.1:{kwok_port}",
             # Leases, renewed every few seconds, are what keeps the nodes Ready; without them kwok only
             # refreshes node status every 20-45 s, past the node-lifecycle controller's grace period.
@@ -414,6 +549,35 @@ def _start_components(
     _wait(
         "kwok", lambda: kwok_process.poll() is None and _tcp_open(kwok_port), timeout, kwok_log, kwok_process
     )
+
+
+def _files_for_user(
+    directory: Path, user: int, kubeconfig: Path, sa_key: Path, ca_cert: Path, pki: Pki
+) -> tuple[Path, Path, Path]:
+    """Copies of the controller manager's credentials that `user` can read (the cluster directory may sit
+    under a root-only temporary directory); the kubeconfig carries its certificates inline."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, mode=0o700)
+    config = yaml.safe_load(kubeconfig.read_text())
+    config["clusters"][0]["cluster"] = {
+        "server": config["clusters"][0]["cluster"]["server"],
+        "certificate-authority-data": base64.b64encode(ca_cert.read_bytes()).decode(),
+    }
+    config["users"][0]["user"] = {
+        "client-certificate-data": base64.b64encode(
+            pki.client_cert("controller-manager").read_bytes()
+        ).decode(),
+        "client-key-data": base64.b64encode(pki.client_key("controller-manager").read_bytes()).decode(),
+    }
+    copies = (directory / "kubeconfig", directory / "sa.key", directory / "ca.crt")
+    copies[0].write_text(yaml.safe_dump(config))
+    shutil.copyfile(sa_key, copies[1])
+    shutil.copyfile(ca_cert, copies[2])
+    for path in (directory, *copies):
+        os.chown(path, user, user)
+    for path in copies:
+        path.chmod(0o600)
+    return copies
 
 
 def _write_kwok_config(directory: Path, kwok_binary: str) -> Path:
@@ -459,23 +623,41 @@ def _bootstrap(cluster: LocalCluster, pools: tuple[NodePool, ...], timeout: floa
 
 
 def stop_cluster(directory: Path, remove: bool = True, grace: float = 10) -> None:
-    """Stop every process of the cluster in `directory` (newest first) and, by default, delete its files."""
+    """Stop every process of the cluster in `directory` (newest first) and, by default, delete its files.
+
+    A real node goes first (drained, stopped, every trace removed); then the control plane one process at a
+    time, so the apiserver stops while etcd still answers (it may hang on SIGTERM once etcd is gone).
+    """
     state = directory / STATE_FILE
-    if state.exists():
-        pids = LocalCluster.load(directory).pids
-        for pid in reversed(list(pids.values())):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    cluster = LocalCluster.load(directory) if state.exists() else None
+    pids = dict(cluster.pids) if cluster else {}
+    apiserver_up = cluster is not None and _alive(pids.get("kube-apiserver", -1))
+    volumes = _hostpath_volumes(cluster) if cluster is not None and apiserver_up else []
+    if (directory / "node").exists():
+        stop_real_node(directory, pids, cluster if apiserver_up else None)
+    for pid in reversed(list(pids.values())):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for pid in reversed(list(pids.values())):
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        state.unlink()
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for volume in volumes:
+        shutil.rmtree(volume, ignore_errors=True)
+    state.unlink(missing_ok=True)
     if remove:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _hostpath_volumes(cluster: LocalCluster) -> list[Path]:
+    """Directories the hostPath provisioner made for this cluster's volumes (they outlive its processes)."""
+    out = cluster.kubectl(
+        "get", "pv", "-o", "jsonpath={range .items[*]}{.spec.hostPath.path}{'\\n'}{end}",
+        check=False, timeout=10,
+    ).stdout  # fmt: skip
+    return [Path(p) for p in out.split() if p.startswith(f"{HOSTPATH_ROOT}/")]
 
 
 def _alive(pid: int) -> bool:
@@ -491,9 +673,14 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def running_cluster(
-    name: str, bin_path: str, directory: Path | None = None, pools: tuple[NodePool, ...] = DEFAULT_POOLS
+    name: str,
+    bin_path: str,
+    directory: Path | None = None,
+    pools: tuple[NodePool, ...] = DEFAULT_POOLS,
+    real_node: RealNodeMode = RealNodeMode.OFF,
+    log: Callable[[str], None] = lambda _: None,
 ) -> Iterator[LocalCluster]:
-    cluster = start_cluster(name, bin_path, directory, pools)
+    cluster = start_cluster(name, bin_path, directory, pools, real_node=real_node, log=log)
     try:
         yield cluster
     finally:

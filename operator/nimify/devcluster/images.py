@@ -49,6 +49,8 @@ DEBIAN_SOURCES = (
 PYTRITON_TRITON_RELEASE = {"0.7.0": "24.10"}
 #: The Triton release the nimify-builder image builds engines for (images/nimify-builder/requirements.txt).
 BUILDER_TRITON_RELEASE = "25.10"
+#: Where TensorRT's library wheels live (PyPI has placeholders that point there).
+NVIDIA_INDEX = "https://pypi.nvidia.com"
 
 Log = Callable[[str], None]
 
@@ -392,7 +394,19 @@ class _Builder:
             store.mkdir(parents=True)
             constraints = store / "constraints.txt"
             constraints.write_text(lock_text(pins))
-            _pip_wheel(store, ["-r", str(requirements), "-c", str(constraints)])
+            try:
+                # PyPI's tensorrt-*-libs are placeholder sdists that fetch the real wheel from NVIDIA's index.
+                _pip_wheel(
+                    store,
+                    ["-r", str(requirements), "-c", str(constraints), f"--extra-index-url={NVIDIA_INDEX}"],
+                )
+            except ImageBuildError as error:
+                raise ImageBuildError(
+                    f"TensorRT's wheels could not be collected ({requirements}). PyPI carries only "
+                    "placeholders for TensorRT's libraries (tensorrt-cu*-libs) that download the real "
+                    f"wheels from {NVIDIA_INDEX}; this machine must reach that index to build nimify-builder."
+                    f"\n{error}"
+                ) from None
             extra = {}
             for wheel in store.glob("*.whl"):
                 name, version, _, _ = parse_wheel_filename(wheel.name)

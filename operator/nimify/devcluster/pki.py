@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,18 @@ def _name(common_name: str, organisation: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def create_pki(directory: Path, service_ip: str) -> Pki:
-    """Write a CA, the apiserver's serving pair, client pairs and the service-account key pair."""
+def create_pki(
+    directory: Path,
+    service_ip: str,
+    *,
+    server_ips: Sequence[str] = (),
+    clients: Mapping[str, tuple[str, str | None]] = CLIENTS,
+) -> Pki:
+    """Write a CA, the apiserver's serving pair, client pairs and the service-account key pair.
+
+    `server_ips` are further addresses the apiserver serves on (the real node's bridge address); `clients`
+    names the client identities to issue (file stem -> common name, organisation).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
 
@@ -137,7 +148,7 @@ def create_pki(directory: Path, service_ip: str) -> Pki:
         "kubernetes.default.svc.cluster.local",
     ]
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip)]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip, *server_ips)]
     serving_cert = _certificate(
         _name("kube-apiserver"),
         serving_key.public_key(),
@@ -153,7 +164,7 @@ def create_pki(directory: Path, service_ip: str) -> Pki:
     _write_key(pki.serving_key, serving_key)
     pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
 
-    for stem, (common_name, organisation) in CLIENTS.items():
+    for stem, (common_name, organisation) in clients.items():
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _certificate(
             _name(common_name, organisation),
