@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from nimify.devcluster.cluster import KubectlClient
+from nimify.devcluster.real_node import RealNodeInfo
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class ExistingCluster(KubectlClient):
     operator_kubeconfig: Path | None = None
     #: The apiserver's audit log of write requests, when this session started the cluster.
     audit_log: Path | None = None
+    #: The cluster's real node (containerd + kubelet on this machine), when it has one.
+    real_node: RealNodeInfo | None = None
+    #: Why it has none (`NIMIFY_REAL_NODE=off`, not root, missing packages, another cluster holds it).
+    real_node_absent: str | None = None
 
 
 def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:

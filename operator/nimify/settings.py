@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,11 @@ class OperatorSettings(BaseSettings):
 
     onnxruntime_builder_image: str = f"ghcr.io/nimify/nimify:{__version__}"
     """Image of the conversion Job for the onnxruntime backend (no TensorRT needed)."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """imagePullPolicy of every container the operator creates. Unset leaves Kubernetes' default
+    (IfNotPresent for a tagged image); clusters whose images are imported by hand rather than pulled (the
+    dev cluster's real node) set Never, so a missing image fails at once with ErrImageNeverPull."""
 
     build_pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels on conversion pods (cost allocation; tests use one to play the kubelet)."""

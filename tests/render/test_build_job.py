@@ -283,3 +283,9 @@ def test_default_builder_image_carries_the_release() -> None:
     assert (
         OperatorSettings.model_fields["builder_image"].default.format(release="25.10").endswith("-trt25.10")
     )
+
+
+def test_pull_policy_comes_from_the_operator_settings(settings: OperatorSettings) -> None:
+    assert "imagePullPolicy" not in container(job_for(None, settings))
+    local = settings.model_copy(update={"image_pull_policy": "Never"})
+    assert container(job_for(None, local))["imagePullPolicy"] == "Never"

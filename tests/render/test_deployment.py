@@ -6,9 +6,16 @@ from typing import Any
 
 import pytest
 
-from nimify.render.deployment import MODEL_REPOSITORY, ServedEngine, render_deployment, triton_args
+from nimify.render.deployment import (
+    MODEL_REPOSITORY,
+    PRE_STOP_SECONDS,
+    ServedEngine,
+    render_deployment,
+    triton_args,
+)
 from nimify.render.engine import EngineLocation
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, labels, server_selector
+from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, nimservice
 
 LOCATION = EngineLocation(cache_key="c" * 64, claim="nimify-engines")
@@ -283,3 +290,17 @@ def test_triton_extra_args_come_last_in_order() -> None:
     args = triton_args(nimservice({"triton": {"extraArgs": extra}}))
     assert args[-2:] == extra
     assert triton(deployment_for({"triton": {"extraArgs": extra}}))["args"] == args
+
+
+def test_pull_policy_comes_from_the_operator_settings() -> None:
+    assert "imagePullPolicy" not in triton(deployment_for())  # Kubernetes' default for a tagged image
+    local = render_deployment(nimservice(None), ENGINE, OperatorSettings(image_pull_policy="Never"))
+    assert triton(local)["imagePullPolicy"] == "Never"
+
+
+def test_a_terminating_replica_keeps_serving_until_services_forget_it() -> None:
+    # Endpoints drop a terminating pod at once, but kube-proxy and load balancers need a moment: the preStop
+    # delay keeps Triton answering meanwhile, and the grace period covers the delay plus Triton's own drain.
+    deployment = deployment_for()
+    assert triton(deployment)["lifecycle"]["preStop"] == {"sleep": {"seconds": PRE_STOP_SECONDS}}
+    assert pod(deployment)["terminationGracePeriodSeconds"] >= PRE_STOP_SECONDS + 30

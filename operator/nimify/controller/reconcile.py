@@ -220,7 +220,7 @@ class Reconciler:
             )
         for desired in (
             render_triton_config(nim, text),
-            render_deployment(nim, served),
+            render_deployment(nim, served, self.settings),
             render_service(nim),
             render_autoscaler(nim),
             render_disruption_budget(nim),

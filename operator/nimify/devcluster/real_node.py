@@ -122,6 +122,15 @@ class RealNodeInfo:
         return Path(self.containerd_root)
 
 
+def operator_environment(node: RealNodeInfo) -> dict[str, str]:
+    """NIMIFY_* settings of an operator whose pods run on the real node: its images were imported by hand
+    (no registry), so they are named as imported and never pulled."""
+    return {
+        "NIMIFY_ONNXRUNTIME_BUILDER_IMAGE": node.images["nimify"],
+        "NIMIFY_IMAGE_PULL_POLICY": "Never",
+    }
+
+
 # --- the machine-wide lock ----------------------------------------------------------------------------------
 
 

@@ -88,6 +88,8 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
     if spec.model.credentials_secret:
         # Keys become environment variables; their values never appear in the Job spec or the logs.
         container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]

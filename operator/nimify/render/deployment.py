@@ -20,9 +20,15 @@ from nimify.render.identity import (
 )
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
 from nimify.render.triton_config import CONFIG_KEY
+from nimify.settings import OperatorSettings
 
 MODEL_REPOSITORY = "/models"
 SHM_SIZE = "1Gi"  # the python backend and large tensors need more than the runtime's 64 MiB default
+#: A terminating replica keeps serving this long before Triton gets SIGTERM: Services (kube-proxy, load
+#: balancers, gateways) stop sending it new requests meanwhile, so a rollout drops none.
+PRE_STOP_SECONDS = 10
+#: Triton's own drain (--exit-timeout-secs, 30 by default) after the preStop delay, plus a margin.
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + 35
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,9 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
+def render_deployment(
+    nim: NimService, engine: ServedEngine, settings: OperatorSettings | None = None
+) -> dict[str, Any]:
     spec, expose = nim.spec, nim.spec.expose
     model = nim.triton_model_name
     model_dir = f"{MODEL_REPOSITORY}/{model}"
@@ -107,7 +115,10 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": container_security_context(),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
+    if settings is not None and settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
     node_selector = dict(spec.placement.node_selector or {}) if spec.placement else {}
     if product := requested_gpu_product(nim) or engine.gpu_product:
         node_selector[GPU_PRODUCT_LABEL] = product
@@ -119,6 +130,7 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
