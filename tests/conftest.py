@@ -2,7 +2,10 @@
 
 `cluster` gives tests a running Kubernetes control plane: the cluster named by NIMIFY_TEST_KUBECONFIG when
 set (kind, a laptop cluster, ...), otherwise a local one started from the Go-built binaries and removed at
-the end of the session.
+the end of the session. The local one has a real node (containerd + kubelet running real pods) as
+NIMIFY_REAL_NODE says: `auto` (default) wherever this machine can run it (root, packages present), `on`
+insists, `off` keeps it kwok-only (for running beside another session that holds this machine's real node).
+Its removal is checked: nothing of the real node may remain.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from nimify.api import CRD_NAME
-from nimify.devcluster.cluster import running_cluster
+from nimify.devcluster.cluster import start_cluster, stop_cluster
+from nimify.devcluster.real_node import RealNodeInfo, RealNodeMode, mode_from_environment
+from nimify.devcluster.real_node import leftovers as real_node_leftovers
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +44,46 @@ def _bin_path() -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
     if kubeconfig := os.environ.get("NIMIFY_TEST_KUBECONFIG"):
-        yield ExistingCluster(Path(kubeconfig), os.environ.get("NIMIFY_BIN_PATH"), Path(kubeconfig))
+        absent = "NIMIFY_TEST_KUBECONFIG names a cluster this session did not start"
+        yield ExistingCluster(
+            Path(kubeconfig),
+            os.environ.get("NIMIFY_BIN_PATH"),
+            Path(kubeconfig),
+            real_node_absent=absent,
+        )
         return
     bin_path = _bin_path()
     directory = tmp_path_factory.mktemp("cluster")
-    with running_cluster(f"pytest-{os.getpid()}", bin_path, directory) as local:
-        yield ExistingCluster(local.kubeconfig, bin_path, local.operator_kubeconfig, local.audit_log)
+    local = start_cluster(f"pytest-{os.getpid()}", bin_path, directory, real_node=mode_from_environment())
+    try:
+        yield ExistingCluster(
+            local.kubeconfig,
+            bin_path,
+            local.operator_kubeconfig,
+            local.audit_log,
+            real_node=local.node,
+            real_node_absent=local.real_node_absent,
+        )
+    finally:
+        stop_cluster(local.directory)
+    if local.node is not None:
+        left = real_node_leftovers(local.directory)
+        assert not left, "stopping the cluster left parts of its real node behind:\n" + "\n".join(left)
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: ExistingCluster) -> RealNodeInfo:
+    """The cluster's real node. Where one can run (root) and NIMIFY_REAL_NODE is not `off`, a missing node
+    fails the test instead of skipping it."""
+    if cluster.real_node is not None:
+        return cluster.real_node
+    mode = mode_from_environment()
+    if mode is RealNodeMode.OFF or os.geteuid() != 0 or os.environ.get("NIMIFY_TEST_KUBECONFIG"):
+        pytest.skip(f"no real node: {cluster.real_node_absent}")
+    pytest.fail(
+        f"NIMIFY_REAL_NODE={mode.value} and running as root, but the cluster has no real node: "
+        f"{cluster.real_node_absent}"
+    )
 
 
 @pytest.fixture

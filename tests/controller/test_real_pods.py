@@ -1,0 +1,503 @@
+"""NimServices on the real node: nothing simulated between `kubectl apply` and an inference answer.
+
+The conversion Job's pod runs `nimify convert` in the nimify image, the Triton pod runs the triton-cpu image
+with the production config.pbtxt, readiness comes from Triton's own probes, and inferences travel through the
+Service's ClusterIP (kube-proxy) from this machine. The operator runs on this machine for most tests, and
+as a pod of the nimify image with a ServiceAccount in the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from nimify.devcluster.build_runner import create_local_claim
+from nimify.devcluster.cluster import SERVICE_IP, free_ports, get_json
+from nimify.devcluster.real_node import RealNodeInfo, operator_environment
+from nimify.engine.reference import OnnxRuntimeModel
+from nimify.model.digest import file_sha256
+from nimify.model.samples import build_mlp, write_model
+from nimify.render.identity import COMPONENT_SERVER
+from nimify.render.pod_security import container_security_context, pod_security_context
+from tests.kube import ExistingCluster, eventually, fresh_namespace
+
+pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
+
+#: Namespaces the operator process under test watches (the kwok e2e tests' operator watches e2e-*).
+WATCHED = "real-*"
+INPUT = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)
+
+
+@dataclass
+class HostOperator:
+    """`nimify run` on this machine, configured for the real node's local images."""
+
+    kubeconfig: Path
+    node: RealNodeInfo
+    log: Path
+    metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = (
+            os.environ
+            | operator_environment(self.node)
+            | {
+                "KUBECONFIG": str(self.kubeconfig),
+                "NIMIFY_METRICS_PORT": str(self.metrics_port),
+                "NIMIFY_RESYNC_SECONDS": "10",
+            }
+        )
+        nimify = Path(sys.executable).parent / "nimify"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(nimify), "run", "--namespace", WATCHED], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def host_operator(
+    cluster: ExistingCluster,
+    nimservice_crd: str,
+    real_node: RealNodeInfo,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HostOperator]:
+    kubeconfig = cluster.operator_kubeconfig or cluster.kubeconfig
+    operator = HostOperator(kubeconfig, real_node, tmp_path_factory.mktemp("operator") / "operator.log")
+    operator.start()
+    yield operator
+    operator.stop()
+
+
+@dataclass(frozen=True)
+class Model:
+    uri: str
+    sha256: str
+    path: Path
+
+
+def store_models(cluster: ExistingCluster, namespace: str) -> dict[str, Model]:
+    """Two versions of a classifier (same signature, other weights) on a claim `models`."""
+    root = create_local_claim(cluster, namespace, "models")
+    stored = {}
+    for name, model in (("v1", build_mlp()), ("v2", build_mlp(hidden=24))):
+        path = write_model(model, root / f"mlp-{name}.onnx")
+        stored[name] = Model(f"pvc://models/mlp-{name}.onnx", file_sha256(path), path)
+    return stored
+
+
+def real_nimservice(name: str, model: Model, node: RealNodeInfo, **spec: Any) -> dict[str, Any]:
+    """A NimService that runs on the real node: onnxruntime on CPU (gpus 0) in the triton-cpu image."""
+    body: dict[str, Any] = {
+        "apiVersion": "nimify.dev/v1alpha1",
+        "kind": "NimService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": model.uri, "sha256": model.sha256},
+            "engine": {"backend": "onnxruntime"},
+            "triton": {
+                "image": node.images["triton-cpu"],
+                "dynamicBatching": {"maxQueueDelayMicroseconds": 100},
+            },
+            "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"},
+            "placement": {"runtimeClassName": node.runtime_class},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=real-e2e", "-n", namespace, "-f", "-",
+        input=yaml.safe_dump_all(objects),
+    )  # fmt: skip
+
+
+def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 180) -> dict[str, Any]:
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"nimservice/{name}", f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )  # fmt: skip
+    return dict(get_json(cluster, f"nimservice/{name}", "-n", namespace))
+
+
+def condition(nim: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in nim["status"]["conditions"] if c["type"] == kind)
+
+
+def serving_pods(cluster: ExistingCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component={COMPONENT_SERVER}"
+    return list(get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"])
+
+
+def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
+    body = {
+        "inputs": [
+            {"name": "input", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
+        ]
+    }
+    # A new connection per request, as separate clients would open: none is pinned to a terminating pod.
+    with httpx.Client(timeout=10, headers={"Connection": "close"}) as client:
+        response = client.post(f"{url}/v2/models/{model}/infer", json=body)
+    response.raise_for_status()
+    (output,) = response.json()["outputs"]
+    return np.array(output["data"], dtype=np.float32).reshape(output["shape"])
+
+
+def service_url(cluster: ExistingCluster, namespace: str, name: str) -> str:
+    service = get_json(cluster, f"service/{name}", "-n", namespace)
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    return f"http://{service['spec']['clusterIP']}:{port}"
+
+
+@pytest.fixture
+def real(cluster: ExistingCluster, host_operator: HostOperator) -> Iterator[tuple[str, dict[str, Model]]]:
+    with fresh_namespace(cluster, "real") as namespace:
+        yield namespace, store_models(cluster, namespace)
+
+
+def test_apply_converts_serves_and_answers_through_the_service(
+    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+) -> None:
+    namespace, models = real
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
+    nim = wait_ready(cluster, namespace, "mlp")
+    assert condition(nim, "Ready")["reason"] == "Serving"
+    assert nim["status"]["parity"]["passed"] is True
+
+    # The conversion really ran in the nimify image on the real node, and ended with its result.
+    (job,) = get_json(cluster, "jobs", "-n", namespace)["items"]
+    (build,) = get_json(
+        cluster, "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+    )["items"]
+    assert build["spec"]["nodeName"] == real_node.name
+    (convert,) = build["status"]["containerStatuses"]
+    assert convert["image"] == real_node.images["nimify"] and convert["imageID"]
+    assert convert["state"]["terminated"]["exitCode"] == 0
+    assert json.loads(convert["state"]["terminated"]["message"])  # the result, written by `nimify convert`
+
+    # Triton in the triton-cpu image, Ready through its own probes, serving the production config.
+    (pod,) = serving_pods(cluster, namespace, "mlp")
+    (triton,) = pod["status"]["containerStatuses"]
+    assert pod["spec"]["nodeName"] == real_node.name
+    assert (
+        triton["image"] == real_node.images["triton-cpu"] and triton["ready"] and triton["restartCount"] == 0
+    )
+    config = get_json(cluster, "configmap", "-n", namespace, "-l", "app.kubernetes.io/instance=mlp")["items"][
+        0
+    ]
+    assert 'platform: "onnxruntime_onnx"' in config["data"]["config.pbtxt"]
+
+    # An inference through the Service's ClusterIP equals ONNX Runtime's on the same input.
+    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    expected = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
+    np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+    print(
+        f"\ncluster answer:      {answer.ravel().tolist()}\nONNX Runtime answer: {expected.ravel().tolist()}"
+    )
+
+    # The pod's metrics port counts it.
+    metrics_port = next(
+        p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics"
+    )
+    metrics = httpx.get(f"http://{pod['status']['podIP']}:{metrics_port}/metrics", timeout=10).text
+    success = [
+        line for line in metrics.splitlines() if line.startswith('nv_inference_request_success{model="mlp"')
+    ]
+    assert success and float(success[0].rsplit(" ", 1)[1]) >= 1
+
+
+@dataclass
+class RequestLoop:
+    """A few requests per second against the Service, each on a new connection, until stopped."""
+
+    url: str
+    model: str
+    interval: float = 0.2
+    answers: list[np.ndarray] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.answers.append(infer(self.url, self.model, INPUT))
+            except Exception as error:
+                self.failures.append(repr(error))
+
+
+def test_a_model_update_rolls_the_pods_without_a_failed_request(
+    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+) -> None:
+    namespace, models = real
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
+    wait_ready(cluster, namespace, "mlp")
+    (old_pod,) = serving_pods(cluster, namespace, "mlp")
+    before = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
+    after = OnnxRuntimeModel(models["v2"].path).run({"input": INPUT})["logits"]
+
+    loop = RequestLoop(service_url(cluster, namespace, "mlp"), "mlp")
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        apply(cluster, namespace, real_nimservice("mlp", models["v2"], real_node))
+
+        def rolled() -> bool:
+            pods = serving_pods(cluster, namespace, "mlp")
+            nim = get_json(cluster, "nimservice/mlp", "-n", namespace)
+            ready = condition(nim, "Ready")["status"] == "True"
+            return (
+                ready
+                and [p["metadata"]["uid"] for p in pods] != [old_pod["metadata"]["uid"]]
+                and len(pods) == 1
+            )
+
+        eventually(rolled, timeout=60 - (time.monotonic() - started), interval=1)
+        time.sleep(2)  # a few requests to the new pod alone
+    finally:
+        loop.stop.set()
+        thread.join(timeout=15)
+    seconds = time.monotonic() - started
+    print(f"\n{len(loop.answers)} requests in {seconds:.0f}s during the rollout, {len(loop.failures)} failed")
+    assert not loop.failures, loop.failures[:5]
+    assert len(loop.answers) >= 30
+    # The loop saw the old model first and the new one at the end: the rollout happened under it.
+    np.testing.assert_allclose(loop.answers[0], before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loop.answers[-1], after, rtol=1e-5, atol=1e-6)
+
+
+def tritonserver_pid(pod: dict[str, Any]) -> int:
+    """The host pid of the pod's tritonserver (its cgroup carries the container id)."""
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == "tritonserver" and container_id in (
+                    proc / "cgroup"
+                ).read_text():
+                    return int(proc.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no tritonserver process in container {container_id}")
+
+
+def test_a_killed_tritonserver_shows_in_status_and_recovers(
+    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+) -> None:
+    namespace, models = real
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
+    wait_ready(cluster, namespace, "mlp")
+    (pod,) = serving_pods(cluster, namespace, "mlp")
+    os.kill(tritonserver_pid(pod), signal.SIGKILL)
+
+    def not_ready() -> dict[str, Any] | None:
+        nim = get_json(cluster, "nimservice/mlp", "-n", namespace)
+        ready = condition(nim, "Ready")
+        return ready if ready["status"] == "False" else None
+
+    down = eventually(not_ready, timeout=60, interval=0.2)
+    assert down["reason"] == "Deploying" and "0/1" in down["message"]
+    assert condition(get_json(cluster, "nimservice/mlp", "-n", namespace), "Available")["status"] == "False"
+    nim = wait_ready(cluster, namespace, "mlp", timeout=120)
+    (restarted,) = serving_pods(cluster, namespace, "mlp")
+    (triton,) = restarted["status"]["containerStatuses"]
+    assert restarted["metadata"]["uid"] == pod["metadata"]["uid"]  # the kubelet restarted the container
+    assert triton["restartCount"] == 1
+    assert triton["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
+    assert condition(nim, "Available")["status"] == "True"
+    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    np.testing.assert_allclose(
+        answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_an_oom_killed_replica_shows_in_status_and_recovers_with_more_memory(
+    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+) -> None:
+    namespace, models = real
+    # Below what tritonserver alone needs at start-up (about 33 MiB of anonymous memory).
+    starved = {"gpus": 0, "cpu": "100m", "memory": "16Mi"}
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node, resources=starved))
+
+    def oom_killed() -> dict[str, Any] | None:
+        for pod in serving_pods(cluster, namespace, "mlp"):
+            for status in pod["status"].get("containerStatuses") or []:
+                terminated = status.get("lastState", {}).get("terminated") or status.get("state", {}).get(
+                    "terminated"
+                )
+                if terminated and terminated.get("reason") == "OOMKilled":
+                    return pod
+        return None
+
+    pod = eventually(oom_killed, timeout=120, interval=1)
+    nim = get_json(cluster, "nimservice/mlp", "-n", namespace)
+    assert condition(nim, "Ready")["status"] == "False"
+    assert condition(nim, "Available")["status"] == "False"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "16Mi"
+
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
+    wait_ready(cluster, namespace, "mlp", timeout=180)
+    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    np.testing.assert_allclose(
+        answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
+    )
+
+
+# --- the operator as a pod --------------------------------------------------------------------------------
+
+
+def operator_rbac(name: str, namespace: str) -> list[dict[str, Any]]:
+    """Least privilege for `nimify run`: its CRD, the children it manages, pods to read, events to post."""
+    crud = ["get", "list", "watch", "create", "update", "patch", "delete"]
+    rules = [
+        {
+            "apiGroups": ["nimify.dev"],
+            "resources": ["nimservices"],
+            "verbs": ["get", "list", "watch", "patch", "update"],
+        },
+        {
+            "apiGroups": ["nimify.dev"],
+            "resources": ["nimservices/status"],
+            "verbs": ["get", "patch", "update"],
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": crud},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": crud},
+        {"apiGroups": [""], "resources": ["services", "configmaps", "persistentvolumeclaims"], "verbs": crud},
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": crud},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": crud},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        },
+    ]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "nimify-operator", "namespace": namespace},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "nimify-operator", "namespace": namespace}],
+        },
+    ]
+
+
+def operator_deployment(node: RealNodeInfo, watched: str) -> dict[str, Any]:
+    env = operator_environment(node) | {"NIMIFY_METRICS_PORT": "8080", "NIMIFY_RESYNC_SECONDS": "10"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "nimify-operator"},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # one operator at a time (kopf's recipe)
+            "selector": {"matchLabels": {"app": "nimify-operator"}},
+            "template": {
+                "metadata": {"labels": {"app": "nimify-operator"}},
+                "spec": {
+                    "serviceAccountName": "nimify-operator",
+                    # kopf reaches the apiserver in a pod as https://kubernetes.default.svc (a DNS name; the
+                    # local cluster has no DNS), where client-go would use KUBERNETES_SERVICE_HOST.
+                    "hostAliases": [{"ip": SERVICE_IP, "hostnames": ["kubernetes.default.svc"]}],
+                    "runtimeClassName": node.runtime_class,
+                    "terminationGracePeriodSeconds": 5,
+                    "securityContext": pod_security_context(),
+                    "containers": [
+                        {
+                            "name": "operator",
+                            "image": node.images["nimify"],
+                            "imagePullPolicy": "Never",
+                            "args": [
+                                "run",
+                                "--namespace",
+                                watched,
+                                "--liveness",
+                                "http://0.0.0.0:8081/healthz",
+                            ],
+                            "env": [{"name": k, "value": v} for k, v in env.items()],
+                            "ports": [{"name": "metrics", "containerPort": 8080}],
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 8081},
+                                "periodSeconds": 10,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "256Mi"},
+                                "limits": {"memory": "1Gi"},
+                            },
+                            "securityContext": container_security_context(),
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def test_the_operator_runs_as_a_pod_and_reconciles_to_ready(
+    cluster: ExistingCluster, nimservice_crd: str, real_node: RealNodeInfo
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    watched = f"inpod-{suffix}-*"
+    rbac_name = f"nimify-operator-{suffix}"
+    with (
+        fresh_namespace(cluster, "operator") as home,
+        fresh_namespace(cluster, f"inpod-{suffix}") as namespace,
+    ):
+        try:
+            apply(cluster, home, *operator_rbac(rbac_name, home), operator_deployment(real_node, watched))
+            cluster.kubectl(
+                "rollout", "status", "-n", home, "deployment/nimify-operator", "--timeout=120s", timeout=130
+            )
+            (pod,) = get_json(cluster, "pods", "-n", home, "-l", "app=nimify-operator")["items"]
+            assert pod["spec"]["nodeName"] == real_node.name
+
+            models = store_models(cluster, namespace)
+            apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
+            nim = wait_ready(cluster, namespace, "mlp")
+            assert condition(nim, "Ready")["reason"] == "Serving"
+            managed = get_json(cluster, "deployment/mlp", "-n", namespace, "--show-managed-fields")
+            assert "nimify-operator" in {m["manager"] for m in managed["metadata"]["managedFields"]}
+            # Its requests came with the ServiceAccount's identity, through the `kubernetes` Service.
+            answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+            expected = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
+            np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+        finally:
+            cluster.kubectl("delete", "clusterrolebinding,clusterrole", rbac_name, check=False)
