@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The demo: a local Kubernetes control plane with simulated GPU node pools, the Nimify operator, and a
-# NimService serving a small ONNX model, left running for you to explore.
+# The demo: a local Kubernetes control plane with simulated GPU node pools and (as root) a real node, the
+# Nimify operator, and a NimService serving a small ONNX model; on the real node it ends by printing an
+# inference answer from the Triton pod next to ONNX Runtime's. Everything is left running to explore.
+# NIMIFY_REAL_NODE=off gives the kwok-only demo (simulated Triton pods, no inference).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 name="${NIMIFY_DEMO_CLUSTER:-demo}"
 
+if [[ "$(id -u)" == 0 && "${NIMIFY_REAL_NODE:-auto}" != off ]]; then
+  bash "$root/hack/ensure-packages.sh"  # containerd, runc, CNI plugins, buildah, mmdebstrap, iptables
+fi
 bash "$root/hack/setup-venv.sh"
 bin_path="$(bash "$root/hack/ensure-binaries.sh")"
 # A fresh cluster each time: a leftover one (e.g. after a reboot) would have dead processes.
@@ -15,5 +20,5 @@ kubeconfig="$("$root/.venv/bin/nimify" dev-cluster kubeconfig --name "$name")"
 echo "The cluster, the operator and the NimService keep running. Use them with:"
 echo "  export KUBECONFIG=$kubeconfig PATH=${bin_path%%:*}:\$PATH"
 echo "  kubectl get nimservices -A; kubectl describe nimservice -n demo mlp-classifier"
-echo "Stop everything with:"
+echo "Stop everything (the real node leaves nothing behind) with:"
 echo "  bash hack/cluster.sh down $name"

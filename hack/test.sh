@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs (virtualenv, Go-built control plane), then lint, types, tests.
+# The whole test suite: installs what it needs (virtualenv, Go-built control plane, and, as root, the real
+# node's Debian packages, kubelet/kube-proxy and images), then lint, types, tests.
 # Extra arguments go to pytest (e.g. `hack/test.sh -k devcluster`).
+# NIMIFY_REAL_NODE=auto (default) runs the real-node tests wherever this machine can (root); `off` runs
+# kwok-only clusters (next to another session that holds this machine's real node).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+real_node=no
+if [[ "${NIMIFY_REAL_NODE:-auto}" != off && "$(id -u)" == 0 ]]; then
+  real_node=yes
+  bash hack/ensure-packages.sh
+fi
 bash hack/setup-venv.sh
 NIMIFY_BIN_PATH="$(bash hack/ensure-binaries.sh)"
 export NIMIFY_BIN_PATH
 
 echo "== ruff"; .venv/bin/ruff check operator tests hack; .venv/bin/ruff format --check operator tests hack
 echo "== mypy"; .venv/bin/mypy
+if [[ $real_node == yes ]]; then
+  # Built here (cached by content hash) so that progress shows; the cluster fixture finds them built.
+  echo "== images"; .venv/bin/nimify dev-cluster images >/dev/null
+fi
 echo "== pytest"
 # pytest exits 5 when it collects nothing; that is a failure here, never a green run.
-exec .venv/bin/pytest "$@"
+status=0
+.venv/bin/pytest "$@" || status=$?
+if [[ $real_node == yes ]]; then
+  echo "== real node leftovers"
+  .venv/bin/nimify dev-cluster leftovers || status=1
+fi
+exit "$status"

@@ -87,15 +87,32 @@ def up(
 
 @dev_cluster.command("down")
 def down(name: NameOption = "nimify", directory: DirOption = None) -> None:
-    """Stop a cluster and remove its files."""
+    """Stop a cluster and remove its files; a real node is drained first and leaves nothing behind."""
     from nimify.devcluster.cluster import default_cluster_root, stop_cluster
+    from nimify.devcluster.real_node import leftovers
 
     target = directory or default_cluster_root() / name
     if not target.exists():
         console.print(f"cluster {name!r} is not running ({target} does not exist)")
         return
+    had_node = (target / "node").exists()
     stop_cluster(target)
     console.print(f"cluster [bold]{name}[/] stopped and removed")
+    if had_node and (left := leftovers()):
+        console.print("[red]error:[/] the real node left behind:\n  " + "\n  ".join(left))
+        raise typer.Exit(1)
+
+
+@dev_cluster.command("leftovers")
+def leftovers_command() -> None:
+    """List what of a real node exists on this machine (processes, mounts, cgroups, veths, routes, rules);
+    exits 1 when anything does."""
+    from nimify.devcluster.real_node import leftovers
+
+    if left := leftovers():
+        typer.echo("\n".join(left))
+        raise typer.Exit(1)
+    typer.echo("nothing of a real node remains: no process, mount, cgroup, veth, route or iptables rule")
 
 
 @dev_cluster.command("kubeconfig")
@@ -130,20 +147,30 @@ def run_builds(
 
 
 @dev_cluster.command("demo")
-def demo(name: NameOption = "demo", bin_path: BinPathOption = "", directory: DirOption = None) -> None:
-    """Start a cluster with the operator and serve a small ONNX model through a NimService."""
+def demo(
+    name: NameOption = "demo",
+    bin_path: BinPathOption = "",
+    directory: DirOption = None,
+    real_node: RealNodeOption = "auto",
+) -> None:
+    """Start a cluster with the operator and serve a small ONNX model through a NimService; on the real node
+    it ends with an inference answer from Triton next to ONNX Runtime's."""
+    import httpx
+
     from nimify.devcluster.cluster import ClusterError, start_cluster
-    from nimify.devcluster.demo import NAMESPACE, SERVICE, run_demo
+    from nimify.devcluster.demo import NAMESPACE, SERVICE, run_demo, show_inference
+    from nimify.devcluster.real_node import RealNodeError, RealNodeMode
 
     if not bin_path:
         console.print("[red]error:[/] no binaries: pass --bin-path or set NIMIFY_BIN_PATH")
         raise typer.Exit(2)
     started = time.monotonic()
+    say = lambda message: console.print(f"[bold cyan]==>[/] {message}")  # noqa: E731
     try:
-        cluster = start_cluster(name, bin_path, directory)
+        cluster = start_cluster(name, bin_path, directory, real_node=RealNodeMode(real_node), log=say)
         console.print(f"cluster [bold]{name}[/] is up: {cluster.server}")
-        run_demo(cluster, lambda message: console.print(f"[bold cyan]==>[/] {message}"))
-    except (ClusterError, subprocess.CalledProcessError) as error:
+        run_demo(cluster, say)
+    except (ClusterError, RealNodeError, subprocess.CalledProcessError, RuntimeError, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print(f"[green]NimService {NAMESPACE}/{SERVICE} is Ready[/] ({time.monotonic() - started:.0f}s)")
@@ -164,6 +191,13 @@ def demo(name: NameOption = "demo", bin_path: BinPathOption = "", directory: Dir
     ):
         console.print(f"\n[bold]$ kubectl {' '.join(args)}[/]")
         typer.echo(cluster.kubectl(*args).stdout)
+    if cluster.node is not None:
+        console.print("\n[bold]An inference through the Service, next to ONNX Runtime's answer[/]")
+        try:
+            typer.echo(show_inference(cluster))
+        except (httpx.HTTPError, RuntimeError) as error:
+            console.print(f"[red]error:[/] the inference failed: {error}")
+            raise typer.Exit(1) from None
 
 
 @dev_cluster.command("images")

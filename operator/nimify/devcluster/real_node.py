@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,10 +116,6 @@ class RealNodeInfo:
     containerd_root: str
     #: Seconds each start-up step took (images, containerd, kubelet Ready, kube-proxy), for the record.
     timings: dict[str, float]
-
-    @property
-    def layout_root(self) -> Path:
-        return Path(self.containerd_root)
 
 
 def operator_environment(node: RealNodeInfo) -> dict[str, str]:
@@ -534,12 +530,10 @@ def _remove_pod_cgroups() -> None:
 
 def leftovers(cluster_directory: Path | None = None) -> list[str]:
     """Everything of a real node that exists on this machine now; empty after a clean teardown."""
-    layout = layout_for(cluster_directory) if cluster_directory else None
     found = [f"process {pid}: {command}" for pid, command in node_processes()]
-    roots = [RUN_DIR]
-    if layout is not None:
-        roots.append(layout.directory)
+    roots = [RUN_DIR] + ([layout_for(cluster_directory).directory] if cluster_directory else [])
     found += [f"mount {point}" for point in _mounts_under(*roots)]
+    found += [f"mount {point}" for point in _node_mounts() if point not in _mounts_under(*roots)]
     found += [f"cgroup {path}" for path in _pod_cgroups()]
     found += network_leftovers()
     if lock_holders():
@@ -547,19 +541,14 @@ def leftovers(cluster_directory: Path | None = None) -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def lock_descriptor(owner: dict[str, Any]) -> Iterator[int]:
-    """The lock for the time the node's processes are being started; they keep it afterwards."""
-    fd = acquire_lock(owner)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def info_from_state(state: dict[str, Any] | None) -> RealNodeInfo | None:
-    return RealNodeInfo(**state) if state else None
-
-
-def info_to_state(info: RealNodeInfo | None) -> dict[str, Any] | None:
-    return asdict(info) if info else None
+def _node_mounts() -> list[Path]:
+    """Mounts that only a real node makes, wherever its cluster directory was: the kubelet's pod volumes and
+    containerd's task root filesystems."""
+    markers = ("/node/kubelet", "io.containerd.runtime.v2.task", "io.containerd.grpc.v1.cri")
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if any(marker in point for marker in markers):
+                found.append(Path(point))
+    return found
