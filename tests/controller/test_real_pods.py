@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,14 +231,20 @@ def test_apply_converts_serves_and_answers_through_the_service(
 
 @dataclass
 class RequestLoop:
-    """A few requests per second against the Service, each on a new connection, until stopped."""
+    """A few requests per second against the Service, each on a new connection, until stopped; failures and
+    the Service's endpoint changes go into one timeline (seconds since start), to tell why one failed."""
 
     url: str
     model: str
     interval: float = 0.2
     answers: list[np.ndarray] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{time.monotonic() - self.started:6.2f}s {what}")
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -245,6 +252,35 @@ class RequestLoop:
                 self.answers.append(infer(self.url, self.model, INPUT))
             except Exception as error:
                 self.failures.append(repr(error))
+                self.note(f"request failed: {error!r}")
+
+    def watch_endpoints(self, cluster: ExistingCluster, namespace: str) -> subprocess.Popen[str]:
+        kubectl = shutil.which("kubectl", path=cluster.bin_path) or "kubectl"
+        watch = subprocess.Popen(
+            [kubectl, f"--kubeconfig={cluster.kubeconfig}", "get", "endpointslices", "-n", namespace,
+             "--watch", "-o", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+        def read() -> None:
+            assert watch.stdout is not None
+            decoder, buffer = json.JSONDecoder(), ""
+            for line in watch.stdout:  # a stream of pretty-printed objects
+                buffer += line
+                try:
+                    slice_, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    continue
+                buffer = buffer.lstrip()[end:]
+                endpoints = [
+                    f"{e['addresses'][0]} ready={e['conditions'].get('ready')} "
+                    f"terminating={e['conditions'].get('terminating', False)}"
+                    for e in slice_.get("endpoints") or []
+                ]
+                self.note("endpoints: " + ("; ".join(endpoints) or "none"))
+
+        threading.Thread(target=read, daemon=True).start()
+        return watch
 
 
 def test_a_model_update_rolls_the_pods_without_a_failed_request(
@@ -258,10 +294,11 @@ def test_a_model_update_rolls_the_pods_without_a_failed_request(
     after = OnnxRuntimeModel(models["v2"].path).run({"input": INPUT})["logits"]
 
     loop = RequestLoop(service_url(cluster, namespace, "mlp"), "mlp")
+    watch = loop.watch_endpoints(cluster, namespace)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
-    started = time.monotonic()
     try:
+        loop.note("applying the new model")
         apply(cluster, namespace, real_nimservice("mlp", models["v2"], real_node))
 
         def rolled() -> bool:
@@ -274,14 +311,18 @@ def test_a_model_update_rolls_the_pods_without_a_failed_request(
                 and len(pods) == 1
             )
 
-        eventually(rolled, timeout=60 - (time.monotonic() - started), interval=1)
+        eventually(rolled, timeout=60 - (time.monotonic() - loop.started), interval=1)
+        loop.note("rolled out: the old pod is gone")
         time.sleep(2)  # a few requests to the new pod alone
     finally:
         loop.stop.set()
         thread.join(timeout=15)
-    seconds = time.monotonic() - started
+        watch.terminate()
+        watch.wait(timeout=10)
+    seconds = time.monotonic() - loop.started
     print(f"\n{len(loop.answers)} requests in {seconds:.0f}s during the rollout, {len(loop.failures)} failed")
-    assert not loop.failures, loop.failures[:5]
+    print("\n".join(loop.timeline))
+    assert not loop.failures, "\n".join(loop.timeline)
     assert len(loop.answers) >= 30
     # The loop saw the old model first and the new one at the end: the rollout happened under it.
     np.testing.assert_allclose(loop.answers[0], before, rtol=1e-5, atol=1e-6)

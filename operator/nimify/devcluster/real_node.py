@@ -257,7 +257,7 @@ def start_real_node(
     step = time.monotonic()
     kube_proxy = shutil.which("kube-proxy", path=bin_path)
     assert kube_proxy is not None
-    process, proxy_log = start("kube-proxy", kube_proxy, [f"--config={layout.kube_proxy_config}", "--v=1"])
+    process, proxy_log = start("kube-proxy", kube_proxy, [f"--config={layout.kube_proxy_config}", "--v=2"])
     wait(
         "kube-proxy",
         lambda: _http_ok(f"http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/healthz"),
