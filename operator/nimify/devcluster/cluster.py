@@ -34,6 +34,7 @@ from nimify.devcluster.real_node import (
     RealNodeMode,
     acquire_lock,
     prepare_network,
+    remove_node_network,
     start_real_node,
     stop_real_node,
     unavailable_reason,
@@ -625,30 +626,41 @@ def _bootstrap(cluster: LocalCluster, pools: tuple[NodePool, ...], timeout: floa
 def stop_cluster(directory: Path, remove: bool = True, grace: float = 10) -> None:
     """Stop every process of the cluster in `directory` (newest first) and, by default, delete its files.
 
-    A real node goes first (drained, stopped, every trace removed); then the control plane one process at a
-    time, so the apiserver stops while etcd still answers (it may hang on SIGTERM once etcd is gone).
+    A real node goes first (drained, stopped, every trace removed); then the control plane, etcd last, so the
+    apiserver stops while etcd still answers (it may hang on SIGTERM once etcd is gone).
     """
     state = directory / STATE_FILE
     cluster = LocalCluster.load(directory) if state.exists() else None
     pids = dict(cluster.pids) if cluster else {}
     apiserver_up = cluster is not None and _alive(pids.get("kube-apiserver", -1))
     volumes = _hostpath_volumes(cluster) if cluster is not None and apiserver_up else []
-    if (directory / "node").exists():
+    has_node = (directory / "node").exists()
+    if has_node:
         stop_real_node(directory, pids, cluster if apiserver_up else None)
-    for pid in reversed(list(pids.values())):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    etcd = pids.pop("etcd", None)
+    _terminate(list(pids.values()), grace)
+    _terminate([etcd] if etcd is not None else [], grace)
+    if has_node:
+        remove_node_network(directory)
     for volume in volumes:
         shutil.rmtree(volume, ignore_errors=True)
     state.unlink(missing_ok=True)
     if remove:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _terminate(pids: list[int], grace: float) -> None:
+    """SIGTERM to all, SIGKILL to whoever is still there after `grace` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _hostpath_volumes(cluster: LocalCluster) -> list[Path]:

@@ -360,7 +360,8 @@ def drain(kubectl: Kubectl, timeout: float = 90) -> None:
 
 
 def stop_real_node(cluster_directory: Path, pids: dict[str, int], kubectl: Kubectl | None) -> None:
-    """Stop the node's processes and remove every trace of them; tolerant of a half-started node."""
+    """Stop the node's processes and remove every trace of them but the network (`remove_node_network`);
+    tolerant of a half-started node."""
     layout = layout_for(cluster_directory)
     if kubectl is not None and "kubelet" in pids and _alive(pids["kubelet"]):
         with contextlib.suppress(Exception):
@@ -374,8 +375,13 @@ def stop_real_node(cluster_directory: Path, pids: dict[str, int], kubectl: Kubec
     _kill_node_processes()
     _unmount_under(layout.directory, layout.run)
     _remove_pod_cgroups()
-    teardown_network(layout.network_state)
     shutil.rmtree(layout.run, ignore_errors=True)
+
+
+def remove_node_network(cluster_directory: Path) -> None:
+    """The bridge, routes and guard; after the control plane has stopped (the apiserver listens on the
+    bridge's address: with that address gone, its clients' connections would hang instead of closing)."""
+    teardown_network(layout_for(cluster_directory).network_state)
 
 
 def _stop(pid: int | None, grace: float = 15) -> None:

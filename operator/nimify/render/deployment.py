@@ -93,8 +93,9 @@ def render_deployment(
             {"name": "grpc", "containerPort": expose.grpc_port},
             {"name": "metrics", "containerPort": expose.metrics_port},
         ],
-        # Engines can take minutes to load: the startup probe allows for it, liveness only starts afterwards.
-        "startupProbe": _probe(ready_path, expose.http_port, period=10, failures=90),
+        # Engines can take minutes to load: the startup probe allows for it (15 minutes), liveness only starts
+        # afterwards. It asks often: a replica that loads in seconds is Ready in seconds (rollouts, scaling).
+        "startupProbe": _probe(ready_path, expose.http_port, period=2, failures=450),
         "readinessProbe": _probe(ready_path, expose.http_port, period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", expose.http_port, period=10, failures=3),
         "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
