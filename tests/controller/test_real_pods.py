@@ -166,6 +166,13 @@ def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
     return np.array(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
+def first_answer(url: str, model: str, timeout: float = 30) -> np.ndarray:
+    """The first answer through a Service whose replica just became Ready: kube-proxy programs the new
+    endpoint asynchronously (up to its sync period later), and until then the ClusterIP refuses."""
+    (answer,) = eventually(lambda: [infer(url, model, INPUT)], timeout=timeout, interval=0.2)
+    return np.asarray(answer)
+
+
 def service_url(cluster: ExistingCluster, namespace: str, name: str) -> str:
     service = get_json(cluster, f"service/{name}", "-n", namespace)
     port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
@@ -211,7 +218,7 @@ def test_apply_converts_serves_and_answers_through_the_service(
     assert 'platform: "onnxruntime_onnx"' in config["data"]["config.pbtxt"]
 
     # An inference through the Service's ClusterIP equals ONNX Runtime's on the same input.
-    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
     expected = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
     np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
     print(
@@ -293,7 +300,9 @@ def test_a_model_update_rolls_the_pods_without_a_failed_request(
     before = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
     after = OnnxRuntimeModel(models["v2"].path).run({"input": INPUT})["logits"]
 
-    loop = RequestLoop(service_url(cluster, namespace, "mlp"), "mlp")
+    url = service_url(cluster, namespace, "mlp")
+    first_answer(url, "mlp")  # the Service routes to the first replica before the loop starts
+    loop = RequestLoop(url, "mlp")
     watch = loop.watch_endpoints(cluster, namespace)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
@@ -361,14 +370,18 @@ def test_a_killed_tritonserver_shows_in_status_and_recovers(
     down = eventually(not_ready, timeout=60, interval=0.2)
     assert down["reason"] == "Deploying" and "0/1" in down["message"]
     assert condition(get_json(cluster, "nimservice/mlp", "-n", namespace), "Available")["status"] == "False"
-    nim = wait_ready(cluster, namespace, "mlp", timeout=120)
+    wait_ready(cluster, namespace, "mlp", timeout=120)
     (restarted,) = serving_pods(cluster, namespace, "mlp")
     (triton,) = restarted["status"]["containerStatuses"]
     assert restarted["metadata"]["uid"] == pod["metadata"]["uid"]  # the kubelet restarted the container
     assert triton["restartCount"] == 1
     assert triton["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
-    assert condition(nim, "Available")["status"] == "True"
-    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    eventually(
+        lambda: (
+            condition(get_json(cluster, "nimservice/mlp", "-n", namespace), "Available")["status"] == "True"
+        )
+    )
+    answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
     np.testing.assert_allclose(
         answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
     )
@@ -400,7 +413,7 @@ def test_an_oom_killed_replica_shows_in_status_and_recovers_with_more_memory(
 
     apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
     wait_ready(cluster, namespace, "mlp", timeout=180)
-    answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+    answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
     np.testing.assert_allclose(
         answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
     )
@@ -537,7 +550,7 @@ def test_the_operator_runs_as_a_pod_and_reconciles_to_ready(
             managed = get_json(cluster, "deployment/mlp", "-n", namespace, "--show-managed-fields")
             assert "nimify-operator" in {m["manager"] for m in managed["metadata"]["managedFields"]}
             # Its requests came with the ServiceAccount's identity, through the `kubernetes` Service.
-            answer = infer(service_url(cluster, namespace, "mlp"), "mlp", INPUT)
+            answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
             expected = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
             np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,15 @@ def show_inference(cluster: LocalCluster) -> str:
     url = f"http://{service['spec']['clusterIP']}:{port}/v2/models/{SERVICE}/infer"
     features = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)
     tensor = {"name": "input", "shape": [1, 16], "datatype": "FP32", "data": features.ravel().tolist()}
-    response = httpx.post(url, json={"inputs": [tensor]}, timeout=30)
+    deadline = time.monotonic() + 30
+    while True:  # kube-proxy programs a just-Ready endpoint asynchronously; the ClusterIP refuses until then
+        try:
+            response = httpx.post(url, json={"inputs": [tensor]}, timeout=30)
+            break
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     response.raise_for_status()
     answer = np.array(response.json()["outputs"][0]["data"], dtype=np.float32)
     expected = OnnxRuntimeModel(model).run({"input": features})["logits"].ravel()
