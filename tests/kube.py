@@ -52,9 +52,11 @@ def fresh_namespace(cluster: ExistingCluster, prefix: str) -> Iterator[str]:
     """A new namespace ready for pods (its default ServiceAccount exists), deleted afterwards (no waiting)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
+    # --for=create waits for the object to exist (the controller-manager creates it); a jsonpath condition
+    # fails at once while it does not.
     cluster.kubectl(
         "wait",
-        "--for=jsonpath={.metadata.name}=default",
+        "--for=create",
         "serviceaccount/default",
         "-n",
         name,
