@@ -2,9 +2,9 @@
 
 Most Triton images (`YY.MM-py3`, `YY.MM-py3-min`, a bare `YY.MM`) carry the TensorRT of their release. The
 TensorRT-LLM images (`YY.MM-trtllm-python-py3`) do not: they carry the TensorRT their TensorRT-LLM release
-was built with, which lags behind (26.06 and 26.07 still ship TensorRT 10.14 while `26.06-py3` ships 11). A plan
-built with the wrong one is refused by the server that should load it, so a tag this module cannot map is
-refused with the reason instead of guessed (`resolve_tensorrt`).
+was built with, which lags behind (26.06 and 26.07 still ship TensorRT 10.14 while `26.06-py3` ships 11). A
+plan built with the wrong one is refused by the server that should load it, so a tag this module cannot map
+is refused with the reason instead of guessed (`resolve_tensorrt`).
 
 Sources: the Triton release notes (`Contents of the Triton Inference Server container`: 21.07 is the first
 with TensorRT 8.0.1.6, 24.05 the first with 10.0.1.6) and Triton's compatibility matrix
