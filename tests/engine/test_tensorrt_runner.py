@@ -4,12 +4,15 @@ a CUDA runtime newer than the driver, and exceptions from the bindings."""
 
 from __future__ import annotations
 
+import importlib
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
 
 from nimify.api import ShapeProfile
 from nimify.engine.tensorrt_build import BuildSettings, build_engine
@@ -189,3 +192,36 @@ def test_exception_while_running_is_a_model_error(tmp_path: Path, monkeypatch: p
     )
     model.close()
     assert not cudart.memory
+
+
+def test_real_cuda_bindings_without_a_driver(tmp_path: Path) -> None:
+    """cuda-python itself (cuda-bindings, a dev dependency) on this GPU-less machine: its first call answers
+    error 35, which must come out named, with the versions, before TensorRT is touched."""
+    cudart = importlib.import_module("cuda.bindings.runtime")
+    trt = FakeTensorRT()
+    with pytest.raises(ModelError) as error:
+        TensorRTModel(plan_for(tmp_path), trt, cudart)
+    assert error.value.reason == "CudaDriverTooOld"
+    assert "the node's driver supports CUDA none (no driver)" in error.value.message
+    assert trt.calls == []  # plus no TensorRT call
+
+
+# --- Defect 5: the builder image's extras pin cuda-python's bindings to the CUDA major of TensorRT. ---
+
+
+@pytest.mark.parametrize("major", [12, 13])
+def test_builder_extras_pin_one_cuda_major(major: int) -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"][f"tensorrt-cu{major}"]
+    requirements = {Requirement(r).name: Requirement(r) for r in extra}
+    runtime = "nvidia-cuda-runtime-cu12" if major == 12 else "nvidia-cuda-runtime"
+    assert set(requirements) == {f"tensorrt-cu{major}", "cuda-bindings", runtime}
+    for name in ("cuda-bindings", runtime):
+        spec = requirements[name].specifier
+        assert (
+            spec.contains(f"{major}.9")
+            and not spec.contains(f"{major + 1}.0")
+            and not spec.contains(f"{major - 1}.9")
+        ), name
+    tensorrt = requirements[f"tensorrt-cu{major}"].specifier
+    assert tensorrt.contains("10.16.1.11") and tensorrt.contains("11.4.0.106")

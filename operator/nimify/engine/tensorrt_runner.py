@@ -62,7 +62,8 @@ def _version(cudart: Any, call: str) -> str:
     try:
         error, value = getattr(cudart, call)()
         if int(error) == 0:
-            return f"{int(value) // 1000}.{int(value) % 1000 // 10}"
+            # cudaDriverGetVersion says 0 when no NVIDIA driver is loaded at all.
+            return f"{int(value) // 1000}.{int(value) % 1000 // 10}" if int(value) else "none (no driver)"
     except (AttributeError, TypeError, ValueError):
         pass
     return "unknown"
