@@ -601,6 +601,13 @@ class _MemcpyKind(IntEnum):
     cudaMemcpyDeviceToHost = 2  # noqa: N815
 
 
+class _DeviceProperties:
+    """The fields of cudaDeviceProp nimify reads (`name` is bytes, as cuda-bindings returns it)."""
+
+    def __init__(self, name: bytes, major: int, minor: int) -> None:
+        self.name, self.major, self.minor = name, major, minor
+
+
 class FakeCudaRuntime:
     """cuda-python's `cuda.bindings.runtime` calls the runner makes, over host memory. `driver` is the CUDA
     version the node's driver supports (e.g. 12080): a runtime of a newer major fails every call with error
@@ -609,9 +616,17 @@ class FakeCudaRuntime:
     cudaMemcpyKind = _MemcpyKind  # noqa: N815
     cudaError_t = _CudaError  # noqa: N815
 
-    def __init__(self, runtime: int = 12090, driver: int = 12090) -> None:
+    def __init__(
+        self,
+        runtime: int = 12090,
+        driver: int = 12090,
+        *,
+        name: str = "NVIDIA H100 80GB HBM3",
+        capability: tuple[int, int] = (9, 0),
+    ) -> None:
         global _CURRENT
         self.runtime, self.driver = runtime, driver
+        self.name, self.capability = name, capability
         self.memory: dict[int, bytearray] = {}
         self.next_pointer = 0x1000
         self.freed = 0
@@ -631,6 +646,12 @@ class FakeCudaRuntime:
     def cudaGetDeviceCount(self) -> tuple[_CudaError, int]:  # noqa: N802
         status = self._status()
         return status, 1 if status == _CudaError.cudaSuccess else 0
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple[_CudaError, Any]:  # noqa: N802
+        status = self._status()
+        if status != _CudaError.cudaSuccess or device != 0:
+            return status if device == 0 else _CudaError.cudaErrorNoDevice, None
+        return status, _DeviceProperties(self.name.encode(), *self.capability)
 
     def cudaStreamCreate(self) -> tuple[_CudaError, int]:  # noqa: N802
         return self._status(), 7
