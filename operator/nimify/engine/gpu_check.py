@@ -7,8 +7,8 @@ then builds the same model again to show the timing cache being reused, and prin
 built with TF32 off, so its parity tolerance is 1e-5.
 
 It is in the package (not only in hack/) so it runs where the builder runs, `python -m
-nimify.engine.gpu_check` inside the nimify-builder image on a GPU node. `tensorrt` and the CUDA bindings can be passed to `check`,
-which is how the CPU tests drive it with the fakes.
+nimify.engine.gpu_check` inside the nimify-builder image on a GPU node. `tensorrt` and the CUDA bindings
+can be passed to `check`, which is how the CPU tests drive it with the fakes.
 """
 
 from __future__ import annotations
