@@ -176,3 +176,26 @@ def strongly_typed_cel(image: str = "self.triton.image") -> str:
         f"{image}.find({cel_string(RELEASE_IN_IMAGE)}) >= ':{release_label(FIRST_STRONGLY_TYPED_RELEASE)}'"
         f" && !{image}.matches({cel_string(TRTLLM_IN_IMAGE)})"
     )
+
+
+def builder_label(image: str) -> str:
+    """What picks the builder image (its `{release}`): the Triton release, with `-trtllm` for the TensorRT-LLM
+    images, whose TensorRT is not their release's (`26.06-trtllm` builds with 10.14, `26.06` with 11)."""
+    found = resolve_tensorrt(image)
+    if isinstance(found, ImageTensorRT):
+        label = release_label(found.release)
+        return f"{label}-trtllm" if found.variant == TRTLLM_VARIANT else label
+    release = triton_release(image)
+    return release_label(release) if release else "unknown"
+
+
+def tensorrt_identity(image: str) -> str:
+    """The TensorRT build an engine cache key records for an image: the release pins its TensorRT exactly for
+    the main images; a TensorRT-LLM image is named by its TensorRT version, since 26.06-py3 and
+    26.06-trtllm-python-py3 ship different ones. An unmappable image is named by itself."""
+    found = resolve_tensorrt(image)
+    if not isinstance(found, ImageTensorRT):
+        return image
+    if found.variant == TRTLLM_VARIANT:
+        return f"tensorrt-{found.version}"
+    return f"tensorrt-of-triton-{release_label(found.release)}"
