@@ -22,7 +22,13 @@ import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
-from nimify.engine.tensorrt_build import capturing_logger, init_plugins, logged_errors, tensorrt_calls
+from nimify.engine.tensorrt_build import (
+    TENSORRT_EXCEPTIONS,
+    capturing_logger,
+    init_plugins,
+    logged_errors,
+    tensorrt_calls,
+)
 from nimify.model.errors import ModelError
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -160,7 +166,10 @@ class TensorRTModel:
         return pointer
 
     def _profile_range(self, name: str) -> str:
-        bounds = self.engine.get_tensor_profile_shape(name, 0)
+        try:
+            bounds = list(self.engine.get_tensor_profile_shape(name, 0))
+        except TENSORRT_EXCEPTIONS:  # an input outside every profile (fixed shape)
+            bounds = []
         if len(bounds) != 3:
             return f"fixed shape {[int(d) for d in self.engine.get_tensor_shape(name)]}"
         return f"profile [{list(bounds[0])} .. {list(bounds[2])}]"
