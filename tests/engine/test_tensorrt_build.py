@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper
 
 from nimify.api import ShapeProfile
 from nimify.engine.tensorrt_build import (
+    BuildReport,
     BuildSettings,
     build_engine,
     precision_plan,
@@ -56,10 +58,10 @@ def plugin_model(directory: Path) -> Path:
 
 def build(
     trt: FakeTensorRT, tmp_path: Path, *, plan: str = "m.plan", model: str = "mlp", **settings: object
-) -> tuple[Path, object]:
-    values: dict[str, object] = {"profiles": PROFILE, **settings}
+) -> tuple[Path, BuildReport]:
+    values: dict[str, Any] = {"profiles": PROFILE, **settings}
     path = tmp_path / plan
-    report = build_engine(write_sample(model, tmp_path / "in"), path, BuildSettings(**values), trt=trt)  # type: ignore[arg-type]
+    report = build_engine(write_sample(model, tmp_path / "in"), path, BuildSettings(**values), trt=trt)
     return path, report
 
 
@@ -240,9 +242,9 @@ def test_timing_cache_is_reused_by_the_next_build(tmp_path: Path) -> None:
     trt = FakeTensorRT()
     cache = tmp_path / "caches" / "h100.cache"
     _, first = build(trt, tmp_path, plan="a.plan", timing_cache=cache)
-    assert first.timing_cache == "new" and trt.timing_cache_hits == 0  # type: ignore[attr-defined]
+    assert first.timing_cache == "new" and trt.timing_cache_hits == 0
     _, second = build(trt, tmp_path, plan="b.plan", timing_cache=cache)
-    assert second.timing_cache == "reused" and trt.timing_cache_hits == 1  # type: ignore[attr-defined]
+    assert second.timing_cache == "reused" and trt.timing_cache_hits == 1
     assert sorted(p.name for p in cache.parent.iterdir()) == ["h100.cache", "h100.cache.lock"]
 
 
@@ -251,8 +253,8 @@ def test_cache_from_another_gpu_is_logged_and_rebuilt(tmp_path: Path) -> None:
     build(FakeTensorRT(gpu=L4), tmp_path, plan="l4.plan", timing_cache=cache)
     trt = FakeTensorRT(gpu=H100)
     _, report = build(trt, tmp_path, plan="h100.plan", timing_cache=cache)
-    assert report.timing_cache == "refused"  # type: ignore[attr-defined]
-    assert any("refused timing cache" in w and "another device" in w for w in report.warnings)  # type: ignore[attr-defined]
+    assert report.timing_cache == "refused"
+    assert any("refused timing cache" in w and "another device" in w for w in report.warnings)
     # set_timing_cache said False for the L4 cache; the build went on with an empty one, which is saved.
     assert [c[1] for c in trt.calls if c[0] == "set_timing_cache"] == [(L4, False), (H100, False)]
     assert json.loads(cache.read_bytes()[len(b"FAKETC") :])["device"] == H100
@@ -262,8 +264,8 @@ def test_cache_from_another_tensorrt_is_logged_and_rebuilt(tmp_path: Path) -> No
     cache = tmp_path / "shared.cache"
     build(FakeTensorRT("10.13.3.9"), tmp_path, plan="old.plan", timing_cache=cache)
     _, report = build(FakeTensorRT("10.16.1.11"), tmp_path, plan="new.plan", timing_cache=cache)
-    assert report.timing_cache == "refused"  # type: ignore[attr-defined]
-    assert any("unreadable" in w for w in report.warnings)  # type: ignore[attr-defined]
+    assert report.timing_cache == "refused"
+    assert any("unreadable" in w for w in report.warnings)
     assert json.loads(cache.read_bytes()[len(b"FAKETC") :])["tensorrt"] == "10.16.1.11"
 
 
@@ -271,7 +273,7 @@ def test_garbage_cache_is_rebuilt(tmp_path: Path) -> None:
     cache = tmp_path / "shared.cache"
     cache.write_bytes(b"\x00 half-written by a killed Job")
     path, report = build(FakeTensorRT(), tmp_path, timing_cache=cache)
-    assert path.is_file() and report.timing_cache == "refused"  # type: ignore[attr-defined]
+    assert path.is_file() and report.timing_cache == "refused"
     assert cache.read_bytes().startswith(b"FAKETC")
 
 
@@ -290,7 +292,7 @@ def test_no_timing_cache_after_the_build_is_a_warning_not_a_crash(
     monkeypatch.setattr(trt.Builder, "create_builder_config", config_without_cache)
     path, report = build(trt, tmp_path, timing_cache=tmp_path / "t.cache")
     assert path.is_file()
-    assert any("no timing cache" in w for w in report.warnings)  # type: ignore[attr-defined]
+    assert any("no timing cache" in w for w in report.warnings)
     assert not (tmp_path / "t.cache").exists()
 
 
