@@ -104,6 +104,12 @@ def render_report(report: ModelReport, console: Console, source: str | None = No
     console.print(tensors)
 
 
+def print_warnings(report: ModelReport) -> None:
+    """What validation could not settle, on stderr: the runtime decides these at conversion or load."""
+    for warning in report.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
 @app.command("inspect")
 def inspect_command(
     model: ModelArgument,
@@ -126,6 +132,7 @@ def inspect_command(
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
             render_report(report, stdout, model)
+            print_warnings(report)
 
 
 def _parse_shape(text: str, what: str) -> list[int]:
@@ -217,6 +224,7 @@ def create_command(
         )
         with local_model(model) as path:
             report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
+        print_warnings(report)
         service, notes = build_nimservice(report, options)
         document = manifest_document(service)
         text = json.dumps(document, indent=2) + "\n" if as_json else yaml.safe_dump(document, sort_keys=False)
@@ -236,18 +244,38 @@ def openapi_command(
         str | None, typer.Option("--name", help="Triton model name (default: from the file name).")
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", help="Validate for this backend (default: tensorrt for a plan, else onnxruntime)."
+        ),
+    ] = None,
+    model_format: FormatOption = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="JSON signature for a TensorRT plan (no TensorRT here)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
     as_yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
 ) -> None:
     """Print the OpenAPI 3.1 document of the model's KServe v2 inference endpoints."""
     from nimify.api import EngineSpec
-    from nimify.model.inspection import inspect_model
+    from nimify.model.inspection import resolve_format
+    from nimify.model.onnx_file import check_model_file
+    from nimify.model.validation import validate_model
     from nimify.triton.local_repository import model_name_for
     from nimify.triton.model_config import resolve_max_batch_size
     from nimify.triton.openapi import openapi_document
 
     with reported_failures(), local_model(model, show_progress=False) as path:
-        report = inspect_model(path)
+        plan = check_model_file(path) > 0 and resolve_format(path, model_format) == "tensorrt-plan"
+        report = validate_model(
+            path,
+            backend=backend or ("tensorrt" if plan else "onnxruntime"),
+            model_format=model_format,
+            signature_hint=load_signature(signature),
+        )
+        print_warnings(report)
         batch = resolve_max_batch_size(EngineSpec(max_batch_size=max_batch_size), report.batching)
         document = openapi_document(name or model_name_for(path), report.signature, max_batch_size=batch)
         text = yaml.safe_dump(document, sort_keys=False) if as_yaml else json.dumps(document, indent=2) + "\n"

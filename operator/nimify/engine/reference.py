@@ -18,6 +18,7 @@ from nimify.api import ShapeProfile
 from nimify.engine.profiles import UNBATCHED_BATCH_LIMIT, batch_like_names
 from nimify.model.dtypes import numpy_dtype
 from nimify.model.errors import ModelError
+from nimify.model.onnxruntime_session import open_session, runtime_message
 from nimify.model.signature import Signature, TensorInfo
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -93,18 +94,7 @@ class OnnxRuntimeModel:
     """An ONNX Runtime CPU session on a model file, run on numpy inputs."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:
-            raise ModelError(
-                "OnnxRuntimeLoadFailed", f"ONNX Runtime cannot load {path.name}: {_short(error)}"
-            ) from None
+        self.session = open_session(path)
         self.output_names = [output.name for output in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> Arrays:
@@ -113,10 +103,6 @@ class OnnxRuntimeModel:
         except Exception as error:
             shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
             raise ModelError(
-                "OnnxRuntimeRunFailed", f"ONNX Runtime failed on inputs {shapes}: {_short(error)}"
+                "OnnxRuntimeRunFailed", f"ONNX Runtime failed on inputs {shapes}: {runtime_message(error)}"
             ) from None
         return {name: np.asarray(value) for name, value in zip(self.output_names, values, strict=True)}
-
-
-def _short(error: Exception) -> str:
-    return " ".join(str(error).split())[:600]
