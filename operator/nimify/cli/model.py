@@ -155,6 +155,51 @@ def parse_profile(text: str) -> dict[str, Any]:
     return {"input": name, "min": low, "opt": best, "max": high}
 
 
+def parse_parity_generated(shapes: list[str] | None, values: list[str] | None) -> list[dict[str, Any]]:
+    """`--parity-shape audio=1x16000` and `--parity-value sample_rate=16000` → engine.parity.generated."""
+    entries: dict[str, dict[str, Any]] = {}
+    for text in shapes or []:
+        name, sep, shape = text.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(
+                f"parity shape {text!r}: expected INPUT=SHAPE, e.g. audio=1x16000 (or x=scalar)"
+            )
+        dims = [] if shape in ("", "scalar") else _parse_shape(shape, f"parity shape {name}")
+        entries.setdefault(name, {"input": name})["shape"] = dims
+    for text in values or []:
+        name, sep, value = text.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None:
+            raise typer.BadParameter(f"parity value {text!r}: expected INPUT=NUMBER, e.g. sample_rate=16000")
+        entries.setdefault(name, {"input": name})["value"] = number
+    return list(entries.values())
+
+
+ParityInputsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--parity-inputs",
+        help="Representative parity inputs: an .npz of arrays named after the inputs (N/INPUT: sample N).",
+    ),
+]
+ParityInputsSha256Option = Annotated[
+    str | None, typer.Option("--parity-inputs-sha256", help="Expected digest of the --parity-inputs file.")
+]
+ParityShapeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parity-shape", help="INPUT=SHAPE (1x16000, or scalar) for generated parity inputs, repeatable."
+    ),
+]
+ParityValueOption = Annotated[
+    list[str] | None,
+    typer.Option("--parity-value", help="INPUT=NUMBER: fill a generated parity input with it, repeatable."),
+]
+
+
 @app.command("create")
 def create_command(
     model: ModelArgument,
@@ -188,6 +233,13 @@ def create_command(
         list[int] | None, typer.Option("--warmup", help="Warm-up batch size, repeatable.")
     ] = None,
     response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache")] = False,
+    samples: Annotated[
+        int | None, typer.Option("--samples", min=0, help="Parity samples to generate (0 skips the check).")
+    ] = None,
+    parity_inputs: ParityInputsOption = None,
+    parity_inputs_sha256: ParityInputsSha256Option = None,
+    parity_shapes: ParityShapeOption = None,
+    parity_values: ParityValueOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
@@ -221,6 +273,10 @@ def create_command(
             max_queue_delay_us=max_queue_delay_us,
             warmup_batch_sizes=warmup,
             response_cache=response_cache,
+            parity_samples=samples,
+            parity_inputs=parity_inputs,
+            parity_inputs_sha256=parity_inputs_sha256,
+            parity_generated=parse_parity_generated(parity_shapes, parity_values),
         )
         with local_model(model) as path:
             report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
