@@ -67,7 +67,7 @@ def _tensor(path: Path) -> npt.NDArray[Any]:
 
 
 def _light_input(path: Path) -> npt.NDArray[Any]:
-    """The input ONNX's backend runner feeds a light model: arange(n) / n in the declared shape (1 if dynamic)."""
+    """The input ONNX's backend runner feeds a light model: arange(n) / n in its shape (1 where dynamic)."""
     model = onnx.load(str(path), load_external_data=False)
     stored = {t.name for t in model.graph.initializer}
     (value,) = [v for v in model.graph.input if v.name not in stored]

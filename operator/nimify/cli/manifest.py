@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from nimify.api import EngineSpec, NimService
 from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.reference import check_generated
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.triton.model_config import resolve_max_batch_size
@@ -46,7 +47,7 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[NimService, list[str]]:
     """The NimService, and notes worth telling the user (the batching decision, CPU placement)."""
-    notes = [f"triton batching: {'on' if report.batching.batched else 'off'} ({report.batching.reason})"]
+    notes: list[str] = []
     parity_inputs = (
         _drop_none({"uri": options.parity_inputs, "sha256": options.parity_inputs_sha256})
         if options.parity_inputs
@@ -105,6 +106,8 @@ def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[Nim
     # What the conversion Job will decide, decided now so a model that cannot be served fails here.
     engine_spec: EngineSpec = service.spec.engine
     max_batch_size = resolve_max_batch_size(engine_spec, report.batching)
+    batching = assume_batching(report.batching, max_batch_size)
+    notes.append(f"triton batching: {'on' if batching.batched else 'off'} ({batching.reason})")
     if engine_spec.backend == "tensorrt" and report.format == "onnx":
         derive_profiles(report.signature, max_batch_size, engine_spec.profiles)
     elif report.format == "onnx":

@@ -27,6 +27,7 @@ from nimify.engine.reference import OnnxRuntimeModel, reference_inputs
 from nimify.engine.result import ConversionResult
 from nimify.engine.served_check import check_config_against_model, serve_requests
 from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt, timing_cache_path
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.onnx_file import read_onnx
@@ -116,8 +117,8 @@ def _convert(request: ConvertRequest, result: ConversionResult, on_stage: Stage)
             signature_hint=request.signature_hint,
         )
         result.signature = report.signature
-        result.batching = report.batching
         max_batch_size = resolve_max_batch_size(request.engine, report.batching)
+        result.batching = assume_batching(report.batching, max_batch_size)
         result.max_batch_size = max_batch_size
 
     trt = None

@@ -8,6 +8,7 @@ generated model.py next to the same model.onnx. A TensorRT plan cannot run here 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import shutil
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nimify.api import EngineSpec, TritonSpec
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.validation import validate_model
@@ -57,7 +59,8 @@ def repository_from_onnx(
     files["model.py"] = render_python_model(report.signature, batched=max_batch_size > 0)
     write_model_directory(destination, name, config, files)
     cache = triton.response_cache is not None and triton.response_cache.enabled
-    return LocalRepository(destination, (name,), cache), report
+    served = dataclasses.replace(report, batching=assume_batching(report.batching, max_batch_size))
+    return LocalRepository(destination, (name,), cache), served
 
 
 def _model_dirs(path: Path) -> list[Path]:
