@@ -265,11 +265,11 @@ def _given_inputs(request: ConvertRequest, signature: Signature) -> list[Arrays]
     return load_parity_inputs(fetched.path, signature, f"engine.parity.inputs {fetched.source}")
 
 
-def _reference_outputs(model: OnnxRuntimeModel, feeds: Arrays, given: set[str]) -> Arrays:
+def _reference_outputs(model: OnnxRuntimeModel, feeds: Arrays, chosen: set[str]) -> Arrays:
     try:
         return model.run(feeds)
     except ModelError as error:
-        generated = sorted(set(feeds) - given)
+        generated = sorted(set(feeds) - chosen)
         if error.reason != "OnnxRuntimeRunFailed" or not generated:
             raise
         raise ModelError(
@@ -303,8 +303,10 @@ def _check_parity(
         seed=request.seed,
     )
     reference_model = OnnxRuntimeModel(fetched.path)
+    # What the user chose (a file's arrays, fixed values) is not "generated", even where it fails.
+    fixed = {entry.input for entry in parity_spec.generated or () if entry.value is not None}
     reference = [
-        _reference_outputs(reference_model, feeds, set(given[index]) if given else set())
+        _reference_outputs(reference_model, feeds, fixed | (set(given[index]) if given else set()))
         for index, feeds in enumerate(inputs)
     ]
     candidate = _candidate_outputs(request, report.signature, assembled, inputs, max_batch_size, trt)

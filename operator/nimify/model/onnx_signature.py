@@ -59,7 +59,16 @@ def _tensor(value: ValueInfoProto, kind: str, filename: str, names: frozenset[st
     label = f"{filename}: {kind} '{value.name}'"
     if not value.type.HasField("tensor_type"):
         what = value.type.WhichOneof("value") or "no type"
-        raise ModelError("UnsupportedTensorType", f"{label} is a {what}, Triton serves only plain tensors")
+        hint = ""
+        if what == "sequence_type" and value.type.sequence_type.elem_type.HasField("map_type"):
+            # What skl2onnx writes for a classifier's probabilities unless told otherwise.
+            hint = (
+                " (a ZipMap of class probabilities: export without it, e.g. skl2onnx options "
+                "{'zipmap': False})"
+            )
+        raise ModelError(
+            "UnsupportedTensorType", f"{label} is a {what}, Triton serves only plain tensors{hint}"
+        )
     tensor_type = value.type.tensor_type
     dtype = from_onnx(tensor_type.elem_type)
     if dtype is None:
