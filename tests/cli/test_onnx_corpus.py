@@ -168,17 +168,27 @@ def test_served_subset_matches_the_recorded_outputs(
     with nimify_serve(str(repository), timeout=SERVE_READY_SECONDS) as served:
         ready = time.monotonic() - started - converted
         assert len(served.endpoints["models"].split(", ")) == len(subset)
-        client = httpclient.InferenceServerClient(served.endpoints["http"].removeprefix("http://"))
-        try:
-            for model in subset:
+        address = served.endpoints["http"].removeprefix("http://")
+        for model in subset:
+            # A client per model: no pooled connection outlives the requests it was opened for.
+            client = httpclient.InferenceServerClient(address, network_timeout=300)
+            try:
                 for inputs, expected in model.data_sets():
-                    outputs = _infer(client, model.serving_name, inputs)
+                    try:
+                        outputs = _infer(client, model.serving_name, inputs)
+                    except Exception as error:
+                        alive = served.process.poll() is None
+                        pytest.fail(
+                            f"{model.label}: {type(error).__name__}: {error} (nimify serve "
+                            f"{'running' if alive else f'exited {served.process.returncode}'}):\n"
+                            + "".join(served.stderr[-40:])
+                        )
                     for index, (got, want) in enumerate(zip(outputs, expected, strict=True)):
                         compared += 1
                         if (problem := _compare(model, got, want)) is not None:
                             failures.append(f"{model.label} output {index}: {problem}")
-        finally:
-            client.close()
+            finally:
+                client.close()
     report(
         capsys,
         f"served {len(subset)} models ({len(light)} light, {len(pytorch)} PyTorch exports, "

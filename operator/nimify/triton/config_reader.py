@@ -27,7 +27,6 @@ class ConfigTensor:
 
 @dataclass(frozen=True)
 class ServedConfig:
-    name: str
     max_batch_size: int
     inputs: tuple[ConfigTensor, ...]
     outputs: tuple[ConfigTensor, ...]
@@ -61,12 +60,10 @@ def read_model_config(text: str, source: str = "config.pbtxt") -> ServedConfig:
         config = parse(text)
     except ParseError as error:
         raise ModelError("InvalidModelConfig", f"{source}: {error}") from None
-    name = config.first("name")
     max_batch_size = config.first("max_batch_size")
     inputs = [item for item in config.values("input") if isinstance(item, Message)]
     outputs = [item for item in config.values("output") if isinstance(item, Message)]
     return ServedConfig(
-        name=name if isinstance(name, str) else "",
         max_batch_size=0 if max_batch_size is None else _int(max_batch_size, f"{source}: max_batch_size"),
         inputs=tuple(_tensor(item, f"{source}: input") for item in inputs),
         outputs=tuple(_tensor(item, f"{source}: output") for item in outputs),
