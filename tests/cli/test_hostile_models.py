@@ -237,3 +237,17 @@ def test_malformed_digest(tmp_path: Path, cli: Cli) -> None:
 def test_an_intact_model_passes(tmp_path: Path, cli: Cli) -> None:
     result = cli("inspect", str(write_sample("mlp", tmp_path)))
     assert result.exit_code == 0, result.output
+
+
+def test_a_declared_output_shape_the_graph_does_not_compute(tmp_path: Path, cli: Cli) -> None:
+    # ONNX Runtime loads it (so inspect only warns), but Triton would be told the wrong dims: convert refuses.
+    path = wrong_output_shape(tmp_path)
+    inspected = cli("inspect", str(path))
+    assert inspected.exit_code == 0 and "warning: ONNX shape inference disagrees" in inspected.stderr
+    converted = cli(
+        "convert", str(path), "--backend", "onnxruntime", "--repository", str(tmp_path / "r"), "-q"
+    )
+    assert converted.exit_code == 1
+    error = json.loads(converted.stdout)["error"]
+    assert error["reason"] == "ServingConfigMismatch" and "'logits'" in error["message"]
+    assert not (tmp_path / "r").exists()
