@@ -224,8 +224,16 @@ def test_served_scikit_learn_pipelines_match_scikit_learn(exported: Exported, se
         exported.features[start : start + size] for start, size in ((0, 1), (1, 3), (4, 5), (9, 8), (17, 2))
     ]
     for name, pipeline in (("logistic", exported.logistic), ("forest", exported.forest)):
+        # Sent at once, so Triton's dynamic batcher puts several requests into one batch.
         with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-            answers = list(pool.map(lambda rows: infer_http(http, name, {"features": rows}), batches))  # noqa: B023
+            answers = list(
+                pool.map(
+                    infer_http,
+                    [http] * len(batches),
+                    [name] * len(batches),
+                    [{"features": rows} for rows in batches],
+                )
+            )
         for rows, got in zip(batches, answers, strict=True):
             # A [batch] output travels as [batch, 1] (config dims [1], reshaped to the model's []).
             np.testing.assert_array_equal(got["label"], pipeline.predict(rows).reshape(-1, 1))
