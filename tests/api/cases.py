@@ -84,11 +84,6 @@ INVALID = [
         "spec.engine.precision",
         {"engine": {"backend": "onnxruntime", "precision": "fp16"}},
     ),
-    Case(
-        "onnxruntime-profiles",
-        "spec.engine.profiles",
-        {"engine": {"backend": "onnxruntime", "profiles": [_profile([1], [1], [1])]}},
-    ),
     Case("onnxruntime-tensorrt-plan", "spec.engine.backend", {**PLAN, "engine": {"backend": "onnxruntime"}}),
     Case("plan-with-precision", "spec.engine.precision", {**PLAN, "engine": {"precision": "fp16"}}),
     Case(
@@ -133,6 +128,36 @@ INVALID = [
     ),
     Case("max-batch-size-negative", "spec.engine.maxBatchSize", {"engine": {"maxBatchSize": -1}}),
     Case("parity-atol-negative", "spec.engine.parity.atol", {"engine": {"parity": {"atol": -0.1}}}),
+    Case(
+        "parity-inputs-dotdot",
+        "spec.engine.parity.inputs.uri",
+        {"engine": {"parity": {"inputs": {"uri": "https://host.example.com/a/../b/samples.npz"}}}},
+    ),
+    Case(
+        "parity-inputs-not-a-uri",
+        "spec.engine.parity.inputs.uri",
+        {"engine": {"parity": {"inputs": {"uri": "ftp://host/samples.npz"}}}},
+    ),
+    Case(
+        "parity-inputs-bad-digest",
+        "spec.engine.parity.inputs.sha256",
+        {"engine": {"parity": {"inputs": {"uri": "s3://models/s.npz", "sha256": "abc"}}}},
+    ),
+    Case(
+        "parity-generated-empty",
+        "spec.engine.parity.generated[0]",
+        {"engine": {"parity": {"generated": [{"input": "x"}]}}},
+    ),
+    Case(
+        "parity-generated-duplicate",
+        "spec.engine.parity.generated",
+        {"engine": {"parity": {"generated": [{"input": "x", "value": 1}, {"input": "x", "shape": [1]}]}}},
+    ),
+    Case(
+        "parity-generated-zero-dimension",
+        "spec.engine.parity.generated[0].shape[0]",
+        {"engine": {"parity": {"generated": [{"input": "x", "shape": [0]}]}}},
+    ),
     Case(
         "build-timeout-too-short", "spec.engine.buildTimeoutSeconds", {"engine": {"buildTimeoutSeconds": 5}}
     ),
@@ -314,6 +339,27 @@ VALID = [
     ),
     Case("onnxruntime-cpu", "", {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}),
     Case(
+        "onnxruntime-profiles-size-parity-inputs",
+        "",
+        {"engine": {"backend": "onnxruntime", "profiles": [_profile([1, 400], [4, 16000], [8, 48000])]}},
+    ),
+    Case(
+        "parity-inputs-and-generated",
+        "",
+        {
+            "engine": {
+                "backend": "onnxruntime",
+                "parity": {
+                    "inputs": {"uri": "hf://org/speech@v2/parity/samples.npz", "sha256": "b" * 64},
+                    "generated": [
+                        {"input": "sample_rate", "shape": [], "value": 16000},
+                        {"input": "audio", "shape": [1, 16000]},
+                    ],
+                },
+            }
+        },
+    ),
+    Case(
         "image-with-digest",
         "",
         {"triton": {"image": "registry.local:5000/triton/server:25.10-py3@sha256:" + "a" * 64}},
@@ -387,7 +433,14 @@ FULL_STATUS: dict[str, Any] = {
         "buildSeconds": 81.5,
         "cacheHit": False,
     },
-    "parity": {"maxAbsError": 0.0004, "maxRelError": 0.002, "samples": 8, "passed": True},
+    "parity": {
+        "check": "tensorrtEngine",
+        "inputs": "generated",
+        "maxAbsError": 0.0004,
+        "maxRelError": 0.002,
+        "samples": 8,
+        "passed": True,
+    },
     "endpoints": {
         "http": "http://resnet.default.svc:8000",
         "grpc": "resnet.default.svc:8001",

@@ -292,7 +292,8 @@ def test_deadline_wins_over_a_partial_result() -> None:
         ("FetchFailed", "ModelFetchFailed"),
         ("FetchUnauthorized", "ModelFetchFailed"),
         ("ParityFailed", "ParityFailed"),
-        ("OnnxCheckFailed", "OnnxCheckFailed"),
+        ("ParityInputsRequired", "ParityInputsRequired"),
+        ("OnnxRuntimeLoadFailed", "OnnxRuntimeLoadFailed"),
         ("", "EngineBuildFailed"),
     ],
 )
@@ -403,6 +404,10 @@ def test_real_ok_result_makes_the_engine_ready() -> None:
         (ModelError("DigestMismatch", "sha256 differs"), "ChecksumMismatch"),
         (ModelError("ModelNotFound", "s3://models-prod/vision/resnet50.onnx: not found"), "ModelNotFound"),
         (ModelError("ParityFailed", "logits: max abs error 0.5"), "ParityFailed"),
+        (
+            ModelError("ParityInputsRequired", "could not generate valid inputs: give parity inputs"),
+            "ParityInputsRequired",
+        ),
     ],
 )
 def test_real_error_result_fails_with_its_reason(error: ModelError, condition_reason: str) -> None:

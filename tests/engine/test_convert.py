@@ -67,7 +67,14 @@ def test_result_line_carries_the_contract_fields(tmp_path: Path) -> None:
     }
     engine = {"cacheKey": data["cacheKey"], "buildSeconds": 0.0, "cacheHit": False, "maxBatchSize": 8}
     assert data["engine"] == engine
-    assert data["parity"] == {"maxAbsError": 0.0, "maxRelError": 0.0, "samples": 8, "passed": True}
+    assert data["parity"] == {
+        "check": "servedConfig",
+        "inputs": "generated",
+        "maxAbsError": 0.0,
+        "maxRelError": 0.0,
+        "samples": 8,
+        "passed": True,
+    }
     assert data["maxBatchSize"] == 8 and data["batching"]["batched"] is True
     assert set(data["seconds"]) == {"fetch", "validate", "build", "parity", "publish"}
 

@@ -37,6 +37,7 @@ class ConditionReason(StrEnum):
     ENGINE_BUILD_FAILED = "EngineBuildFailed"
     ENGINE_BUILD_TIMED_OUT = "EngineBuildTimedOut"
     PARITY_FAILED = "ParityFailed"
+    PARITY_INPUTS_REQUIRED = "ParityInputsRequired"  # generated data is not valid for the model: give inputs
     INSUFFICIENT_GPUS = "InsufficientGpus"
     DEPLOYMENT_FAILED = "DeploymentFailed"
     # Success of the intermediate steps

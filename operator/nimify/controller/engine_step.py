@@ -22,6 +22,7 @@ _REASON_BY_PREFIX = (
     ("Digest", ConditionReason.CHECKSUM_MISMATCH),
     ("Fetch", ConditionReason.MODEL_FETCH_FAILED),
     ("Download", ConditionReason.MODEL_FETCH_FAILED),
+    ("ParityInputsRequired", ConditionReason.PARITY_INPUTS_REQUIRED),
     ("Parity", ConditionReason.PARITY_FAILED),
 )
 

@@ -82,9 +82,9 @@ def plan_signature(
         return hint, "hint"
     if (onnx_path := companion_onnx(plan_path)) is not None:
         from nimify.model.onnx_file import read_onnx
-        from nimify.model.onnx_signature import infer_shapes, signature_of
+        from nimify.model.onnx_signature import signature_of
 
-        return signature_of(infer_shapes(read_onnx(onnx_path)), onnx_path.name), onnx_path.name
+        return signature_of(read_onnx(onnx_path), onnx_path.name), onnx_path.name
     raise ModelError(
         "PlanSignatureUnknown",
         f"{plan_path.name} is a TensorRT plan and its signature cannot be read here (no TensorRT or no GPU); "

@@ -8,7 +8,8 @@ from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
 from nimify.api.spec.fields import Dimension, Quantity, cel_list
-from nimify.api.validation import Rule, ValidationReason, list_map
+from nimify.api.spec.model import DOT_DOT_SEGMENT, MODEL_URI
+from nimify.api.validation import Rule, cel_string, list_map, matches
 
 
 class Backend(StrEnum):
@@ -75,10 +76,59 @@ class ShapeProfile(ApiModel):
     )
 
 
+class ParityInputs(ApiModel):
+    """Representative inputs for the parity check, in a NumPy .npz file fetched like the model. Arrays named
+    after the model's inputs form one sample; arrays named `N/INPUT` (N = 0, 1, ...) form sample N. Each array
+    has the input's full shape (batch dimension included) and a dtype that casts safely to the input's."""
+
+    uri: str = Field(pattern=MODEL_URI, max_length=2048)
+    """Where the .npz lives, in the forms model.uri takes (https, s3, gs, pvc, hf); credentials are the
+    model's (model.credentialsSecret)."""
+
+    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$", max_length=64)
+    """Expected SHA-256 digest of the file; a download that differs is refused."""
+
+    cel_rules = (
+        Rule(
+            cel=f"!self.uri.matches({cel_string(DOT_DOT_SEGMENT)})",
+            message="must not contain '..' path segments",
+            holds=lambda inputs: not matches(DOT_DOT_SEGMENT, inputs.uri),
+            field_path=".uri",
+        ),
+    )
+
+
+class GeneratedInput(ApiModel):
+    """How the parity check makes up one input when no .npz gives it: at this shape, and/or filled with this
+    value (a sample rate, a length, a flag)."""
+
+    input: str = Field(min_length=1, max_length=256)
+    """Input tensor name, as in the model's signature."""
+
+    shape: list[Dimension] | None = Field(default=None, max_length=8)
+    """The full shape, batch dimension included; [] for a scalar. Left out: from engine.profiles, or the
+    model's own and the defaults."""
+
+    value: float | None = Field(default=None, allow_inf_nan=False)
+    """Every element gets this value (cast to the input's type: 16000 for an INT64 sample rate, 0 or 1 for a
+    BOOL). Left out: random data (small non-negative integers, normal floats)."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.shape) || has(self.value)",
+            message="give a shape, a value, or both",
+            holds=lambda generated: generated.shape is not None or generated.value is not None,
+        ),
+    )
+
+
 class ParitySpec(ApiModel):
-    """How closely the TensorRT engine must match ONNX Runtime on the same inputs before it is served. An
-    output element fails only when it is beyond both tolerances: |engine - reference| > atol AND
-    |engine - reference| > rtol * |reference| (Polygraphy's rule, so `polygraphy run --atol A --rtol R`
+    """The check the conversion Job runs before anything is served, on representative inputs. tensorrt: the
+    engine against ONNX Runtime on the same inputs. onnxruntime: the generated config.pbtxt is loaded against
+    the model as Triton's ONNX Runtime backend loads it, and the inputs run through it as Triton delivers
+    them (requests batched together where maxBatchSize > 0), against each request run alone. An output
+    element fails only when it is beyond both tolerances: |candidate - reference| > atol AND
+    |candidate - reference| > rtol * |reference| (Polygraphy's rule, so `polygraphy run --atol A --rtol R`
     reproduces a failure)."""
 
     atol: float = Field(default=1e-3, ge=0, le=1000)
@@ -88,7 +138,26 @@ class ParitySpec(ApiModel):
     """Relative tolerance."""
 
     samples: int = Field(default=8, ge=0, le=1024)
-    """Number of random input batches compared; 0 skips the comparison."""
+    """Number of generated input batches compared (their shapes walk each profile's min, opt and max); 0
+    skips the check. With inputs, the file's samples are compared instead."""
+
+    inputs: ParityInputs | None = None
+    """Representative inputs from a file, instead of generated ones. Give them when random data is not valid
+    for the model (audio shorter than a window, token ids beyond the vocabulary, lengths)."""
+
+    generated: list[GeneratedInput] | None = Field(
+        default=None, max_length=64, json_schema_extra=list_map("input")
+    )
+    """Shapes and fixed values for generated inputs, per input (ignored for inputs the file gives)."""
+
+    @field_validator("generated")
+    @classmethod
+    def _one_entry_per_input(cls, generated: list[GeneratedInput] | None) -> list[GeneratedInput] | None:
+        if generated is not None:
+            names = [entry.input for entry in generated]
+            if duplicates := sorted({name for name in names if names.count(name) > 1}):
+                raise ValueError(f"duplicate input {', '.join(duplicates)}: one entry per input")
+        return generated
 
 
 class EngineSpec(ApiModel):
@@ -111,15 +180,16 @@ class EngineSpec(ApiModel):
     profiles: list[ShapeProfile] | None = Field(
         default=None, max_length=16, json_schema_extra=list_map("input")
     )
-    """Optimization profile per dynamic input (TensorRT). Inputs left out get dynamic dimensions of 1 to
-    maxBatchSize for the batch and the model's own size elsewhere."""
+    """Shape range per dynamic input. tensorrt: the engine's optimization profile; inputs left out get 1 to
+    maxBatchSize for batch-like dimensions and need a profile for any other dynamic one. onnxruntime: the
+    shapes the parity check and warm-up use (ONNX Runtime itself takes any shape)."""
 
     max_batch_size: int | None = Field(default=None, ge=0, le=4096)
     """Triton's max_batch_size; 0 turns batching off. Left out, nimify batches (up to 8) when dimension 0 of
     every input and output is dynamic, and does not otherwise."""
 
     parity: ParitySpec = Field(default_factory=ParitySpec)
-    """Engine-versus-ONNX Runtime check run by the conversion Job (tensorrt backend only)."""
+    """The check the conversion Job runs before serving: what is compared, on which inputs, how closely."""
 
     build_timeout_seconds: int = Field(default=1800, ge=60, le=86400)
     """How long the conversion Job may run before it is stopped and the NimService reports the failure."""
@@ -135,13 +205,6 @@ class EngineSpec(ApiModel):
                 engine.backend != Backend.ONNXRUNTIME or engine.precision in ONNXRUNTIME_PRECISIONS
             ),
             field_path=".precision",
-        ),
-        Rule(
-            cel="self.backend != 'onnxruntime' || !has(self.profiles)",
-            message="shape profiles are TensorRT build options; onnxruntime does not use them",
-            holds=lambda engine: engine.backend != Backend.ONNXRUNTIME or engine.profiles is None,
-            field_path=".profiles",
-            reason=ValidationReason.FORBIDDEN,
         ),
         Rule(
             cel="!has(self.maxBatchSize) || self.maxBatchSize == 0 || !has(self.profiles)"
