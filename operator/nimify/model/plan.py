@@ -38,6 +38,9 @@ def import_tensorrt() -> Any | None:
 def engine_signature(plan: bytes, trt: Any) -> Signature:
     """IO tensors of a serialized engine, through TensorRT's runtime (dynamic dims are anonymous: -1)."""
     logger = trt.Logger(trt.Logger.ERROR)
+    # A plan that uses TensorRT's plugin ops deserializes only once the plugin library is registered (Triton's
+    # TensorRT backend does the same at start-up).
+    trt.init_libnvinfer_plugins(logger, "")
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise ModelError(
