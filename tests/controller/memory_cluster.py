@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
@@ -126,7 +127,7 @@ class MemoryCluster:
     calls: list[Call] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     status_patches: list[dict[str, Any]] = field(default_factory=list)
-    refusals: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (HTTP code, message)
+    refusals: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # kind -> (code, message, bare)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(100))
 
     # --- what tests read and arrange ----------------------------------------------------------------------
@@ -191,14 +192,22 @@ class MemoryCluster:
             "availableReplicas": count,
         }
 
-    def refuse(self, kind: str, message: str = "denied by policy", code: int = 422) -> None:
-        self.refusals[kind] = (code, message)
+    def refuse(
+        self, kind: str, message: str = "denied by policy", code: int = 422, *, bare: bool = False
+    ) -> None:
+        """Refuse writes of `kind` with a Status (as admission does), or a bare answer (`bare`: the 404 of an
+        API group the apiserver does not serve)."""
+        self.refusals[kind] = (code, message, bare)
 
     # --- the Writer protocol --------------------------------------------------------------------------------
 
     def _check(self, kind: str) -> None:
         if (refusal := self.refusals.get(kind)) is not None:
-            code, message = refusal
+            code, message, bare = refusal
+            if bare:
+                request = httpx2.Request("PATCH", f"https://127.0.0.1/apis/{kind.lower()}")
+                response = httpx2.Response(code, text=message, request=request)
+                raise httpx2.HTTPStatusError(message, request=request, response=response)
             raise ApiError(status=Status(code=code, message=message, reason="Invalid", status="Failure"))
 
     def _store(self, body: dict[str, Any]) -> None:

@@ -397,7 +397,7 @@ async def test_a_refused_job_fails_the_engine() -> None:
 
 async def test_a_route_without_the_gateway_api_says_so() -> None:
     h = Harness({"expose": {"httpRoute": {"host": "a.example.com", "gatewayRef": {"name": "gw"}}}})
-    h.cluster.refuse("HTTPRoute", "the server could not find the requested resource", code=404)
+    h.cluster.refuse("HTTPRoute", "404 page not found", code=404, bare=True)
     await h.reconcile()
     ready = h.condition("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "GatewayApiMissing")

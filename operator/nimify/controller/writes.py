@@ -38,6 +38,12 @@ REFUSALS = {
 }
 
 
+# lightkube raises ApiError (a subclass of its HTTP client's status error) when the apiserver answers with a
+# Status, and the HTTP client's own error for a bare answer such as the 404 of an API group the apiserver does
+# not serve; naming the base through ApiError keeps this independent of which HTTP client lightkube uses.
+HttpStatusError: type[Exception] = ApiError.__mro__[1]
+
+
 class Writer(Protocol):
     """What the pass needs from the API layer (`KubeWriter`; an in-memory cluster in unit tests)."""
 
@@ -82,9 +88,12 @@ class Written:
         return target not in self.skipped and all((r.kind, r.name) != target for r in self.refusals)
 
 
-def refusal(kind: str, name: str, error: ApiError) -> Refusal | None:
+def refusal(kind: str, name: str, error: Exception) -> Refusal | None:
     """The refusal an API error stands for, or None when it is no refusal (retry the reconcile)."""
-    code = error.status.code
+    if isinstance(error, ApiError):
+        code = int(error.status.code or 0)
+    else:
+        code = int(getattr(getattr(error, "response", None), "status_code", 0))
     if code not in REFUSALS:
         return None
     child = CHILD_BY_KIND.get(kind)
@@ -96,7 +105,10 @@ def refusal(kind: str, name: str, error: ApiError) -> Refusal | None:
             f"{kind} {name}: this cluster does not serve {child.api_version} {child.plural};"
             " install the Gateway API CRDs or use spec.expose.ingress",
         )
-    message = error.status.message or str(error)
+    if isinstance(error, ApiError):
+        message = error.status.message or str(error)
+    else:
+        message = f"HTTP {code}: {str(error)[:300]}"
     return Refusal(kind, name, ConditionReason.CHILD_REJECTED.value, f"{kind} {name} was refused: {message}")
 
 
@@ -131,7 +143,7 @@ async def write_all(writer: Writer, namespace: str, actions: list[Action]) -> Wr
             continue
         try:
             await _run(writer, namespace, action, written)
-        except ApiError as error:
+        except HttpStatusError as error:
             if (refused := refusal(*target, error)) is None:
                 raise
             metrics.CHILD_REFUSALS.labels(kind=target[0]).inc()
