@@ -469,3 +469,37 @@ def test_merge_patch_removes_what_is_gone_and_replaces_lists() -> None:
     old = {"endpoints": {"http": "a", "external": "h"}, "conditions": [1, 2], "same": 1}
     new = {"endpoints": {"http": "a"}, "conditions": [1], "same": 1, "new": True}
     assert merge_patch(old, new) == {"endpoints": {"external": None}, "conditions": [1], "new": True}
+
+
+@pytest.mark.parametrize(
+    ("condition", "stalled"),
+    [
+        pytest.param(
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "m"},
+            True,
+            id="deadline",
+        ),
+        pytest.param(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": "exceeded quota",
+            },
+            False,
+            id="replica-failure",
+        ),
+    ],
+)
+def test_deployment_problem(condition: dict[str, str], stalled: bool) -> None:
+    from nimify.controller.status import deployment_problem
+
+    problem = deployment_problem({"status": {"conditions": [condition]}})
+    assert problem is not None and (problem.reason, problem.message, problem.stalled) == (
+        "DeploymentFailed",
+        condition["message"],
+        stalled,
+    )
+    healthy = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    assert deployment_problem({"status": {"conditions": [healthy]}}) is None
+    assert deployment_problem(None) is None
