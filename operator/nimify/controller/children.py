@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from nimify.api.nimservice import GROUP, PLURAL, VERSION
+from nimify.api.nimservice import GROUP, PLURAL
 
 
 class Index(StrEnum):
@@ -150,6 +150,3 @@ OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
         "kopf notices an optional API (Gateway API) being installed",
     ),
 )
-
-#: The NimService API itself, for reference by the generators.
-NIMSERVICE_API = (GROUP, VERSION, PLURAL)

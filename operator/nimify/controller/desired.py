@@ -18,7 +18,7 @@ NimService controls (its owner reference with controller=true), never a user's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nimify.api import NimService, NimServiceStatus
@@ -119,53 +119,49 @@ def desired_set(nim: NimService, observed: Observed, settings: OperatorSettings)
         )
     location = engine_location(nim, settings)
     outcome = engine_outcome(nim, location, observed)
-    config_text = _config_text(nim, outcome.engine_status)
+    record = outcome.engine_status  # the engine to serve, once it is ready
+    config_text = _config_text(nim, record) if record is not None else None
     digest = config_hash(config_text) if config_text is not None else None
     expose = nim.spec.expose
     routes = tuple(
-        kind for kind, spec in ((INGRESS.kind, expose.ingress), (HTTP_ROUTE.kind, expose.http_route)) if spec
+        kind
+        for kind, route in ((INGRESS.kind, expose.ingress), (HTTP_ROUTE.kind, expose.http_route))
+        if route is not None
     )
-    result = DesiredSet(outcome.state, None, outcome, location, digest, routes=routes)
+    kept = DesiredSet(outcome.state, None, outcome, location, digest, routes=routes)
     if nim.spec.paused:
-        return result  # every child stays as it is
+        return kept  # every child stays as it is
 
     plan = _Plan(nim, observed)
     claim = _claim(plan, nim, location, settings)
     if outcome.create_job:
-        job = render_build_job(nim, location, settings)
-        plan.writes.append(Create(job, requires=(claim,) if claim else ()))
+        plan.writes.append(
+            Create(render_build_job(nim, location, settings), requires=(claim,) if claim else ())
+        )
 
     name = server_name(nim)
     live_deployment = plan.live(DEPLOYMENT, name)
-    if outcome.engine_status is not None and config_text is not None and digest is not None:
+    if record is not None and config_text is not None and digest is not None:
         plan.apply(render_triton_config(nim, config_text))
-        served = ServedEngine(location, digest, outcome.engine_status["engine"].get("gpuProduct"))
-        deployment = render_deployment(nim, served)
-        if (
-            "replicas" not in deployment["spec"]
-            and live_deployment is not None
-            and owns_replicas(live_deployment)
-        ):
+        deployment = render_deployment(
+            nim, ServedEngine(location, digest, record["engine"].get("gpuProduct"))
+        )
+        if "replicas" not in deployment["spec"] and live_deployment and owns_replicas(live_deployment):
             plan.writes.append(HandOverReplicas(name, int(live_deployment["spec"].get("replicas", 1))))
         plan.apply(deployment, requires=((CONFIG_MAP.kind, triton_config_name(nim)),))
-        serving = True
-    else:
-        serving = live_deployment is not None
     plan.apply(render_service(nim))
-    if serving:
+    if record is not None or live_deployment is not None:  # an HPA or PDB needs a Deployment to act on
         plan.want(AUTOSCALER, name, render_autoscaler(nim))
         plan.want(DISRUPTION_BUDGET, name, render_disruption_budget(nim))
     plan.want(INGRESS, name, render_ingress(nim))
     plan.want(HTTP_ROUTE, name, render_http_route(nim))
     _retire_dedicated_claim(plan, nim, location)
-    return DesiredSet(outcome.state, None, outcome, location, digest, plan.actions, routes)
+    return replace(kept, actions=plan.actions)
 
 
-def _config_text(nim: NimService, record: dict[str, Any] | None) -> str | None:
-    if record is None:
-        return None
+def _config_text(nim: NimService, record: dict[str, Any]) -> str:
     signature = NimServiceStatus.model_validate({"signature": record["signature"]}).signature
-    assert signature is not None
+    assert signature is not None, "a ready engine always comes with its signature"
     return render_config_text(nim, signature, int(record["engine"].get("maxBatchSize") or 0))
 
 
