@@ -269,8 +269,8 @@ def test_out_of_band_edits_are_reverted_within_one_resync(
 
     for key, value in _editor(tmp_path, "probe", "s/periodSeconds: 5$/periodSeconds: 60/").items():
         monkeypatch.setenv(key, value)
-    cluster.kubectl("edit", "deployment/drift", "-n", ns)
-    assert triton(get_json(cluster, "deployment/drift", "-n", ns))["readinessProbe"]["periodSeconds"] == 60
+    # The Deployment's watch event wakes the NimService: the revert may land before we could look.
+    assert "edited" in cluster.kubectl("edit", "deployment/drift", "-n", ns).stdout
     _timed(
         "kubectl edit of the readiness probe",
         lambda: (
@@ -281,8 +281,7 @@ def test_out_of_band_edits_are_reverted_within_one_resync(
 
     for key, value in _editor(tmp_path, "port", "s/port: 8000$/port: 9000/").items():
         monkeypatch.setenv(key, value)
-    cluster.kubectl("edit", "service/drift", "-n", ns)
-    assert 9000 in [p["port"] for p in get_json(cluster, "service/drift", "-n", ns)["spec"]["ports"]]
+    assert "edited" in cluster.kubectl("edit", "service/drift", "-n", ns).stdout
     _timed(
         "kubectl edit of the Service's port",
         lambda: (
