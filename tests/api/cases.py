@@ -303,6 +303,15 @@ VALID = [
     Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),
     Case("tensorrt11-auto", "", {"engine": {"precision": "auto"}, "triton": {"image": TRT11_IMAGE}}),
     Case("tensorrt11-plan", "", {**PLAN, "triton": {"image": TRT11_IMAGE}}),
+    # TensorRT-LLM images of 26.06 still ship TensorRT 10: the builder flags stay allowed.
+    Case(
+        "trtllm-26.06-fp16",
+        "",
+        {
+            "engine": {"precision": "fp16"},
+            "triton": {"image": "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3"},
+        },
+    ),
     Case("onnxruntime-cpu", "", {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}),
     Case(
         "image-with-digest",

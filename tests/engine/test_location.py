@@ -138,6 +138,11 @@ def test_tensorrt_identity() -> None:
     assert tensorrt_identity(nimservice(ONNXRUNTIME)) is None
     custom = "registry.example/triton:custom-build"
     assert tensorrt_identity(nimservice({"triton": {"image": custom}})) == custom
+    # Same release, different TensorRT: the engines must not share a cache key.
+    trtllm = "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3"
+    assert tensorrt_identity(nimservice({"triton": {"image": trtllm}})) == "tensorrt-10.14.1.48"
+    main = "nvcr.io/nvidia/tritonserver:26.06-py3"
+    assert tensorrt_identity(nimservice({"triton": {"image": main}})) == "tensorrt-of-triton-26.06"
 
 
 @pytest.mark.parametrize(

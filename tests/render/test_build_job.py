@@ -267,6 +267,11 @@ def test_extra_build_pod_labels(settings: OperatorSettings) -> None:
             {"triton": {"image": "registry.example/triton:custom"}},
             "registry.example/nimify-builder:test-trtunknown",
         ),
+        # TensorRT-LLM images ship another TensorRT than their release (10.14 at 26.06): another builder.
+        (
+            {"triton": {"image": "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3"}},
+            "registry.example/nimify-builder:test-trt26.06-trtllm",
+        ),
         (ONNXRUNTIME, "registry.example/nimify:test"),
         (
             {**ONNXRUNTIME, "triton": {"image": "nvcr.io/nvidia/tritonserver:24.05-py3"}},

@@ -108,7 +108,7 @@ class ParityStatus(StatusModel):
     """Input batches compared."""
 
     passed: bool | None = None
-    """Whether every element was within atol + rtol * |reference|."""
+    """Whether every element was within atol or within rtol * |reference| (Polygraphy's rule)."""
 
 
 class Endpoints(StatusModel):

@@ -24,7 +24,7 @@ from nimify.engine.profiles import derive_profiles
 from nimify.engine.quantity import quantity_bytes
 from nimify.engine.reference import OnnxRuntimeModel, reference_inputs
 from nimify.engine.result import ConversionResult
-from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt
+from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt, timing_cache_path
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.onnx_file import read_onnx
@@ -205,7 +205,9 @@ def _build_tensorrt(
         workspace_bytes=quantity_bytes(request.engine.workspace, "engine.workspace")
         if request.engine.workspace
         else None,
-        timing_cache=request.cache_dir / "timing.cache" if request.cache_dir else None,
+        timing_cache=timing_cache_path(request.cache_dir, str(trt.__version__), result.gpu_product)
+        if request.cache_dir
+        else None,
     )
     build = build_engine(fetched.path, plan_path, settings, model=read_onnx(fetched.path), trt=trt)
     result.build_seconds, result.cache_hit = build.seconds, False

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 
 from nimify.api import NimService
-from nimify.api.releases import release_label, triton_release
+from nimify.api.releases import tensorrt_identity as image_tensorrt_identity
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
 from nimify.engine.cache_key import engine_cache_key
 from nimify.settings import OperatorSettings
@@ -58,11 +58,10 @@ def model_identity(nim: NimService) -> str:
 
 
 def tensorrt_identity(nim: NimService) -> str | None:
-    """The Triton release pins its TensorRT version exactly, so the release names the TensorRT build."""
+    """The TensorRT build the image ships (api/releases.py: the release, or a TensorRT-LLM image's)."""
     if nim.spec.engine.backend != Backend.TENSORRT:
         return None
-    release = triton_release(nim.spec.triton.image)
-    return f"tensorrt-of-triton-{release_label(release)}" if release else nim.spec.triton.image
+    return image_tensorrt_identity(nim.spec.triton.image)
 
 
 def requested_gpu_product(nim: NimService) -> str | None:

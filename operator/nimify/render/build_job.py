@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from nimify.api import NimService
-from nimify.api.releases import release_label, triton_release
+from nimify.api.releases import builder_label
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
 from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
@@ -21,8 +21,7 @@ TERMINATION_LOG = "/dev/termination-log"
 def builder_image(nim: NimService, settings: OperatorSettings) -> str:
     if nim.spec.engine.backend == Backend.ONNXRUNTIME:
         return settings.onnxruntime_builder_image
-    release = triton_release(nim.spec.triton.image)
-    return settings.builder_image.format(release=release_label(release) if release else "unknown")
+    return settings.builder_image.format(release=builder_label(nim.spec.triton.image))
 
 
 def model_claim(nim: NimService) -> str | None:

@@ -76,8 +76,10 @@ class ShapeProfile(ApiModel):
 
 
 class ParitySpec(ApiModel):
-    """How closely the TensorRT engine must match ONNX Runtime on the same inputs before it is served. Each
-    output element must satisfy |engine - reference| <= atol + rtol * |reference|."""
+    """How closely the TensorRT engine must match ONNX Runtime on the same inputs before it is served. An
+    output element fails only when it is beyond both tolerances: |engine - reference| > atol AND
+    |engine - reference| > rtol * |reference| (Polygraphy's rule, so `polygraphy run --atol A --rtol R`
+    reproduces a failure)."""
 
     atol: float = Field(default=1e-3, ge=0, le=1000)
     """Absolute tolerance."""

@@ -7,9 +7,9 @@ from pydantic import Field
 from nimify.api.base import ApiModel
 from nimify.api.releases import (
     FIRST_STRONGLY_TYPED_RELEASE,
-    RELEASE_IN_IMAGE,
     is_strongly_typed,
     release_label,
+    strongly_typed_cel,
 )
 from nimify.api.spec.autoscaling import AutoscalingSpec
 from nimify.api.spec.engine import BUILDER_FLAG_PRECISIONS, Backend, EngineSpec, Precision
@@ -26,10 +26,7 @@ _IS_PLAN = (
     f"(has(self.model.format) ? self.model.format == 'tensorrt-plan'"
     f" : self.model.uri.matches({cel_string(PLAN_SUFFIX)}))"
 )
-_STRONGLY_TYPED = (
-    f"self.triton.image.find({cel_string(RELEASE_IN_IMAGE)})"
-    f" >= ':{release_label(FIRST_STRONGLY_TYPED_RELEASE)}'"
-)
+_STRONGLY_TYPED = strongly_typed_cel()
 
 
 _STRONGLY_TYPED_FROM = release_label(FIRST_STRONGLY_TYPED_RELEASE)
