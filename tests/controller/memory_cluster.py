@@ -319,10 +319,12 @@ class MemoryCluster:
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls.append(Call("status", "NimService", name, copy.deepcopy(status)))
+        self._check("NimService")
         self.status_patches.append(copy.deepcopy(status))
 
     async def post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.calls.append(Call("event", "Event", involved["metadata"]["name"]))
+        self._check("Event")
         self.events.append((kind, reason, message))
 
     async def close(self) -> None:

@@ -405,6 +405,25 @@ async def test_a_route_without_the_gateway_api_says_so() -> None:
     assert "external" not in h.body["status"].get("endpoints", {})
 
 
+async def test_a_nimservice_the_apiserver_says_is_gone_is_left_alone() -> None:
+    # kopf misses the DELETED events of a namespace it stopped watching: its index keeps the NimService.
+    h = Harness()
+    h.cluster.refuse("NimService", 'nimservices.nimify.dev "resnet50" not found', code=404)
+    assert await h.reconcile() is None
+    h.cluster.forget_calls()
+    await h.reconcile()
+    assert h.cluster.calls == [], "no more writes for a NimService that no longer exists"
+
+
+async def test_an_event_that_cannot_be_posted_does_not_fail_the_reconcile() -> None:
+    h = Harness({"replicas": 2})
+    h.cluster.refuse(
+        "Event", "unable to create new content in namespace ml because it is being terminated", 403
+    )
+    await h.reconcile()
+    assert h.condition("Ready")["reason"] == "Deploying"
+
+
 async def test_an_error_that_is_no_refusal_fails_the_reconcile() -> None:
     from lightkube import ApiError
 

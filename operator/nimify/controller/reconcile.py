@@ -6,12 +6,16 @@ so a NimService whose children match its spec costs no request at all.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, Protocol
 
-from nimify.api import NimService, NimServiceStatus
+from lightkube import ApiError
+
+from nimify.api import Condition, NimService, NimServiceStatus
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.controller import metrics
 from nimify.controller.actions import Create
@@ -37,6 +41,8 @@ NORMAL_REASONS = frozenset(
     }
 )
 RETRY_FIRST_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -79,6 +85,9 @@ class Reconciler:
         # back to back before the watch delivers our own patch; the second must build on what we wrote.
         self._written: dict[str, tuple[str | None, dict[str, Any]]] = {}
         self._refused: dict[str, int] = {}  # uid -> reconciles in a row with a refused child
+        # NimServices the apiserver says are gone although the index still holds them: kopf stops watching a
+        # namespace once it is terminating and never sees the DELETED events of what was in it.
+        self._gone: set[str] = set()
 
     def _previous_status(self, nim: NimService) -> NimServiceStatus:
         written = self._written.get(nim.metadata.uid or "")
@@ -89,9 +98,12 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._refused.pop(uid, None)
+        self._gone.discard(uid)
 
     async def reconcile(self, body: Body, observed: Observed) -> float | None:
         """Reconcile once; returns the delay after which to retry (a child was refused), or None."""
+        if body.get("metadata", {}).get("uid") in self._gone:
+            return None
         started = time.perf_counter()
         try:
             return await self._reconcile(body, observed)
@@ -114,18 +126,20 @@ class Reconciler:
 
         before = previous.model_dump(mode="json", by_alias=True, exclude_none=True)
         if report.status != before:
-            await self.writer.patch_status(namespace, name, merge_patch(before, report.status))
+            try:
+                await self.writer.patch_status(namespace, name, merge_patch(before, report.status))
+            except ApiError as error:
+                if error.status.code != HTTPStatus.NOT_FOUND:
+                    raise
+                logger.info("%s/%s is gone; no more reconciles of it", namespace, name)
+                self._gone.add(uid)
+                return None
             self._written[uid] = (nim.metadata.resource_version, report.status)
         for condition in transitions(previous.conditions, report.conditions):
             if condition.type in (ConditionType.RECONCILING.value, ConditionType.STALLED.value):
                 continue  # kstatus bookkeeping; the other conditions' events already tell the story
             warning = condition.status.value == "False" and condition.reason not in NORMAL_REASONS
-            await self.events.post_event(
-                body,
-                "Warning" if warning else "Normal",
-                condition.reason,
-                f"{condition.type}={condition.status.value}: {condition.message}"[:1024],
-            )
+            await self._post_event(body, "Warning" if warning else "Normal", condition)
         ready = next(c.status.value for c in report.conditions if c.type == ConditionType.READY.value)
         metrics.READY.observe(namespace, name, ready)
 
@@ -134,6 +148,15 @@ class Reconciler:
             return None
         self._refused[uid] = attempts = self._refused.get(uid, 0) + 1
         return retry_delay(attempts, self.settings.resync_seconds)
+
+    async def _post_event(self, body: Body, kind: str, condition: Condition) -> None:
+        """Events are for people watching: one that cannot be posted (its namespace is going away, say) must
+        not fail the reconcile that already did its work."""
+        message = f"{condition.type}={condition.status.value}: {condition.message}"[:1024]
+        try:
+            await self.events.post_event(body, kind, condition.reason, message)
+        except Exception as error:
+            logger.warning("event %s on %s not posted: %s", condition.reason, body["metadata"]["name"], error)
 
     def _count_builds(self, nim: NimService, desired: DesiredSet, created: set[tuple[str, str]]) -> None:
         """Engine build metrics, each build counted once: started when its Job was created, finished when the
