@@ -23,7 +23,7 @@ from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.devcluster.cluster import get_json
 from nimify.devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
 from tests.conftest import REPO_ROOT
-from tests.controller.conftest import E2E, L4, apply, condition, nimservice, wait_ready
+from tests.controller.conftest import E2E, L4, OperatorProcess, apply, condition, nimservice, wait_ready
 from tests.kube import ExistingCluster, eventually
 
 pytestmark = pytest.mark.cluster
@@ -118,12 +118,24 @@ def gateway_api(cluster: ExistingCluster, build_runner: BuildPodKubelet) -> None
 
 
 @pytest.fixture
-def no_gateway_api(cluster: ExistingCluster, build_runner: BuildPodKubelet) -> None:
-    """A cluster that does not serve the Gateway API (its CRDs removed if an earlier test installed them)."""
+def no_gateway_api(
+    cluster: ExistingCluster, build_runner: BuildPodKubelet, operator: OperatorProcess
+) -> None:
+    """A cluster that does not serve the Gateway API (its CRDs removed if an earlier test installed them).
+
+    The operator is stopped meanwhile: kopf ends when an API it is watching disappears under a watch (a
+    Deployment's restart brings it back; here the fixture does), and it starts fine without the CRDs.
+    """
     names = [f"{plural}.gateway.networking.k8s.io" for plural in GATEWAY_CRDS]
-    with _builds_paused(build_runner):
-        cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
-        eventually(lambda: not _served(cluster))
+    if not _served(cluster):
+        return
+    operator.stop()
+    try:
+        with _builds_paused(build_runner):
+            cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
+            eventually(lambda: not _served(cluster))
+    finally:
+        operator.start()
 
 
 # --- children no longer wanted ------------------------------------------------------------------------------
