@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nimify.engine.location import EngineLocation
 from nimify.render.autoscaler import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC, render_autoscaler
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import EngineLocation
 from tests.render.conftest import NAME, nimservice
 
 ALL_TARGETS: dict[str, Any] = {

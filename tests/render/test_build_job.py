@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from nimify.api import NimServiceSpec
+from nimify.engine.location import ENGINE_MOUNT, engine_location
 from nimify.render.build_job import builder_image, model_claim, render_build_job
-from nimify.render.engine import ENGINE_MOUNT, engine_location
 from nimify.render.identity import ENGINE_KEY_ANNOTATION, build_job_name
 from nimify.settings import OperatorSettings
 from tests.render.conftest import nimservice

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from nimify.engine.location import EngineLocation
 from nimify.render.deployment import MODEL_REPOSITORY, ServedEngine, render_deployment, triton_args
-from nimify.render.engine import EngineLocation
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, labels, server_selector
 from tests.render.conftest import NAME, nimservice
 
@@ -41,9 +41,15 @@ def test_kind_and_name() -> None:
     assert deployment["metadata"]["name"] == NAME
 
 
-@pytest.mark.parametrize(("spec", "replicas"), [(None, 1), ({"replicas": 3}, 3), ({"replicas": 0}, 0)])
+@pytest.mark.parametrize(("spec", "replicas"), [({"replicas": 3}, 3), ({"replicas": 0}, 0)])
 def test_replicas_from_spec(spec: dict[str, Any] | None, replicas: int) -> None:
     assert deployment_for(spec)["spec"]["replicas"] == replicas
+
+
+def test_replicas_absent_when_the_spec_sets_none() -> None:
+    # Kubernetes starts the Deployment with 1; later the count stays whatever it is (e.g. the HPA's last one
+    # when autoscaling is turned off) instead of jumping back to 1.
+    assert "replicas" not in deployment_for(None)["spec"]
 
 
 def test_replicas_absent_when_autoscaled() -> None:

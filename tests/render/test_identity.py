@@ -8,18 +8,17 @@ from typing import Any
 import pytest
 
 from nimify.api import API_VERSION, KIND, NimService
+from nimify.engine.location import dedicated_claim_name, engine_location
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.disruption_budget import render_disruption_budget
-from nimify.render.engine import engine_location
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import (
     COMPONENT_BUILD,
     COMPONENT_SERVER,
     COMPONENT_STORAGE,
     build_job_name,
-    dedicated_claim_name,
     labels,
     owner_reference,
     server_name,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from nimify.engine.location import EngineLocation
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import EngineLocation
 from nimify.render.service import render_service, service_endpoints
 from tests.render.conftest import NAME, NAMESPACE, nimservice
 

@@ -12,8 +12,8 @@ from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.status import ConditionStatus
 from nimify.controller.conditions import EngineState
 from nimify.controller.observed import Body, Observed
+from nimify.engine.location import EngineLocation
 from nimify.engine.result import decode_termination_message
-from nimify.render.engine import EngineLocation
 from nimify.render.identity import build_job_name
 
 # Error reasons `nimify convert` reports that have a condition reason of their own; others keep theirs.

@@ -9,7 +9,7 @@ from typing import Any
 from nimify.api import NimService
 from nimify.api.releases import builder_label
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
-from nimify.render.engine import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
 from nimify.settings import OperatorSettings

@@ -7,7 +7,7 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.api.spec import GPU_PRODUCT_LABEL
-from nimify.render.engine import REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.engine.location import REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import (
     COMPONENT_SERVER,
     CONFIG_HASH_ANNOTATION,
@@ -160,9 +160,10 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
             "spec": pod_spec,
         },
     }
-    if spec.autoscaling is None:
-        # With autoscaling the HPA owns replicas: leaving the field out keeps apply from fighting it.
-        deployment_spec["replicas"] = spec.replicas if spec.replicas is not None else 1
+    if spec.replicas is not None:
+        # Left out (autoscaling, or no count asked for), nimify does not own the count: the HPA does, or the
+        # Deployment keeps what it has (1 when created; the HPA's last count once autoscaling is turned off).
+        deployment_spec["replicas"] = spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -86,10 +86,6 @@ def triton_config_name(nim: NimService) -> str:
     return f"{name_of(nim)}-triton-config"
 
 
-def dedicated_claim_name(nim: NimService) -> str:
-    return f"{name_of(nim)}-engines"
-
-
 def build_job_name(claim: str, cache_key: str) -> str:
     """Named from what it builds and where: a retry, a restart or a second NimService finds the same Job."""
     digest = hashlib.sha256(f"{claim}/{cache_key}".encode()).hexdigest()[:20]

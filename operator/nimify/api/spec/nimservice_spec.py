@@ -71,8 +71,9 @@ class NimServiceSpec(ApiModel):
     """Node selection, tolerations, affinity and scheduling classes."""
 
     replicas: int | None = Field(default=None, ge=0, le=1000)
-    """Fixed number of replicas (1 when neither replicas nor autoscaling is set); excludes autoscaling.
-    kubectl scale sets it."""
+    """Fixed number of replicas; excludes autoscaling. kubectl scale sets it. Left out, the operator does not
+    manage the count: the Deployment starts with 1 and keeps what it has (the autoscaler's last count when
+    autoscaling is turned off)."""
 
     autoscaling: AutoscalingSpec | None = None
     """Let a HorizontalPodAutoscaler set the replica count; excludes replicas."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nimify.render.engine import (
+from nimify.engine.location import (
     ENGINE_MOUNT,
     EngineLocation,
     engine_claim,
@@ -17,6 +17,7 @@ from nimify.render.engine import (
 )
 from nimify.settings import OperatorSettings
 from tests.render.conftest import MODEL_SHA256, MODEL_URI, merged, nimservice
+from tests.render.conftest import settings as settings  # the fixture: operator settings with the defaults
 
 ONNXRUNTIME: dict[str, Any] = {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}
 PROFILE = [{"input": "images", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [8, 3, 224, 224]}]

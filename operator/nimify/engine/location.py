@@ -1,4 +1,5 @@
-"""Which engine a NimService needs and where it lives: decided from the spec alone, before any build."""
+"""Which engine a NimService needs and where it lives (cache key, claim, folder): decided from the spec alone,
+before any build, by the operator and by the renderers of the Job and the Deployment."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from nimify.api import NimService
 from nimify.api.releases import tensorrt_identity as image_tensorrt_identity
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
 from nimify.engine.cache_key import engine_cache_key
-from nimify.render.identity import dedicated_claim_name
 from nimify.settings import OperatorSettings
 
 ENGINE_MOUNT = "/engines"
@@ -33,6 +33,11 @@ class EngineLocation:
 # The conversion writes the model under this fixed name; each Deployment mounts it under its own model name,
 # so NimServices with different Triton model names can share one engine.
 REPOSITORY_MODEL_DIR = "model"
+
+
+def dedicated_claim_name(nim: NimService) -> str:
+    """The claim the operator creates for one NimService's engines (spec.storage.size)."""
+    return f"{nim.metadata.name}-engines"
 
 
 def engine_claim(nim: NimService, settings: OperatorSettings) -> str:
