@@ -22,7 +22,7 @@ from tests.render.conftest import NAMESPACE, nimservice
 SETTINGS = OperatorSettings(engine_cache_claim="nimify-engines")
 NIM = nimservice()
 LOCATION = engine_location(NIM, SETTINGS)
-JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key)
+JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key, LOCATION.conversion_key)
 LOCATION_TEXT = f"{LOCATION.claim}/{LOCATION.repository}"
 SIGNATURE = {
     "inputs": [{"name": "images", "dtype": "FLOAT", "shape": [-1, 3, 224, 224]}],

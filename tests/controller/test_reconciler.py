@@ -151,7 +151,7 @@ async def test_a_missing_engine_creates_the_job_and_keeps_serving_children_for_l
 async def test_a_job_someone_else_just_created_is_no_failure() -> None:
     h = Harness(built=False)
     location = engine_location(nimservice(h.spec), SETTINGS)
-    job = build_job_name(location.claim, location.cache_key)
+    job = build_job_name(location.claim, location.cache_key, location.conversion_key)
     await h.cluster.create({"kind": "Job", "metadata": {"name": job, "namespace": NAMESPACE}})
     started = metrics.ENGINE_BUILDS.labels(outcome="started")._value.get()
     observed = h.cluster.observed()

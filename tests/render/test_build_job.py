@@ -79,16 +79,18 @@ def test_name_and_engine_key_annotation(settings: OperatorSettings) -> None:
     nim = nimservice()
     location = engine_location(nim, settings)
     job = render_build_job(nim, location, settings)
-    assert job["metadata"]["name"] == build_job_name(location.claim, location.cache_key)
+    assert job["metadata"]["name"] == build_job_name(
+        location.claim, location.cache_key, location.conversion_key
+    )
     assert job["metadata"]["annotations"] == {ENGINE_KEY_ANNOTATION: location.cache_key}
     assert job["spec"]["template"]["metadata"]["annotations"] == {ENGINE_KEY_ANNOTATION: location.cache_key}
 
 
 def test_same_engine_same_job_other_engine_other_job(settings: OperatorSettings) -> None:
     name = job_for(None, settings)["metadata"]["name"]
-    assert (
-        job_for({"replicas": 3, "engine": {"buildTimeoutSeconds": 60}}, settings)["metadata"]["name"] == name
-    )
+    assert job_for({"replicas": 3}, settings)["metadata"]["name"] == name
+    # A new deadline or parity check is a new conversion of the same engine (a failed one is retried).
+    assert job_for({"engine": {"buildTimeoutSeconds": 60}}, settings)["metadata"]["name"] != name
     assert job_for({"engine": {"precision": "fp32"}}, settings)["metadata"]["name"] != name
     assert job_for({"storage": {"size": "20Gi"}}, settings)["metadata"]["name"] != name
 

@@ -123,7 +123,7 @@ def test_names_are_deterministic(settings: OperatorSettings) -> None:
     names = {kind: obj["metadata"]["name"] for kind, obj in first.items()}
     location = engine_location(nimservice(FULL_SPEC), settings)
     assert names == {
-        "Job": build_job_name(location.claim, location.cache_key),
+        "Job": build_job_name(location.claim, location.cache_key, location.conversion_key),
         "PersistentVolumeClaim": f"{NAME}-engines",
         "ConfigMap": f"{NAME}-triton-config",
         "Deployment": NAME,
@@ -175,6 +175,12 @@ KEY_A, KEY_B = "a" * 64, "b" * 64
 def test_build_job_name_follows_claim_and_key(claim: str, key: str, same: bool) -> None:
     reference = build_job_name("nimify-engines", KEY_A)
     assert (build_job_name(claim, key) == reference) is same
+
+
+def test_build_job_name_follows_the_conversion_key() -> None:
+    assert build_job_name("nimify-engines", KEY_A, "check-1") != build_job_name(
+        "nimify-engines", KEY_A, "check-2"
+    )
 
 
 def test_build_job_name_is_a_valid_job_name() -> None:

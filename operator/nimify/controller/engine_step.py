@@ -124,7 +124,7 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
             record,
         )
 
-    job_name = build_job_name(location.claim, location.cache_key)
+    job_name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     job = observed.get("Job", namespace, job_name)
     if job is None:
         return EngineOutcome(

@@ -186,7 +186,7 @@ def build_job_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKe
         return None  # the reconcile reports what is wrong with it
     settings = _state(memo).settings if "nimify" in memo else OperatorSettings()
     location = engine_location(nim, settings)
-    job = build_job_name(location.claim, location.cache_key)
+    job = build_job_name(location.claim, location.cache_key, location.conversion_key)
     return {(body.metadata.namespace or "", job): body.metadata.name or ""}
 
 

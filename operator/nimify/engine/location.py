@@ -4,6 +4,7 @@ before any build, by the operator and by the renderers of the Job and the Deploy
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from nimify.api import NimService
@@ -19,6 +20,10 @@ ENGINE_MOUNT = "/engines"
 class EngineLocation:
     cache_key: str
     claim: str
+    conversion_key: str = ""
+    """What else decides a conversion's verdict besides the engine (the parity check, the deadline): part of
+    the Job's name, so a failed conversion is retried once those settings change, while the engine's cache
+    key stays the same."""
 
     @property
     def directory(self) -> str:
@@ -72,7 +77,20 @@ def requested_gpu_product(nim: NimService) -> str | None:
     return (selector or {}).get(GPU_PRODUCT_LABEL)
 
 
+# Spec fields that change whether a conversion succeeds but not the engine it builds.
+CONVERSION_FIELDS = ("parity", "buildTimeoutSeconds")
+
+
+def conversion_key(nim: NimService) -> str:
+    engine = nim.spec.engine.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document = {name: engine.get(name) for name in CONVERSION_FIELDS}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def engine_location(nim: NimService, settings: OperatorSettings) -> EngineLocation:
     gpu_product = requested_gpu_product(nim) if nim.spec.engine.backend == Backend.TENSORRT else None
     key = engine_cache_key(model_identity(nim), nim.spec.engine, tensorrt_identity(nim), gpu_product)
-    return EngineLocation(cache_key=key, claim=engine_claim(nim, settings))
+    return EngineLocation(
+        cache_key=key, claim=engine_claim(nim, settings), conversion_key=conversion_key(nim)
+    )

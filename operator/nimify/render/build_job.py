@@ -110,7 +110,7 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
             pod_spec["priorityClassName"] = spec.placement.priority_class_name
         if spec.placement.runtime_class_name:
             pod_spec["runtimeClassName"] = spec.placement.runtime_class_name
-    name = build_job_name(location.claim, location.cache_key)
+    name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
