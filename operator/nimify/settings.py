@@ -14,7 +14,7 @@ ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
 
 class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NIMIFY_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="NIMIFY_", frozen=True, use_attribute_docstrings=True)
 
     builder_image: str = f"ghcr.io/nimify/nimify-builder:{__version__}-trt{{release}}"
     """Image of the TensorRT conversion Job; `{release}` becomes the Triton release (e.g. 25.10), so the

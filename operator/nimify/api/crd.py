@@ -20,8 +20,7 @@ from nimify.api.nimservice import (
 from nimify.api.schema import structural_schema
 
 CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
-#: The chart keeps its own copy in crds/ (Helm installs a chart's crds/ directory before anything else).
-REGENERATE_COMMAND = "nimify crd --output crds/ --output charts/nimify/crds/ --docs docs/api.md"
+REGENERATE_COMMAND = "nimify crd --output crds/ --docs docs/api.md"
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
 PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (

@@ -13,11 +13,9 @@ from nimify.cli import app
 @app.command("crd")
 def crd(
     output: Annotated[
-        list[Path] | None,
+        Path | None,
         typer.Option(
-            "--output",
-            "-o",
-            help="Directory to write the CRD into (e.g. crds/), instead of stdout; repeat for several.",
+            "--output", "-o", help="Directory to write the CRD into (e.g. crds/), instead of stdout."
         ),
     ] = None,
     docs: Annotated[
@@ -31,13 +29,13 @@ def crd(
     from nimify.api.crd import CRD_FILENAME, render_crd
     from nimify.api.docs import render_reference
 
-    if not output and docs is None:
+    if output is None and docs is None:
         typer.echo(render_crd(), nl=False)
         return
-    for directory in output or []:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CRD_FILENAME).write_text(render_crd())
-        typer.echo(f"wrote {directory / CRD_FILENAME}", err=True)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / CRD_FILENAME).write_text(render_crd())
+        typer.echo(f"wrote {output / CRD_FILENAME}", err=True)
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(render_reference())

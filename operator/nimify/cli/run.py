@@ -13,7 +13,7 @@ from nimify.cli import app
 def run(
     namespace: Annotated[
         list[str] | None,
-        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all)."),
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all); globs allowed (then kopf lists Namespaces)."),
     ] = None,
     liveness: Annotated[
         str | None, typer.Option("--liveness", help="Liveness endpoint, e.g. http://0.0.0.0:8081/healthz.")
@@ -28,8 +28,14 @@ def run(
     import nimify.controller.operator  # noqa: F401  - registers the handlers
 
     kopf.configure(verbose=verbose)
+    settings = kopf.OperatorSettings()
+    if namespace and not any(set(pattern) & set("!*?,") for pattern in namespace):  # kopf's glob syntax
+        # Exact namespaces need no discovery: kopf would otherwise list and watch Namespaces and CRDs, both
+        # cluster-scoped, and the chart's namespaced mode grants nothing outside the watched namespaces.
+        settings.scanning.disabled = True
     asyncio.run(
         kopf.operator(
+            settings=settings,
             standalone=True,
             clusterwide=not namespace,
             namespaces=namespace or (),
