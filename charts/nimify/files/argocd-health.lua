@@ -52,11 +52,6 @@ if ready ~= nil and ready.status == "True" then
   hs.message = describe(ready)
   return hs
 end
-if ready ~= nil and ready.reason == "Scaling" then
-  hs.status = "Suspended"
-  hs.message = describe(ready)
-  return hs
-end
 hs.status = "Progressing"
 if ready ~= nil then
   hs.message = describe(ready)
