@@ -13,7 +13,11 @@ from nimify.cli import app
 def run(
     namespace: Annotated[
         list[str] | None,
-        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all); globs allowed (then kopf lists Namespaces)."),
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Watch only these namespaces (default: all); globs allowed (then kopf lists Namespaces).",
+        ),
     ] = None,
     liveness: Annotated[
         str | None, typer.Option("--liveness", help="Liveness endpoint, e.g. http://0.0.0.0:8081/healthz.")
