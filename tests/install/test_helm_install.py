@@ -19,6 +19,7 @@ import pytest
 
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
 from nimify.devcluster.cluster import get_json
+from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from tests.install.argocd import argocd_health
@@ -433,3 +434,19 @@ def _children(cluster: ExistingCluster, namespace: str) -> dict[tuple[str, str],
         "app.kubernetes.io/managed-by=nimify-operator",
     )["items"]
     return {(item["kind"], item["metadata"]["name"]): item["metadata"]["uid"] for item in items}
+
+
+def test_cluster_scoped_grants_are_what_the_apiserver_serves_cluster_scoped(cluster: ExistingCluster) -> None:
+    def served(namespaced: bool) -> set[tuple[str, str]]:
+        names = cluster.kubectl(
+            "api-resources", f"--namespaced={str(namespaced).lower()}", "-o", "name"
+        ).stdout
+        return {(group, plural) for plural, _, group in (name.partition(".") for name in names.split())}
+
+    cluster_scoped, namespaced = served(False), served(True)
+    for grant in operator_grants():
+        key = (grant.group, grant.resource.split("/")[0])
+        if grant.cluster_scoped:
+            assert key in cluster_scoped, key
+        elif key not in namespaced:
+            assert grant.group == "gateway.networking.k8s.io", f"{key} is not served at all"

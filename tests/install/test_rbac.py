@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 
 from nimify.api import NimService
-from nimify.controller.operator import CHILD_KINDS
-from nimify.install.rbac import CHILD_WRITES, REGENERATE_COMMAND, operator_grants, render_rbac_template
+from nimify.cli.run import kopf_settings
+from nimify.controller.children import CHILD_BY_KIND, CHILD_KINDS, OPERATOR_ACCESS, Write
+from nimify.install.rbac import (
+    NOT_USED_BY_THE_CHART,
+    REGENERATE_COMMAND,
+    operator_grants,
+    render_rbac_template,
+)
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
@@ -31,10 +37,28 @@ def test_chart_template_matches_the_generator() -> None:
     )
 
 
-def test_every_watched_child_kind_is_listed_and_watched() -> None:
-    for kind, group, _version, plural in CHILD_KINDS:
-        assert {"list", "watch"} <= set(GRANTS[(group, plural)].verbs), kind
-    assert set(CHILD_WRITES) == {kind for kind, *_ in CHILD_KINDS}
+def test_every_child_kind_is_watched_and_written_as_the_registry_says() -> None:
+    for child in CHILD_KINDS:
+        verbs = set(GRANTS[(child.group, child.plural)].verbs)
+        assert {"list", "watch"} <= verbs, child.kind
+        assert ("patch" in verbs) is (child.write is Write.APPLY), child.kind
+        assert ("delete" in verbs) is child.prunable, child.kind
+        assert "create" in verbs, child.kind
+
+
+def test_everything_else_the_registry_lists_is_granted_or_explained() -> None:
+    for access in OPERATOR_ACCESS:
+        key = (access.group, access.plural)
+        assert key in GRANTS or key in NOT_USED_BY_THE_CHART, key
+        if key in GRANTS:
+            assert GRANTS[key].verbs == tuple(v for v in GRANTS[key].verbs if v in access.verbs), key
+
+
+def test_namespaces_go_unlisted_in_both_ways_the_chart_runs_the_operator() -> None:
+    # Cluster-wide, kopf never lists Namespaces; with exact names, nimify run turns its scanning off.
+    assert kopf_settings(["team-a", "team-b"]).scanning.disabled is True
+    assert kopf_settings([]).scanning.disabled is False
+    assert kopf_settings(["team-*"]).scanning.disabled is False, "globs need the Namespace listing"
 
 
 def _full_nimservice() -> NimService:
@@ -65,11 +89,11 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
         render_autoscaler(nim),
         render_disruption_budget(nim),
     ]
-    plurals = {kind: (group, plural) for kind, group, _version, plural in CHILD_KINDS}
     for obj in rendered:
         assert obj is not None
-        group, plural = plurals[obj["kind"]]
-        assert obj["apiVersion"].rpartition("/")[0] == group, obj["kind"]
+        child = CHILD_BY_KIND[obj["kind"]]
+        group, plural = child.group, child.plural
+        assert obj["apiVersion"] == child.api_version, obj["kind"]
         # Immutable Jobs are created once; everything else is server-side applied, which creates too.
         wanted = {"create"} if obj["kind"] == "Job" else {"create", "patch"}
         assert wanted <= set(GRANTS[(group, plural)].verbs), obj["kind"]
@@ -87,6 +111,7 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
         ("", "serviceaccounts"),
         ("", "serviceaccounts/token"),
         ("", "namespaces"),
+        ("", "persistentvolumes"),
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "clusterroles"),
         ("rbac.authorization.k8s.io", "rolebindings"),

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nimify.cli import app
+
+if TYPE_CHECKING:
+    import kopf
+
+
+def kopf_settings(namespaces: list[str]) -> kopf.OperatorSettings:
+    """kopf's settings for watching `namespaces` (none: the whole cluster).
+
+    Exact namespace names need no discovery: kopf would otherwise list and watch Namespaces and CRDs, both
+    cluster-scoped, and the chart's namespaced mode grants nothing outside the watched namespaces.
+    """
+    import kopf  # here, not at the top: every nimify command imports this module
+
+    settings = kopf.OperatorSettings()
+    if namespaces and not any(set(pattern) & set("!*?,") for pattern in namespaces):  # kopf's glob syntax
+        settings.scanning.disabled = True
+    return settings
 
 
 @app.command("run")
@@ -32,14 +49,9 @@ def run(
     import nimify.controller.operator  # noqa: F401  - registers the handlers
 
     kopf.configure(verbose=verbose)
-    settings = kopf.OperatorSettings()
-    if namespace and not any(set(pattern) & set("!*?,") for pattern in namespace):  # kopf's glob syntax
-        # Exact namespaces need no discovery: kopf would otherwise list and watch Namespaces and CRDs, both
-        # cluster-scoped, and the chart's namespaced mode grants nothing outside the watched namespaces.
-        settings.scanning.disabled = True
     asyncio.run(
         kopf.operator(
-            settings=settings,
+            settings=kopf_settings(namespace or []),
             standalone=True,
             clusterwide=not namespace,
             namespaces=namespace or (),

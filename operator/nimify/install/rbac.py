@@ -1,13 +1,13 @@
-"""The operator's least-privilege RBAC, derived from the code's own list of what it reads and writes.
+"""The operator's least-privilege RBAC, derived from the code's own list of what it touches.
 
-What the operator touches: the child kinds the controller watches (`controller.operator.CHILD_KINDS`) and
-writes, its conversion pods (watched, never written), NimServices and their status, Events, and what kopf
-itself needs. Nothing else: no Secrets (a conversion Job's `envFrom` is resolved by the kubelet, not by the
-operator), no Nodes, no pods/exec or pods/log, nothing cluster-wide but kopf's read-only CRD watch.
+That list is `controller.children`: every child kind with how the operator writes it (server-side applied:
+create + patch; created once: create; pruned: delete; all watched: list + watch), and `OPERATOR_ACCESS`, the
+rest (NimServices and their status, pods read-only, Events, kopf's discovery). Nothing else: no Secrets (a
+conversion Job's `envFrom` is resolved by the kubelet, not the operator), no Nodes, no pods/exec or pods/log.
 
 `render_rbac_template()` writes it as the chart's `templates/rbac.yaml`: a ClusterRole when the operator
-watches the whole cluster, one Role per namespace when it watches a list of them (kopf's namespace and CRD
-scanning is then off, so nothing cluster-scoped is needed at all).
+watches the whole cluster; one Role per namespace when it watches a list of them (`nimify run` then turns
+kopf's cluster scanning off, so nothing cluster-scoped is granted or needed).
 """
 
 from __future__ import annotations
@@ -17,27 +17,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nimify.api.nimservice import GROUP, PLURAL
-from nimify.controller.operator import CHILD_KINDS
+from nimify.controller.children import CHILD_KINDS, OPERATOR_ACCESS, ChildKind, Write
 
 #: Writes every generated file of the chart (see nimify.install.chart).
 REGENERATE_COMMAND = "nimify chart --output charts/nimify"
 VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
-#: kopf fills its indexes and handlers from a list followed by a watch; it never GETs single objects.
-WATCH = ("list", "watch")
-#: Server-side apply is a PATCH; on an absent object the apiserver creates it and authorizes `create` too.
-APPLY = ("create", "patch")
-
-#: How the controller writes each child kind (controller.kube.KubeWriter): `apply` for everything it keeps
-#: in line with the spec; `create_if_absent` for the immutable conversion Job; a strategic-merge `patch` of
-#: the shared engine claim's owners.
-CHILD_WRITES: dict[str, tuple[str, ...]] = {
-    "Job": ("create",),
-    "Deployment": APPLY,
-    "Service": APPLY,
-    "ConfigMap": APPLY,
-    "PersistentVolumeClaim": APPLY,
-    "HorizontalPodAutoscaler": APPLY,
-    "PodDisruptionBudget": APPLY,
+#: The cluster-scoped resources among what the operator touches: a Role cannot grant them (the cluster test
+#: checks this set against the apiserver's discovery).
+CLUSTER_SCOPED = frozenset({("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")})
+#: Access the registry lists that neither way the chart runs the operator uses, and why.
+NOT_USED_BY_THE_CHART = {
+    ("", "namespaces"): "kopf lists Namespaces only to match --namespace globs; the chart passes none"
+    " (cluster-wide) or exact names (scanning off)",
 }
 
 
@@ -49,8 +40,11 @@ class Grant:
     resource: str
     verbs: tuple[str, ...]
     why: str
-    cluster_scoped: bool = False
-    """A cluster-scoped resource: granted by the ClusterRole only (the namespaced mode does without)."""
+
+    @property
+    def cluster_scoped(self) -> bool:
+        """Granted by the ClusterRole only: the namespaced mode does without."""
+        return (self.group, self.resource) in CLUSTER_SCOPED
 
 
 def _ordered(verbs: Iterable[str]) -> tuple[str, ...]:
@@ -61,38 +55,23 @@ def _ordered(verbs: Iterable[str]) -> tuple[str, ...]:
     return tuple(verb for verb in VERB_ORDER if verb in wanted)
 
 
+def _why(child: ChildKind) -> str:
+    how = "server-side applied" if child.write is Write.APPLY else "created once, never changed"
+    return f"{child.kind}: watched, {how}" + (", deleted when no longer wanted" if child.prunable else "")
+
+
 def operator_grants() -> tuple[Grant, ...]:
     """Every permission the operator needs, one per resource."""
     grants = [
-        Grant(GROUP, PLURAL, _ordered((*WATCH, "patch")), "watched; kopf patches its annotations on them"),
-        Grant(GROUP, f"{PLURAL}/status", ("patch",), "conditions, engine, endpoints"),
-        Grant("", "events", ("create",), "events on NimServices (kopf.event)"),
-        Grant("", "pods", WATCH, "conversion pods: progress and termination message of each build"),
+        Grant(access.group, access.plural, _ordered(access.verbs), access.why)
+        for access in OPERATOR_ACCESS
+        if (access.group, access.plural) not in NOT_USED_BY_THE_CHART
     ]
-    missing = [kind for kind, *_ in CHILD_KINDS if kind not in CHILD_WRITES]
-    if missing:
-        raise ValueError(f"child kinds without declared writes: {missing}; add them to CHILD_WRITES")
-    for kind, group, _version, plural in CHILD_KINDS:
-        writes = CHILD_WRITES[kind]
-        grants.append(Grant(group, plural, _ordered((*WATCH, *writes)), f"{kind}: watched, {_how(writes)}"))
-    grants.append(
-        Grant(
-            "apiextensions.k8s.io",
-            "customresourcedefinitions",
-            WATCH,
-            "kopf notices CRDs (re)installed while it runs",
-            cluster_scoped=True,
-        )
-    )
+    grants += [Grant(child.group, child.plural, _ordered(child.verbs), _why(child)) for child in CHILD_KINDS]
+    keys = [(grant.group, grant.resource) for grant in grants]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a resource is listed twice: {sorted(k for k in keys if keys.count(k) > 1)}")
     return tuple(sorted(grants, key=lambda grant: (grant.cluster_scoped, grant.group, grant.resource)))
-
-
-def _how(writes: tuple[str, ...]) -> str:
-    if writes == APPLY:
-        return "server-side applied"
-    if writes == ("create",):
-        return "created once, never changed (immutable)"
-    return "written with " + ", ".join(writes)
 
 
 def _rules(grants: Iterable[Grant], indent: str) -> list[str]:
