@@ -3,7 +3,9 @@ condition functions for each situation a NimService can be in."""
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from nimify.controller.conditions import (
     desired_conditions,
     merge_conditions,
 )
-from tests.install.argocd import argocd_health
+from tests.install.argocd import HEALTH_CHECK, argocd_health
 
 GENERATION = 4
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,3 +86,13 @@ def test_health(body: dict[str, Any], status: str, message_part: str) -> None:
     health, message = argocd_health(body)
     assert health == status
     assert message_part in message
+
+
+def test_install_docs_carry_the_check_verbatim() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "install.md").read_text()
+    key = "  resource.customizations.health.nimify.dev_NimService: |\n"
+    block = docs[docs.index(key) + len(key) :]
+    block = block[: block.index("```")]
+    assert textwrap.dedent(block) == HEALTH_CHECK.read_text(), (
+        "docs/install.md: paste files/argocd-health.lua"
+    )
