@@ -102,6 +102,7 @@ class OperatorRun:
 
     def __post_init__(self) -> None:
         self.metrics_port = free_ports(1)[0]
+        self.returncode: int | None = None
 
     def __enter__(self) -> OperatorRun:
         env = (
@@ -127,8 +128,8 @@ class OperatorRun:
 
     def __exit__(self, *_: object) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            self.process.terminate()  # what the kubelet sends first when the pod is deleted or rolled
+            self.returncode = self.process.wait(timeout=30)
 
     def permission_problems(self) -> list[str]:
         """Log lines where kopf or the API said the operator lacks a permission."""

@@ -272,6 +272,7 @@ def test_operator_with_the_chart_rbac_serves_a_nimservice(
             "Job",
         }
         assert problems == [], "the operator hit a permission it lacks:\n" + "\n".join(problems)
+        assert operator.returncode == 0, "SIGTERM stops the operator cleanly (graceful shutdown)"
         assert argocd_health(ready) == ("Healthy", "Serving: 1 replica(s) serving")
         health, message = argocd_health(stalled)
         assert (
