@@ -142,6 +142,11 @@ class ChartValues(ValuesModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
     priority_class_name: str = ""
+    runtime_class_name: str = ""
+    """RuntimeClass of the operator pod (a sandboxed runtime, or the dev cluster's real node)."""
+    host_aliases: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra /etc/hosts entries of the operator pod, for clusters without DNS for kubernetes.default.svc
+    (kopf's in-cluster address)."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     pod_labels: dict[str, str] = Field(default_factory=dict)
     run_as_user: int = Field(default=RUN_AS, ge=1)
