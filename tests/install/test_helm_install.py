@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import get_json
+from nimify.devcluster.cluster import free_ports, get_json
 from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
@@ -323,7 +324,12 @@ def test_namespaced_mode(
 
             kubeconfig = token_kubeconfig(cluster, scoped, tmp_path / "scoped.kubeconfig")
             uri, sha256 = stored_model(cluster, watched)
-            with OperatorRun(kubeconfig, tmp_path / "scoped.log", ("--namespace", watched)) as operator:
+            health = free_ports(1)[0]
+            liveness = f"--liveness=http://127.0.0.1:{health}/healthz"  # what the chart's probes hit
+            with OperatorRun(
+                kubeconfig, tmp_path / "scoped.log", ("--namespace", watched, liveness)
+            ) as operator:
+                assert httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=5).status_code == 200
                 apply(cluster, watched, nimservice("mlp", uri, sha256))
                 apply(cluster, other, nimservice("ignored", "s3://models/mlp.onnx", sha256))
                 cluster.kubectl(
