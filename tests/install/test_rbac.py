@@ -10,6 +10,7 @@ import pytest
 from nimify.api import NimService
 from nimify.cli.run import kopf_settings
 from nimify.controller.children import CHILD_BY_KIND, CHILD_KINDS, OPERATOR_ACCESS, Write
+from nimify.engine.location import engine_location
 from nimify.install.rbac import (
     NOT_USED_BY_THE_CHART,
     REGENERATE_COMMAND,
@@ -20,7 +21,6 @@ from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.disruption_budget import render_disruption_budget
-from nimify.render.engine import engine_location
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.service import render_service
 from nimify.render.triton_config import render_triton_config
