@@ -230,6 +230,30 @@ def test_operator_with_the_chart_rbac_serves_a_nimservice(
                 timeout=200,
             )
             ready = get_json(cluster, "nimservice/mlp", "-n", namespace)
+            owned = _children(cluster, namespace)
+            # Autoscaling off and an Ingress on: the HPA and PDB are pruned (delete), the Ingress applied.
+            apply(
+                cluster,
+                namespace,
+                nimservice("mlp", uri, sha256, expose={"ingress": {"host": "mlp.example.com"}}),
+            )
+            eventually(
+                lambda: cluster.kubectl("get", "ingress/mlp", "-n", namespace, check=False).returncode == 0
+            )
+            eventually(lambda: not get_json(cluster, "hpa,pdb", "-n", namespace)["items"], timeout=90)
+            # A child edited behind the operator's back is put back (drift), with the same rights.
+            cluster.kubectl(
+                "label", "service/mlp", "-n", namespace, "--overwrite", "app.kubernetes.io/component=edited"
+            )
+            eventually(
+                lambda: (
+                    get_json(cluster, "service/mlp", "-n", namespace)["metadata"]["labels"][
+                        "app.kubernetes.io/component"
+                    ]
+                    != "edited"
+                ),
+                timeout=90,
+            )
             # A spec the apiserver accepts but no GPU can run: Stalled, which Argo CD must show as Degraded.
             apply(
                 cluster,
@@ -258,12 +282,12 @@ def test_operator_with_the_chart_rbac_serves_a_nimservice(
             kinds = {
                 obj["kind"]
                 for obj in get_json(
-                    cluster, "deployments,services,configmaps,hpa,pdb,pvc,jobs", "-n", namespace
+                    cluster, "deployments,services,configmaps,hpa,pdb,pvc,jobs,ingress", "-n", namespace
                 )["items"]
                 if obj["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "nimify-operator"
             }
             problems = operator.permission_problems()
-        assert kinds == {
+        assert {kind for kind, _ in owned} == {
             "Deployment",
             "Service",
             "ConfigMap",
@@ -272,6 +296,7 @@ def test_operator_with_the_chart_rbac_serves_a_nimservice(
             "PersistentVolumeClaim",
             "Job",
         }
+        assert "Ingress" in kinds and "HorizontalPodAutoscaler" not in kinds
         assert problems == [], "the operator hit a permission it lacks:\n" + "\n".join(problems)
         assert operator.returncode == 0, "SIGTERM stops the operator cleanly (graceful shutdown)"
         assert argocd_health(ready) == ("Healthy", "Serving: 1 replica(s) serving")
@@ -434,7 +459,7 @@ def _children(cluster: ExistingCluster, namespace: str) -> dict[tuple[str, str],
     """(kind, name) -> uid of everything the operator created in `namespace`."""
     items = get_json(
         cluster,
-        "deployments,services,configmaps,pvc,jobs",
+        "deployments,services,configmaps,pvc,jobs,hpa,pdb",
         "-n",
         namespace,
         "-l",
