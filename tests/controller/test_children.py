@@ -12,6 +12,7 @@ from nimify.render.autoscaler import render_autoscaler
 from nimify.render.deployment import render_deployment
 from nimify.render.routes import render_http_route, render_ingress
 from nimify.render.service import render_service
+from nimify.settings import OperatorSettings
 
 CONTROLLER = Path(__file__).resolve().parents[2] / "operator" / "nimify" / "controller"
 
@@ -61,7 +62,9 @@ def test_renderers_produce_the_registered_api_versions() -> None:
         }
     )
     rendered = [
-        render_deployment(nim, ServedEngine(EngineLocation("k" * 64, "nimify-engines"), "abc")),
+        render_deployment(
+            nim, ServedEngine(EngineLocation("k" * 64, "nimify-engines"), "abc"), OperatorSettings()
+        ),
         render_service(nim),
         render_autoscaler(nim),
         render_http_route(nim),

@@ -126,6 +126,68 @@ def test_gpu_limit_only_for_tensorrt(
     assert resources["limits"]["memory"] and resources["requests"]["memory"]
 
 
+@pytest.mark.parametrize(
+    ("build_resources", "requests", "memory_limit"),
+    [
+        (None, {"cpu": "1", "memory": "4Gi"}, "16Gi"),
+        ({"cpu": 8, "memory": "24Gi", "memoryLimit": "48Gi"}, {"cpu": "8", "memory": "24Gi"}, "48Gi"),
+        # A larger request alone raises the default limit with it, never below the request.
+        ({"memory": "32Gi"}, {"cpu": "1", "memory": "32Gi"}, "32Gi"),
+        ({"memory": "2Gi"}, {"cpu": "1", "memory": "2Gi"}, "16Gi"),
+        ({"memoryLimit": "64Gi"}, {"cpu": "1", "memory": "4Gi"}, "64Gi"),
+    ],
+)
+def test_build_resources_from_the_spec_else_the_operator_defaults(
+    settings: OperatorSettings,
+    build_resources: dict[str, Any] | None,
+    requests: dict[str, str],
+    memory_limit: str,
+) -> None:
+    resources = container(job_for({"engine": {"buildResources": build_resources}}, settings))["resources"]
+    assert resources["requests"] == requests
+    assert resources["limits"]["memory"] == memory_limit
+
+
+def test_operator_default_build_resources(settings: OperatorSettings) -> None:
+    larger = settings.model_copy(
+        update={"build_cpu": "4", "build_memory": "16Gi", "build_memory_limit": "64Gi"}
+    )
+    resources = container(job_for(None, larger))["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert resources["limits"]["memory"] == "64Gi"
+
+
+def test_build_resources_stay_out_of_the_engine_cache_key(settings: OperatorSettings) -> None:
+    plain = job_for(None, settings)
+    bigger = job_for({"engine": {"buildResources": {"memory": "64Gi", "memoryLimit": "64Gi"}}}, settings)
+    assert plain["metadata"]["name"] == bigger["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("spec_account", "default_account", "expected"),
+    [(None, None, None), (None, "model-reader", "model-reader"), ("s3-reader", "model-reader", "s3-reader")],
+)
+def test_service_account_from_the_spec_else_the_operator_default(
+    settings: OperatorSettings, spec_account: str | None, default_account: str | None, expected: str | None
+) -> None:
+    configured = settings.model_copy(update={"build_service_account": default_account})
+    pod = pod_spec(job_for({"model": {"serviceAccountName": spec_account}}, configured))
+    assert pod.get("serviceAccountName") == expected
+    # Workload identity needs no Kubernetes API token; its webhooks project their own.
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_pull_secrets_operator_first_then_the_spec_each_once(settings: OperatorSettings) -> None:
+    configured = settings.model_copy(update={"image_pull_secrets": ["builder-registry", "nvcr-mirror"]})
+    assert "imagePullSecrets" not in pod_spec(job_for(None, settings))
+    pod = pod_spec(job_for({"imagePullSecrets": ["nvcr-mirror", "team-registry"]}, configured))
+    assert pod["imagePullSecrets"] == [
+        {"name": "builder-registry"},
+        {"name": "nvcr-mirror"},
+        {"name": "team-registry"},
+    ]
+
+
 def test_gpu_toleration_first_then_user_tolerations(settings: OperatorSettings) -> None:
     assert pod_spec(job_for(None, settings))["tolerations"] == [GPU_TOLERATION]
     user = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}

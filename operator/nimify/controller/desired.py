@@ -144,7 +144,7 @@ def desired_set(nim: NimService, observed: Observed, settings: OperatorSettings)
     if record is not None and config_text is not None and digest is not None:
         plan.apply(render_triton_config(nim, config_text))
         deployment = render_deployment(
-            nim, ServedEngine(location, digest, record["engine"].get("gpuProduct"))
+            nim, ServedEngine(location, digest, record["engine"].get("gpuProduct")), settings
         )
         if "replicas" not in deployment["spec"] and live_deployment and owns_replicas(live_deployment):
             plan.writes.append(HandOverReplicas(name, int(live_deployment["spec"].get("replicas", 1))))

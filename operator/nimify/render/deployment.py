@@ -18,8 +18,10 @@ from nimify.render.identity import (
     server_selector,
     triton_config_name,
 )
+from nimify.render.pod_identity import server_pod_identity
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
 from nimify.render.triton_config import CONFIG_KEY
+from nimify.settings import OperatorSettings
 
 MODEL_REPOSITORY = "/models"
 SHM_SIZE = "1Gi"  # the python backend and large tensors need more than the runtime's 64 MiB default
@@ -61,7 +63,7 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
+def render_deployment(nim: NimService, engine: ServedEngine, settings: OperatorSettings) -> dict[str, Any]:
     spec, expose = nim.spec, nim.spec.expose
     model = nim.triton_model_name
     model_dir = f"{MODEL_REPOSITORY}/{model}"
@@ -117,7 +119,7 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
             t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.placement.tolerations
         ]
     pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
+        **server_pod_identity(nim, settings),
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],

@@ -17,6 +17,7 @@ from nimify.api.spec.engine import (
     BUILDER_FLAG_PRECISIONS,
     ONNXRUNTIME_PRECISIONS,
     Backend,
+    BuildResourcesSpec,
     EngineSpec,
     GeneratedInput,
     ParityInputs,
@@ -36,6 +37,7 @@ from nimify.api.spec.fields import (
     Dimension,
     NodeLabelValue,
     Quantity,
+    quantity_value,
 )
 from nimify.api.spec.model import (
     DOT_DOT_SEGMENT,
@@ -82,6 +84,7 @@ __all__ = [
     "AutoscalingSpec",
     "Backend",
     "BatchSize",
+    "BuildResourcesSpec",
     "Dimension",
     "DynamicBatchingSpec",
     "EngineSpec",
@@ -114,4 +117,5 @@ __all__ = [
     "TolerationOperator",
     "TritonSpec",
     "WarmupSpec",
+    "quantity_value",
 ]
