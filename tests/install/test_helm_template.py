@@ -44,7 +44,7 @@ def test_lint_strict(helm: Helm) -> None:
 
 def test_chart_crd_is_the_repository_crd() -> None:
     assert (CHART / "crds" / CRD_FILENAME).read_bytes() == (REPO_ROOT / "crds" / CRD_FILENAME).read_bytes(), (
-        "charts/nimify/crds/ differs from crds/: run `nimify chart --output charts/nimify`"
+        "charts/nimify/crds/ differs from crds/: run `bash hack/generate.sh`"
     )
 
 

@@ -13,7 +13,6 @@ from nimify.controller.children import CHILD_BY_KIND, CHILD_KINDS, OPERATOR_ACCE
 from nimify.engine.location import engine_location
 from nimify.install.rbac import (
     NOT_USED_BY_THE_CHART,
-    REGENERATE_COMMAND,
     operator_grants,
     render_rbac_template,
 )
@@ -33,7 +32,7 @@ GRANTS = {(grant.group, grant.resource): grant for grant in operator_grants()}
 def test_chart_template_matches_the_generator() -> None:
     kept = (CHART / "templates" / "rbac.yaml").read_text()
     assert kept == render_rbac_template(), (
-        f"charts/nimify/templates/rbac.yaml is stale: run `{REGENERATE_COMMAND}`"
+        "charts/nimify/templates/rbac.yaml is stale: run `bash hack/generate.sh`"
     )
 
 
