@@ -16,6 +16,9 @@ fi
 bash hack/setup-venv.sh
 NIMIFY_BIN_PATH="$(bash hack/ensure-binaries.sh)"
 export NIMIFY_BIN_PATH
+# The real TensorRT bindings (no libraries, no GPU) the fake is checked against.
+NIMIFY_TENSORRT_BINDINGS="$(bash hack/ensure-tensorrt-bindings.sh)"
+export NIMIFY_TENSORRT_BINDINGS
 
 echo "== ruff"; .venv/bin/ruff check operator tests hack; .venv/bin/ruff format --check operator tests hack
 echo "== mypy"; .venv/bin/mypy

@@ -84,11 +84,6 @@ INVALID = [
         "spec.engine.precision",
         {"engine": {"backend": "onnxruntime", "precision": "fp16"}},
     ),
-    Case(
-        "onnxruntime-profiles",
-        "spec.engine.profiles",
-        {"engine": {"backend": "onnxruntime", "profiles": [_profile([1], [1], [1])]}},
-    ),
     Case("onnxruntime-tensorrt-plan", "spec.engine.backend", {**PLAN, "engine": {"backend": "onnxruntime"}}),
     Case("plan-with-precision", "spec.engine.precision", {**PLAN, "engine": {"precision": "fp16"}}),
     Case(
@@ -134,9 +129,54 @@ INVALID = [
     Case("max-batch-size-negative", "spec.engine.maxBatchSize", {"engine": {"maxBatchSize": -1}}),
     Case("parity-atol-negative", "spec.engine.parity.atol", {"engine": {"parity": {"atol": -0.1}}}),
     Case(
+        "parity-inputs-dotdot",
+        "spec.engine.parity.inputs.uri",
+        {"engine": {"parity": {"inputs": {"uri": "https://host.example.com/a/../b/samples.npz"}}}},
+    ),
+    Case(
+        "parity-inputs-not-a-uri",
+        "spec.engine.parity.inputs.uri",
+        {"engine": {"parity": {"inputs": {"uri": "ftp://host/samples.npz"}}}},
+    ),
+    Case(
+        "parity-inputs-bad-digest",
+        "spec.engine.parity.inputs.sha256",
+        {"engine": {"parity": {"inputs": {"uri": "s3://models/s.npz", "sha256": "abc"}}}},
+    ),
+    Case(
+        "parity-generated-empty",
+        "spec.engine.parity.generated[0]",
+        {"engine": {"parity": {"generated": [{"input": "x"}]}}},
+    ),
+    Case(
+        "parity-generated-duplicate",
+        "spec.engine.parity.generated",
+        {"engine": {"parity": {"generated": [{"input": "x", "value": 1}, {"input": "x", "shape": [1]}]}}},
+    ),
+    Case(
+        "parity-generated-zero-dimension",
+        "spec.engine.parity.generated[0].shape[0]",
+        {"engine": {"parity": {"generated": [{"input": "x", "shape": [0]}]}}},
+    ),
+    Case(
         "build-timeout-too-short", "spec.engine.buildTimeoutSeconds", {"engine": {"buildTimeoutSeconds": 5}}
     ),
     Case("workspace-not-a-quantity", "spec.engine.workspace", {"engine": {"workspace": "lots"}}),
+    Case(
+        "build-memory-limit-below-request",
+        "spec.engine.buildResources.memoryLimit",
+        {"engine": {"buildResources": {"memory": "32Gi", "memoryLimit": "16Gi"}}},
+    ),
+    Case(
+        "build-cpu-not-a-quantity",
+        "spec.engine.buildResources.cpu",
+        {"engine": {"buildResources": {"cpu": "four"}}},
+    ),
+    Case(
+        "build-service-account-upper-case",
+        "spec.model.serviceAccountName",
+        {"model": {"serviceAccountName": "Model-Reader"}},
+    ),
     # triton
     Case("image-without-tag", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver"}}),
     Case("image-latest", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver:latest"}}),
@@ -177,6 +217,11 @@ INVALID = [
         "response-cache-too-small",
         "spec.triton.responseCache.sizeBytes",
         {"triton": {"responseCache": {"sizeBytes": 10}}},
+    ),
+    Case(
+        "triton-service-account-with-slash",
+        "spec.triton.serviceAccountName",
+        {"triton": {"serviceAccountName": "kube-system/default"}},
     ),
     # resources and placement
     Case("tensorrt-without-gpu", "spec.resources.gpus", {"resources": {"gpus": 0}}),
@@ -283,6 +328,8 @@ INVALID = [
         {"storage": {"existingClaim": "models", "storageClassName": "fast"}},
     ),
     Case("paused-not-boolean", "spec.paused", {"paused": "yes"}),
+    Case("pull-secret-upper-case", "spec.imagePullSecrets", {"imagePullSecrets": ["Mirror"]}),
+    Case("pull-secret-twice", "spec.imagePullSecrets", {"imagePullSecrets": ["mirror", "mirror"]}),
     Case("unknown-field", "spec.modelUri", {"modelUri": "s3://models/resnet/model.onnx"}),
     Case("unknown-nested-field", "spec.engine.fp16", {"engine": {"fp16": True}}),
     Case("name-starts-with-digit", "metadata.name", name="7b-model"),
@@ -303,7 +350,37 @@ VALID = [
     Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),
     Case("tensorrt11-auto", "", {"engine": {"precision": "auto"}, "triton": {"image": TRT11_IMAGE}}),
     Case("tensorrt11-plan", "", {**PLAN, "triton": {"image": TRT11_IMAGE}}),
+    # TensorRT-LLM images of 26.06 still ship TensorRT 10: the builder flags stay allowed.
+    Case(
+        "trtllm-26.06-fp16",
+        "",
+        {
+            "engine": {"precision": "fp16"},
+            "triton": {"image": "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3"},
+        },
+    ),
     Case("onnxruntime-cpu", "", {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}),
+    Case(
+        "onnxruntime-profiles-size-parity-inputs",
+        "",
+        {"engine": {"backend": "onnxruntime", "profiles": [_profile([1, 400], [4, 16000], [8, 48000])]}},
+    ),
+    Case(
+        "parity-inputs-and-generated",
+        "",
+        {
+            "engine": {
+                "backend": "onnxruntime",
+                "parity": {
+                    "inputs": {"uri": "hf://org/speech@v2/parity/samples.npz", "sha256": "b" * 64},
+                    "generated": [
+                        {"input": "sample_rate", "shape": [], "value": 16000},
+                        {"input": "audio", "shape": [1, 16000]},
+                    ],
+                },
+            }
+        },
+    ),
     Case(
         "image-with-digest",
         "",
@@ -349,6 +426,26 @@ VALID = [
     ),
     Case("storage-existing-claim", "", {"storage": {"existingClaim": "models"}}),
     Case("storage-quantity-as-integer", "", {"storage": {"size": 1073741824}}),
+    Case(
+        "build-memory-limit-equal-in-other-units",
+        "",
+        {"engine": {"buildResources": {"memory": "16Gi", "memoryLimit": "16384Mi"}}},
+    ),
+    Case(
+        "build-memory-limit-as-integer",
+        "",
+        {"engine": {"buildResources": {"cpu": 8, "memory": "64G", "memoryLimit": 68719476736}}},
+    ),
+    Case("build-memory-without-limit", "", {"engine": {"buildResources": {"memory": "64Gi"}}}),
+    Case(
+        "identities-and-pull-secrets",
+        "",
+        {
+            "model": {"uri": "s3://models-prod/resnet/model.onnx", "serviceAccountName": "model-reader"},
+            "triton": {"serviceAccountName": "triton"},
+            "imagePullSecrets": ["nvcr-mirror", "registry.internal"],
+        },
+    ),
 ]
 
 # A status with every field set, as the operator would write it.
@@ -378,7 +475,14 @@ FULL_STATUS: dict[str, Any] = {
         "buildSeconds": 81.5,
         "cacheHit": False,
     },
-    "parity": {"maxAbsError": 0.0004, "maxRelError": 0.002, "samples": 8, "passed": True},
+    "parity": {
+        "check": "tensorrtEngine",
+        "inputs": "generated",
+        "maxAbsError": 0.0004,
+        "maxRelError": 0.002,
+        "samples": 8,
+        "passed": True,
+    },
     "endpoints": {
         "http": "http://resnet.default.svc:8000",
         "grpc": "resnet.default.svc:8001",

@@ -99,3 +99,17 @@ def test_nimservice_errors_reports_shape_before_semantics() -> None:
         "spec": {"model": {"uri": "s3://bucket/m/model.onnx"}, "triton": {"image": "reg/triton:custom"}},
     }
     assert paths(nimservice_errors(document)) == ["spec.triton.image"]
+
+
+def test_tensorrt_llm_images_keep_tensorrt_10() -> None:
+    # 26.06-trtllm-python-py3 ships TensorRT 10.14, so the builder flags still exist there.
+    trtllm = spec(
+        engine={"precision": "fp16"}, triton={"image": "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3"}
+    )
+    assert semantic_errors(trtllm) == []
+
+
+def test_unmappable_image_variants_are_refused() -> None:
+    found = semantic_errors(spec(triton={"image": "nvcr.io/nvidia/tritonserver:26.08-trtllm-python-py3"}))
+    assert paths(found) == ["spec.triton.image"]
+    assert "TensorRT-LLM" in found[0].message and "26.08" in found[0].message

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from nimify.model.digest import file_sha256
-from nimify.model.samples import write_sample
+from nimify.model.samples import build_spectrogram, write_model, write_sample
 from tests.cli.conftest import Cli
 
 
@@ -131,3 +132,54 @@ def test_plan_with_a_signature_file(tmp_path: Path, cli: Cli) -> None:
     line = json.loads(result.stdout)
     assert line["signature"] == signature and line["parity"] is None
     assert (tmp_path / "r" / "engine" / "1" / "model.plan").read_bytes() == plan.read_bytes()
+
+
+def test_parity_options_for_a_model_random_data_does_not_fit(tmp_path: Path, cli: Cli) -> None:
+    model = write_model(build_spectrogram(), tmp_path / "spectrogram.onnx")
+    base = ["convert", str(model), "--backend", "onnxruntime", "--repository", str(tmp_path / "repo"), "-q"]
+    result = cli(*base)
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["reason"] == "ParityInputsRequired"
+    assert "error: ParityInputsRequired: could not generate valid inputs" in result.stderr
+
+    result = cli(*base, "--parity-shape", "audio=2x1600", "--samples", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parity"] == {
+        "check": "servedConfig",
+        "inputs": "generated",
+        "maxAbsError": 0.0,
+        "maxRelError": 0.0,
+        "samples": 2,
+        "passed": True,
+    }
+
+    samples = tmp_path / "speech.npz"
+    np.savez(samples, audio=np.sin(np.arange(3200, dtype=np.float32) / 7).reshape(1, 3200))
+    result = cli(*base, "--parity-inputs", str(samples), "--parity-inputs-sha256", file_sha256(samples))
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert line["parity"]["inputs"] == "file" and line["parity"]["samples"] == 1
+
+    result = cli(*base, "--parity-value", "audio=loud")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["reason"] == "InvalidArgument"
+
+
+def test_parity_inputs_from_the_spec(tmp_path: Path, cli: Cli) -> None:
+    model = write_model(build_spectrogram(), tmp_path / "claims" / "audio" / "spectrogram.onnx")
+    samples = tmp_path / "claims" / "audio" / "speech.npz"
+    np.savez(samples, audio=np.ones((2, 1600), np.float32))
+    spec = {
+        "model": {"uri": "pvc://audio/spectrogram.onnx", "sha256": file_sha256(model)},
+        "engine": {
+            "backend": "onnxruntime",
+            "parity": {"inputs": {"uri": "pvc://audio/speech.npz", "sha256": file_sha256(samples)}},
+        },
+        "resources": {"gpus": 0},
+    }
+    result = cli(
+        "convert", "--repository", str(tmp_path / "repo"), "--pvc-root", str(tmp_path / "claims"), "-q",
+        env={"NIMIFY_SPEC": json.dumps(spec)},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parity"]["inputs"] == "file"

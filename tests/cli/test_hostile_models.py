@@ -172,9 +172,8 @@ CASES: list[tuple[str, Builder, str, str]] = [
     ("huge-input-dims", huge_input_dims, "DeclaredSizeAbsurd", "input 'input'"),
     ("huge-initializer", huge_initializer, "DeclaredSizeAbsurd", "tensor 'w1'"),
     ("short-initializer", short_initializer, "TensorDataMismatch", "tensor 'b1'"),
-    ("custom-operator", custom_operator, "UnsupportedOperator", "com.evil::Frobnicate"),
-    ("future-opset", future_opset, "OpsetUnsupported", "opset 99"),
-    ("wrong-output-shape", wrong_output_shape, "ShapeInferenceFailed", "model.onnx"),
+    ("custom-operator", custom_operator, "OnnxRuntimeLoadFailed", "Frobnicate"),
+    ("future-opset", future_opset, "OnnxRuntimeLoadFailed", "99"),
     ("sequence-input", sequence_input, "UnsupportedTensorType", "input 'items'"),
     ("complex-tensors", complex_output, "UnsupportedDataType", "COMPLEX64"),
     ("directory", directory, "ModelIsDirectory", "model.onnx"),
@@ -238,3 +237,17 @@ def test_malformed_digest(tmp_path: Path, cli: Cli) -> None:
 def test_an_intact_model_passes(tmp_path: Path, cli: Cli) -> None:
     result = cli("inspect", str(write_sample("mlp", tmp_path)))
     assert result.exit_code == 0, result.output
+
+
+def test_a_declared_output_shape_the_graph_does_not_compute(tmp_path: Path, cli: Cli) -> None:
+    # ONNX Runtime loads it (so inspect only warns), but Triton would be told the wrong dims: convert refuses.
+    path = wrong_output_shape(tmp_path)
+    inspected = cli("inspect", str(path))
+    assert inspected.exit_code == 0 and "warning: ONNX shape inference disagrees" in inspected.stderr
+    converted = cli(
+        "convert", str(path), "--backend", "onnxruntime", "--repository", str(tmp_path / "r"), "-q"
+    )
+    assert converted.exit_code == 1
+    error = json.loads(converted.stdout)["error"]
+    assert error["reason"] == "ServingConfigMismatch" and "'logits'" in error["message"]
+    assert not (tmp_path / "r").exists()

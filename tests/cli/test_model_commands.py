@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from onnx import TensorProto, helper
 
 from nimify.api import NimService
 from nimify.model.digest import file_sha256
-from nimify.model.samples import SAMPLES, write_sample
+from nimify.model.samples import SAMPLES, build_mlp, build_spectrogram, write_model, write_sample
 from tests.cli.conftest import Cli
 
 BATCHED = {"mlp": True, "cnn": True, "int_bool": True, "multi_output": True, "recurrent": False}
@@ -154,3 +155,67 @@ def test_openapi(tmp_path: Path, cli: Cli) -> None:
     }
     as_yaml = cli("openapi", str(tmp_path / "multi_output.onnx"), "--yaml")
     assert yaml.safe_load(as_yaml.stdout)["info"]["title"].startswith("multi_output")
+
+
+def test_create_with_parity_options(tmp_path: Path, cli: Cli) -> None:
+    path = write_model(build_spectrogram(), tmp_path / "spectrogram.onnx")
+    args = ["create", str(path), "--name", "speech", "--uri", "https://models.example.com/s.onnx"]
+    args += ["--backend", "onnxruntime", "--gpus", "0", "--profile", "audio=1x1600:4x16000:8x48000"]
+    result = cli(
+        *args,
+        "--samples", "3",
+        "--parity-inputs", "s3://models/speech/parity.npz",
+        "--parity-inputs-sha256", "c" * 64,
+        "--parity-shape", "audio=1x16000",
+        "--parity-value", "audio=0.5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    engine = yaml.safe_load(result.stdout)["spec"]["engine"]
+    assert engine["profiles"][0]["max"] == [8, 48000]
+    assert engine["parity"] == {
+        "samples": 3,
+        "inputs": {"uri": "s3://models/speech/parity.npz", "sha256": "c" * 64},
+        "generated": [{"input": "audio", "shape": [1, 16000], "value": 0.5}],
+    }
+    unknown = cli(*args, "--parity-value", "rate=16000")
+    assert unknown.exit_code == 1
+    assert (
+        "error: InvalidParityInputs: engine.parity.generated names inputs the model lacks: rate"
+        in unknown.stderr
+    )
+    wrong_rank = cli(*args, "--parity-shape", "audio=16000")
+    assert wrong_rank.exit_code == 1 and "has rank 1, input 'audio' has rank 2" in wrong_rank.stderr
+    local = cli(*args, "--parity-inputs", str(tmp_path / "parity.npz"))
+    assert local.exit_code == 1 and "spec.engine.parity.inputs.uri" in local.stderr
+
+
+def test_inspect_prints_what_it_could_not_settle(tmp_path: Path, cli: Cli) -> None:
+    model = build_mlp()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
+    path = write_model(model, tmp_path / "wrong.onnx")
+    result = cli("inspect", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: ONNX shape inference disagrees with the model:")
+    assert "shape inference" in json.loads(cli("inspect", str(path), "--json").stdout)["warnings"][0]
+
+
+def test_inspect_names_what_onnx_runtime_refuses(tmp_path: Path, cli: Cli) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g", [x], [x])
+    graph.output[0].name = "y"
+    path = write_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)]), tmp_path / "a.onnx"
+    )
+    result = cli("inspect", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: OnnxRuntimeLoadFailed: ONNX Runtime cannot load a.onnx: ")
+    assert "Could not find an implementation for Add(6)" in result.stderr
+
+
+def test_openapi_validates_like_inspect(tmp_path: Path, cli: Cli) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"PK\x03\x04" + b"\0" * 60)
+    result = cli("openapi", str(broken))
+    assert result.exit_code == 1 and result.stderr.startswith("error: NotOnnx:")
+    missing = cli("openapi", str(tmp_path / "nowhere.onnx"))
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: ModelNotFound:")

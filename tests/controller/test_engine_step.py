@@ -10,11 +10,11 @@ import pytest
 from nimify.api import NimService, NimServiceStatus
 from nimify.controller.engine_step import engine_outcome, is_engine_ready, termination_result
 from nimify.controller.observed import Observed
+from nimify.engine.location import EngineLocation, engine_location
 from nimify.engine.parity import ParityReport
 from nimify.engine.result import ConversionResult
 from nimify.model.errors import ModelError
 from nimify.model.signature import Signature, TensorInfo
-from nimify.render.engine import EngineLocation, engine_location
 from nimify.render.identity import build_job_name
 from nimify.settings import OperatorSettings
 from tests.render.conftest import NAMESPACE, nimservice
@@ -22,7 +22,7 @@ from tests.render.conftest import NAMESPACE, nimservice
 SETTINGS = OperatorSettings(engine_cache_claim="nimify-engines")
 NIM = nimservice()
 LOCATION = engine_location(NIM, SETTINGS)
-JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key)
+JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key, LOCATION.conversion_key)
 LOCATION_TEXT = f"{LOCATION.claim}/{LOCATION.repository}"
 SIGNATURE = {
     "inputs": [{"name": "images", "dtype": "FLOAT", "shape": [-1, 3, 224, 224]}],
@@ -292,7 +292,8 @@ def test_deadline_wins_over_a_partial_result() -> None:
         ("FetchFailed", "ModelFetchFailed"),
         ("FetchUnauthorized", "ModelFetchFailed"),
         ("ParityFailed", "ParityFailed"),
-        ("OnnxCheckFailed", "OnnxCheckFailed"),
+        ("ParityInputsRequired", "ParityInputsRequired"),
+        ("OnnxRuntimeLoadFailed", "OnnxRuntimeLoadFailed"),
         ("", "EngineBuildFailed"),
     ],
 )
@@ -403,6 +404,10 @@ def test_real_ok_result_makes_the_engine_ready() -> None:
         (ModelError("DigestMismatch", "sha256 differs"), "ChecksumMismatch"),
         (ModelError("ModelNotFound", "s3://models-prod/vision/resnet50.onnx: not found"), "ModelNotFound"),
         (ModelError("ParityFailed", "logits: max abs error 0.5"), "ParityFailed"),
+        (
+            ModelError("ParityInputsRequired", "could not generate valid inputs: give parity inputs"),
+            "ParityInputsRequired",
+        ),
     ],
 )
 def test_real_error_result_fails_with_its_reason(error: ModelError, condition_reason: str) -> None:

@@ -31,6 +31,7 @@ from nimify.devcluster.build_runner import create_local_claim
 from nimify.devcluster.cluster import SERVICE_IP, free_ports, get_json
 from nimify.devcluster.real_node import RealNodeInfo, operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
+from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.render.identity import COMPONENT_SERVER
@@ -423,32 +424,11 @@ def test_an_oom_killed_replica_shows_in_status_and_recovers_with_more_memory(
 
 
 def operator_rbac(name: str, namespace: str) -> list[dict[str, Any]]:
-    """Least privilege for `nimify run`: its CRD, the children it manages, pods to read, events to post."""
-    crud = ["get", "list", "watch", "create", "update", "patch", "delete"]
+    """The operator's least-privilege RBAC (generated from the code, as the Helm chart's), bound to a
+    ServiceAccount of its own."""
     rules = [
-        {
-            "apiGroups": ["nimify.dev"],
-            "resources": ["nimservices"],
-            "verbs": ["get", "list", "watch", "patch", "update"],
-        },
-        {
-            "apiGroups": ["nimify.dev"],
-            "resources": ["nimservices/status"],
-            "verbs": ["get", "patch", "update"],
-        },
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": crud},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": crud},
-        {"apiGroups": [""], "resources": ["services", "configmaps", "persistentvolumeclaims"], "verbs": crud},
-        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": crud},
-        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": crud},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        {
-            "apiGroups": ["apiextensions.k8s.io"],
-            "resources": ["customresourcedefinitions"],
-            "verbs": ["get", "list", "watch"],
-        },
+        {"apiGroups": [grant.group], "resources": [grant.resource], "verbs": list(grant.verbs)}
+        for grant in operator_grants()
     ]
     return [
         {

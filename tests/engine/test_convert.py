@@ -67,7 +67,14 @@ def test_result_line_carries_the_contract_fields(tmp_path: Path) -> None:
     }
     engine = {"cacheKey": data["cacheKey"], "buildSeconds": 0.0, "cacheHit": False, "maxBatchSize": 8}
     assert data["engine"] == engine
-    assert data["parity"] == {"maxAbsError": 0.0, "maxRelError": 0.0, "samples": 8, "passed": True}
+    assert data["parity"] == {
+        "check": "servedConfig",
+        "inputs": "generated",
+        "maxAbsError": 0.0,
+        "maxRelError": 0.0,
+        "samples": 8,
+        "passed": True,
+    }
     assert data["maxBatchSize"] == 8 and data["batching"]["batched"] is True
     assert set(data["seconds"]) == {"fetch", "validate", "build", "parity", "publish"}
 
@@ -136,7 +143,8 @@ class TestTensorRT:
     def run(self, tmp_path: Path, trt: FakeTensorRT, **changes: object) -> ConversionResult:
         model = changes.pop("model", None) or write_sample("mlp", tmp_path / "in")
         assert isinstance(model, Path)
-        cudart = FakeCudaRuntime()
+        cudart = changes.pop("cudart", None) or FakeCudaRuntime()
+        assert isinstance(cudart, FakeCudaRuntime)
         options: dict[str, object] = {
             "trt": trt,
             "cudart": cudart,
@@ -218,6 +226,44 @@ class TestTensorRT:
         assert result.ok, result.error
         assert result.parity is None and result.build_seconds == 0.0
         assert (tmp_path / "repository" / "model" / "1" / "model.plan").read_bytes() == b"ftrt-prebuilt"
+
+    def test_timing_cache_per_tensorrt_version_and_gpu_product(self, tmp_path: Path) -> None:
+        model = write_sample("mlp", tmp_path / "in")
+        cache = tmp_path / "cache"
+        for index, (version, product) in enumerate(
+            [
+                ("10.13.3.9", "NVIDIA-H100-80GB-HBM3"),
+                ("10.16.1.11", "NVIDIA-H100-80GB-HBM3"),
+                ("10.16.1.11", "NVIDIA-L4"),
+            ]
+        ):
+            result = self.run(
+                tmp_path / str(index),
+                FakeTensorRT(version),
+                model=model,
+                cache_dir=cache,
+                gpu_product=product,
+            )
+            assert result.ok, result.error
+        files = sorted(str(p.relative_to(cache)) for p in (cache / "timing-caches").rglob("*.cache"))
+        assert files == [
+            "timing-caches/tensorrt-10.13.3.9/NVIDIA-H100-80GB-HBM3.cache",
+            "timing-caches/tensorrt-10.16.1.11/NVIDIA-H100-80GB-HBM3.cache",
+            "timing-caches/tensorrt-10.16.1.11/NVIDIA-L4.cache",
+        ]
+
+    def test_exceptions_of_the_bindings_become_the_result(self, tmp_path: Path) -> None:
+        """A node whose driver TensorRT cannot use: the bindings raise TypeError; the Job still reports."""
+        result = self.run(tmp_path, FakeTensorRT(usable_gpu=False))
+        assert result.error is not None and result.error.reason == "TensorRTError"
+        assert "nullptr" in result.error.message
+        assert result.signature is not None and result.tensorrt_version == "10.16.1.11"
+        assert json.loads(result.json_line())["error"]["reason"] == "TensorRTError"
+
+    def test_cuda_bindings_newer_than_the_driver(self, tmp_path: Path) -> None:
+        result = self.run(tmp_path, FakeTensorRT(), cudart=FakeCudaRuntime(runtime=13000, driver=12080))
+        assert result.error is not None and result.error.reason == "CudaDriverTooOld"
+        assert not (tmp_path / "repository").exists()
 
     def test_without_tensorrt(self, tmp_path: Path) -> None:
         model = write_sample("mlp", tmp_path / "in")

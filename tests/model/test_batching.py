@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nimify.model.batching import decide_batching
+from nimify.model.batching import assume_batching, decide_batching
 from nimify.model.signature import Dim, Signature, TensorInfo
 
 
@@ -38,3 +38,26 @@ def test_decide_batching(
     assert decision.batched is batched
     assert reason in decision.reason
     assert (decision.batch_dim is not None) is batched
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "assumable"),
+    [
+        ([(None, 4)], [(None,), (None, 3)], True),  # skl2onnx: no dim is ever named
+        ([("N", 4)], [(None, 3)], True),  # a name on one side only ties nothing apart
+        ([("N", 4)], [("M", 3), (None,)], False),  # two names: two different dims
+        ([(None, 4), ()], [(None,)], False),  # a scalar has no batch dimension
+        ([(None, 4)], [(2, None)], False),
+    ],
+)
+def test_batching_may_be_assumed_only_where_nothing_rules_it_out(
+    inputs: list[tuple[Dim, ...]], outputs: list[tuple[Dim, ...]], assumable: bool
+) -> None:
+    decision = decide_batching(signature(inputs, outputs))
+    assert not decision.batched and decision.assumable is assumable
+    assumed = assume_batching(decision, 4)
+    assert assumed.batched is assumable and assumed.assumed is assumable
+    if assumable:
+        assert "assumed because engine.maxBatchSize is 4" in assumed.reason
+        assert assumed.to_json()["assumed"] is True
+    assert assume_batching(decision, 0) == decision

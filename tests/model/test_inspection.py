@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from nimify.model.inspection import inspect_model
-from nimify.model.samples import SAMPLES, write_sample
+from nimify.model.samples import SAMPLES, build_mlp, write_model, write_sample
 from nimify.model.signature import Signature, TensorInfo
+from nimify.model.validation import validate_model
 
 EXPECTED = {
     "mlp": (
@@ -94,3 +97,61 @@ def test_samples_are_deterministic(tmp_path: Path) -> None:
     first = write_sample("mlp", tmp_path / "a").read_bytes()
     second = write_sample("mlp", tmp_path / "b").read_bytes()
     assert first == second
+
+
+def _write(tmp_path: Path, nodes: list, inputs: list, outputs: list, name: str = "m.onnx") -> Path:
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return write_model(model, tmp_path / name)
+
+
+def test_negative_dim_value_is_a_dynamic_dim(tmp_path: Path) -> None:
+    # PaddlePaddle writes -1 for "any size"; onnx.checker and ONNX Runtime read it as dynamic, and so do we.
+    path = _write(
+        tmp_path,
+        [helper.make_node("Relu", ["scope/x.tmp_0"], ["scope/y.tmp_0"])],
+        [helper.make_tensor_value_info("scope/x.tmp_0", TensorProto.FLOAT, [-1, 3])],
+        [helper.make_tensor_value_info("scope/y.tmp_0", TensorProto.FLOAT, [-1, 3])],
+    )
+    report = validate_model(path)
+    assert report.signature.inputs[0].dims == (None, 3)
+    assert report.signature.inputs[0].shape == [-1, 3]
+    assert not report.batching.batched and "unnamed dynamic first dimension" in report.batching.reason
+
+
+def test_placeholder_names_of_shape_inference_are_not_the_models(tmp_path: Path) -> None:
+    # The output is unshaped; shape inference gives it a rank and invents `unk__N` for what it cannot tie.
+    reshaped = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    shape = helper.make_tensor_value_info("shape", TensorProto.INT64, [2])
+    path = _write(
+        tmp_path,
+        [reshaped],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]), shape],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    invented = [d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim]
+    assert all(name.startswith("unk__") for name in invented)  # what onnx does, and what we must not show
+    report = inspect_model(path)
+    assert report.signature.outputs[0].dims == (None, None)
+    assert report.signature.outputs[0].describe_dims() == "[?, ?]"
+    assert "dimNames" not in report.to_json()["signature"]["outputs"][0]
+
+
+def test_names_flowing_from_inputs_are_kept(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    report = inspect_model(path)
+    assert report.signature.outputs[0].dims == ("batch", 6)
+    assert report.batching.batched
+
+
+def test_warnings_travel_in_the_json(tmp_path: Path) -> None:
+    model = build_mlp()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
+    data = validate_model(write_model(model, tmp_path / "wrong.onnx")).to_json()
+    assert len(data["warnings"]) == 1 and "shape inference" in data["warnings"][0]

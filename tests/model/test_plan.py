@@ -51,7 +51,14 @@ def fake_tensorrt(tensors: list[tuple[str, str, tuple[int, ...], bool]], *, read
             pass
 
         def deserialize_cuda_engine(self, plan: bytes) -> Engine | None:
+            # Like TensorRT: a plan with plugin layers does not deserialize before the plugins are registered.
+            if not trt.plugins_initialized:
+                return None
             return Engine() if readable else None
+
+    def init_libnvinfer_plugins(logger: object, namespace: str) -> bool:
+        trt.plugins_initialized = True
+        return True
 
     class Logger:
         ERROR = 1
@@ -60,6 +67,8 @@ def fake_tensorrt(tensors: list[tuple[str, str, tuple[int, ...], bool]], *, read
             pass
 
     trt.DataType, trt.TensorIOMode, trt.Runtime, trt.Logger = DataType, TensorIOMode, Runtime, Logger
+    trt.plugins_initialized = False
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
     return trt
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from nimify.api.crd import PRINTER_COLUMNS, REGENERATE_COMMAND, SCALE_SUBRESOURCE, nimservice_schema
 from nimify.api.nimservice import API_VERSION, CATEGORIES, CRD_NAME, KIND, SHORT_NAMES
-from nimify.api.releases import TENSORRT_MAJOR_SINCE, release_label
+from nimify.api.releases import TENSORRT_MAJOR_SINCE, TRTLLM_TENSORRT, TRTLLM_VARIANT, release_label
 
 
 def render_reference() -> str:
@@ -32,6 +32,16 @@ def _overview() -> list[str]:
     ]
     releases = [
         f"| {release_label(since)} | {major} |" for since, major in TENSORRT_MAJOR_SINCE if major >= 10
+    ]
+    trtllm: list[tuple[str, str, str]] = []  # first release, last release, TensorRT version
+    for release, version in sorted(TRTLLM_TENSORRT.items()):
+        if trtllm and trtllm[-1][2] == version:
+            trtllm[-1] = (trtllm[-1][0], release_label(release), version)
+        else:
+            trtllm.append((release_label(release), release_label(release), version))
+    trtllm_rows = [
+        f"| {first if first == last else f'{first} to {last}'} | {version} |"
+        for first, last, version in trtllm
     ]
     return [
         f"CustomResourceDefinition `{CRD_NAME}`, namespaced. Short name {_code_list(SHORT_NAMES)}, category"
@@ -61,6 +71,14 @@ def _overview() -> list[str]:
         "| Triton release from | TensorRT |",
         "|---|---|",
         *releases,
+        "",
+        f"The TensorRT-LLM images (`YY.MM-{TRTLLM_VARIANT}`) ship the TensorRT of their TensorRT-LLM release"
+        " instead, which lags behind; a release outside this table, or another image variant than `py3`,"
+        f" `py3-min` and `{TRTLLM_VARIANT}`, is refused for the tensorrt backend (its TensorRT is unknown).",
+        "",
+        "| TensorRT-LLM image release | TensorRT |",
+        "|---|---|",
+        *trtllm_rows,
         "",
     ]
 

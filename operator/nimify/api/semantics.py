@@ -14,11 +14,10 @@ from pydantic import ValidationError
 
 from nimify.api.nimservice import NimService
 from nimify.api.releases import (
-    FIRST_STRONGLY_TYPED_RELEASE,
     FIRST_SUPPORTED_RELEASE,
+    ImageTensorRT,
     release_label,
-    tensorrt_major,
-    triton_release,
+    resolve_tensorrt,
 )
 from nimify.api.spec import BUILDER_FLAG_PRECISIONS, Backend, ModelFormat, NimServiceSpec, Precision
 from nimify.api.validation import FieldError, field_errors
@@ -56,30 +55,23 @@ def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
     engine, image = spec.engine, spec.triton.image
     builds_engine = engine.backend == Backend.TENSORRT and spec.model.resolved_format == ModelFormat.ONNX
     if builds_engine:
-        release = triton_release(image)
-        if release is None:
+        tensorrt = resolve_tensorrt(image)
+        if not isinstance(tensorrt, ImageTensorRT):
+            errors.append(FieldError("spec.triton.image", tensorrt.reason))
+        elif tensorrt.major < 10:
             errors.append(
                 FieldError(
                     "spec.triton.image",
-                    f"the tag of {image} does not start with a Triton release (YY.MM, e.g. 25.10-py3), so the"
-                    " TensorRT version that builds the engine is unknown",
+                    f"{image} ships TensorRT {tensorrt.version or tensorrt.major}; nimify builds engines with"
+                    f" TensorRT 10 or later (Triton {release_label(FIRST_SUPPORTED_RELEASE)} and later)",
                 )
             )
-        elif release < FIRST_SUPPORTED_RELEASE:
-            errors.append(
-                FieldError(
-                    "spec.triton.image",
-                    f"Triton {release_label(release)} ships TensorRT {tensorrt_major(image) or 'before 8'};"
-                    " nimify builds engines with TensorRT 10 or later (Triton"
-                    f" {release_label(FIRST_SUPPORTED_RELEASE)} and later)",
-                )
-            )
-        elif release >= FIRST_STRONGLY_TYPED_RELEASE and engine.precision in BUILDER_FLAG_PRECISIONS:
+        elif tensorrt.strongly_typed and engine.precision in BUILDER_FLAG_PRECISIONS:
             errors.append(
                 FieldError(
                     "spec.engine.precision",
                     f"{engine.precision} is a TensorRT 10 builder flag, but {image} ships TensorRT"
-                    f" {tensorrt_major(image)}, which builds strongly typed networks only: put the precision"
+                    f" {tensorrt.major}, which builds strongly typed networks only: put the precision"
                     " into the ONNX graph (ModelOpt AutoCast, Q/DQ nodes) and use precision auto",
                 )
             )

@@ -29,7 +29,7 @@ class Condition(StatusModel):
     """One aspect of the NimService's state (the shape of metav1.Condition)."""
 
     type: str = Field(pattern=CONDITION_TYPE, max_length=316)
-    """Ready, Reconciling, Stalled, ModelValidated, EngineReady or Available."""
+    """Ready, Reconciling, Stalled, EngineReady or Available."""
 
     status: ConditionStatus
     """True, False or Unknown."""
@@ -96,7 +96,15 @@ class EngineStatus(StatusModel):
 
 
 class ParityStatus(StatusModel):
-    """How the engine compared with ONNX Runtime on the same inputs."""
+    """What the conversion Job compared before serving, on which inputs, and how closely it matched."""
+
+    check: str | None = Field(default=None, max_length=64)
+    """What ran: tensorrtEngine (the TensorRT engine against ONNX Runtime), servedConfig (the model fed as
+    its config.pbtxt makes Triton feed it, requests batched together, against each request run alone) or
+    pythonBackend (the generated model.py of Triton's python backend against ONNX Runtime)."""
+
+    inputs: str | None = Field(default=None, max_length=64)
+    """Where the inputs came from: generated, or file (engine.parity.inputs)."""
 
     max_abs_error: float | None = Field(default=None, ge=0)
     """Largest absolute difference over all outputs."""
@@ -108,7 +116,7 @@ class ParityStatus(StatusModel):
     """Input batches compared."""
 
     passed: bool | None = None
-    """Whether every element was within atol + rtol * |reference|."""
+    """Whether every element was within atol or within rtol * |reference| (Polygraphy's rule)."""
 
 
 class Endpoints(StatusModel):
@@ -122,6 +130,10 @@ class Endpoints(StatusModel):
 
     metrics: str | None = Field(default=None, max_length=2048)
     """Prometheus metrics URL."""
+
+    external: str | None = Field(default=None, max_length=253)
+    """Host name of the Ingress or HTTPRoute, once applied; its scheme and port are those of the ingress
+    controller or Gateway listener."""
 
 
 class NimServiceStatus(StatusModel):
@@ -151,7 +163,7 @@ class NimServiceStatus(StatusModel):
     """The TensorRT engine being served (tensorrt backend)."""
 
     parity: ParityStatus | None = None
-    """Engine versus ONNX Runtime comparison (tensorrt backend)."""
+    """The conversion Job's check of what it serves (every backend; see parity.check)."""
 
     endpoints: Endpoints | None = None
     """Where clients reach the model."""

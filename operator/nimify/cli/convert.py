@@ -15,6 +15,12 @@ from rich.markup import escape
 
 from nimify.cli import app
 from nimify.cli.failures import stderr
+from nimify.cli.model import (
+    ParityInputsOption,
+    ParityInputsSha256Option,
+    ParityShapeOption,
+    ParityValueOption,
+)
 from nimify.cli.progress import pipeline_progress
 from nimify.model.errors import ModelError
 
@@ -90,6 +96,14 @@ def convert_command(
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
     samples: Annotated[int | None, typer.Option("--samples", min=0, help="Parity samples (0 skips).")] = None,
+    profiles: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="INPUT=MIN:OPT:MAX shapes (1x3x224x224), repeatable."),
+    ] = None,
+    parity_inputs: ParityInputsOption = None,
+    parity_inputs_sha256: ParityInputsSha256Option = None,
+    parity_shapes: ParityShapeOption = None,
+    parity_values: ParityValueOption = None,
     termination_log: Annotated[
         Path | None,
         typer.Option(
@@ -118,7 +132,7 @@ def convert_command(
     from dataclasses import replace
 
     from nimify.api import EngineSpec, TritonSpec
-    from nimify.cli.model import load_signature
+    from nimify.cli.model import load_signature, parse_parity_generated, parse_profile
     from nimify.engine.convert import ConvertRequest, run_conversion
     from nimify.engine.fetch import FetchOptions
     from nimify.engine.result import ConversionResult
@@ -132,12 +146,14 @@ def convert_command(
         if not uri:
             raise ModelError("ModelMissing", "give a model URI or path, or a --spec with model.uri")
         engine = spec.engine if spec is not None else EngineSpec(backend="onnxruntime")
-        updates: dict[str, Any] = {}
-        if max_batch_size is not None:
-            updates["max_batch_size"] = max_batch_size
-        if samples is not None:
-            updates["parity"] = engine.parity.model_copy(update={"samples": samples})
-        engine = engine.model_copy(update=updates)
+        engine = _engine_with_options(
+            engine,
+            max_batch_size=max_batch_size,
+            samples=samples,
+            profiles=[parse_profile(text) for text in profiles or []],
+            generated=parse_parity_generated(parity_shapes, parity_values),
+        )
+        spec_inputs = engine.parity.inputs
         model_name = name or (spec.model.name if spec is not None else None) or service_name
         request = ConvertRequest(
             uri=uri,
@@ -147,6 +163,8 @@ def convert_command(
             backend=backend or engine.backend.value,
             model_format=model_format or (spec.model.format.value if spec and spec.model.format else None),
             sha256=sha256 or (spec.model.sha256 if spec is not None else None),
+            parity_inputs=parity_inputs or (spec_inputs.uri if spec_inputs else None),
+            parity_inputs_sha256=parity_inputs_sha256 or (spec_inputs.sha256 if spec_inputs else None),
             engine=engine,
             triton=spec.triton if spec is not None else TritonSpec(),
             gpus=gpus if gpus is not None else _default_gpus(spec, backend or engine.backend.value),
@@ -161,6 +179,8 @@ def convert_command(
             result = run_conversion(request, on_stage=progress.on_stage)
     except ModelError as error:
         result.error = error
+    except typer.BadParameter as error:
+        result.error = ModelError("InvalidArgument", error.format_message())
     except KeyboardInterrupt:
         result.error = ModelError("Interrupted", "stopped before the conversion finished")
     except Exception as error:  # the Job must report whatever broke, as a result line, not a traceback
@@ -180,6 +200,33 @@ def convert_command(
         stderr.print(f"[red]error:[/] {escape(result.error.reason)}: {escape(result.error.message)}")
         raise typer.Exit(1)
     stderr.print(f"wrote {escape(str(result.repository))}")
+
+
+def _engine_with_options(
+    engine: Any,
+    *,
+    max_batch_size: int | None,
+    samples: int | None,
+    profiles: list[dict[str, Any]],
+    generated: list[dict[str, Any]],
+) -> Any:
+    """The spec's engine settings with the command line's on top, validated again as a whole."""
+    from nimify.api import EngineSpec
+
+    data = engine.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if max_batch_size is not None:
+        data["maxBatchSize"] = max_batch_size
+    if samples is not None:
+        data["parity"]["samples"] = samples
+    if profiles:
+        data["profiles"] = profiles
+    if generated:
+        data["parity"]["generated"] = generated
+    try:
+        return EngineSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"engine.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ModelError("InvalidSpec", problems) from None
 
 
 def _default_gpus(spec: Any, backend: str) -> int:

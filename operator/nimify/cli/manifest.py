@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from nimify.api import EngineSpec, NimService
-from nimify.engine.profiles import derive_profiles
+from nimify.engine.profiles import checked_profiles, derive_profiles
+from nimify.engine.reference import check_generated
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.triton.model_config import resolve_max_batch_size
@@ -33,6 +35,10 @@ class ManifestOptions:
     max_queue_delay_us: int | None = None
     warmup_batch_sizes: list[int] | None = None
     response_cache: bool = False
+    parity_samples: int | None = None
+    parity_inputs: str | None = None
+    parity_inputs_sha256: str | None = None
+    parity_generated: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -41,13 +47,26 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[NimService, list[str]]:
     """The NimService, and notes worth telling the user (the batching decision, CPU placement)."""
-    notes = [f"triton batching: {'on' if report.batching.batched else 'off'} ({report.batching.reason})"]
+    notes: list[str] = []
+    parity_inputs = (
+        _drop_none({"uri": options.parity_inputs, "sha256": options.parity_inputs_sha256})
+        if options.parity_inputs
+        else None
+    )
+    parity = _drop_none(
+        {
+            "samples": options.parity_samples,
+            "inputs": parity_inputs,
+            "generated": options.parity_generated or None,
+        }
+    )
     engine = _drop_none(
         {
             "backend": options.backend,
             "precision": options.precision,
             "maxBatchSize": options.max_batch_size,
             "profiles": options.profiles or None,
+            "parity": parity or None,
         }
     )
     dynamic_batching = _drop_none(
@@ -87,8 +106,14 @@ def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[Nim
     # What the conversion Job will decide, decided now so a model that cannot be served fails here.
     engine_spec: EngineSpec = service.spec.engine
     max_batch_size = resolve_max_batch_size(engine_spec, report.batching)
+    batching = assume_batching(report.batching, max_batch_size)
+    notes.append(f"triton batching: {'on' if batching.batched else 'off'} ({batching.reason})")
     if engine_spec.backend == "tensorrt" and report.format == "onnx":
         derive_profiles(report.signature, max_batch_size, engine_spec.profiles)
+    elif report.format == "onnx":
+        checked_profiles(report.signature, max_batch_size, engine_spec.profiles)
+    if report.format == "onnx":
+        check_generated(report.signature, engine_spec.parity.generated or ())
     if service.spec.resources.gpus == 0:
         notes.append("resources.gpus is 0: onnxruntime runs on CPU")
     return service, notes

@@ -104,6 +104,12 @@ def render_report(report: ModelReport, console: Console, source: str | None = No
     console.print(tensors)
 
 
+def print_warnings(report: ModelReport) -> None:
+    """What validation could not settle, on stderr: the runtime decides these at conversion or load."""
+    for warning in report.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
 @app.command("inspect")
 def inspect_command(
     model: ModelArgument,
@@ -126,6 +132,7 @@ def inspect_command(
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
             render_report(report, stdout, model)
+            print_warnings(report)
 
 
 def _parse_shape(text: str, what: str) -> list[int]:
@@ -146,6 +153,51 @@ def parse_profile(text: str) -> dict[str, Any]:
         )
     low, best, high = (_parse_shape(part, f"profile {name}") for part in parts)
     return {"input": name, "min": low, "opt": best, "max": high}
+
+
+def parse_parity_generated(shapes: list[str] | None, values: list[str] | None) -> list[dict[str, Any]]:
+    """`--parity-shape audio=1x16000` and `--parity-value sample_rate=16000` → engine.parity.generated."""
+    entries: dict[str, dict[str, Any]] = {}
+    for text in shapes or []:
+        name, sep, shape = text.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(
+                f"parity shape {text!r}: expected INPUT=SHAPE, e.g. audio=1x16000 (or x=scalar)"
+            )
+        dims = [] if shape in ("", "scalar") else _parse_shape(shape, f"parity shape {name}")
+        entries.setdefault(name, {"input": name})["shape"] = dims
+    for text in values or []:
+        name, sep, value = text.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None:
+            raise typer.BadParameter(f"parity value {text!r}: expected INPUT=NUMBER, e.g. sample_rate=16000")
+        entries.setdefault(name, {"input": name})["value"] = number
+    return list(entries.values())
+
+
+ParityInputsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--parity-inputs",
+        help="Representative parity inputs: an .npz of arrays named after the inputs (N/INPUT: sample N).",
+    ),
+]
+ParityInputsSha256Option = Annotated[
+    str | None, typer.Option("--parity-inputs-sha256", help="Expected digest of the --parity-inputs file.")
+]
+ParityShapeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parity-shape", help="INPUT=SHAPE (1x16000, or scalar) for generated parity inputs, repeatable."
+    ),
+]
+ParityValueOption = Annotated[
+    list[str] | None,
+    typer.Option("--parity-value", help="INPUT=NUMBER: fill a generated parity input with it, repeatable."),
+]
 
 
 @app.command("create")
@@ -181,6 +233,13 @@ def create_command(
         list[int] | None, typer.Option("--warmup", help="Warm-up batch size, repeatable.")
     ] = None,
     response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache")] = False,
+    samples: Annotated[
+        int | None, typer.Option("--samples", min=0, help="Parity samples to generate (0 skips the check).")
+    ] = None,
+    parity_inputs: ParityInputsOption = None,
+    parity_inputs_sha256: ParityInputsSha256Option = None,
+    parity_shapes: ParityShapeOption = None,
+    parity_values: ParityValueOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
@@ -214,9 +273,14 @@ def create_command(
             max_queue_delay_us=max_queue_delay_us,
             warmup_batch_sizes=warmup,
             response_cache=response_cache,
+            parity_samples=samples,
+            parity_inputs=parity_inputs,
+            parity_inputs_sha256=parity_inputs_sha256,
+            parity_generated=parse_parity_generated(parity_shapes, parity_values),
         )
         with local_model(model) as path:
             report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
+        print_warnings(report)
         service, notes = build_nimservice(report, options)
         document = manifest_document(service)
         text = json.dumps(document, indent=2) + "\n" if as_json else yaml.safe_dump(document, sort_keys=False)
@@ -236,18 +300,38 @@ def openapi_command(
         str | None, typer.Option("--name", help="Triton model name (default: from the file name).")
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", help="Validate for this backend (default: tensorrt for a plan, else onnxruntime)."
+        ),
+    ] = None,
+    model_format: FormatOption = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="JSON signature for a TensorRT plan (no TensorRT here)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
     as_yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
 ) -> None:
     """Print the OpenAPI 3.1 document of the model's KServe v2 inference endpoints."""
     from nimify.api import EngineSpec
-    from nimify.model.inspection import inspect_model
+    from nimify.model.inspection import resolve_format
+    from nimify.model.onnx_file import check_model_file
+    from nimify.model.validation import validate_model
     from nimify.triton.local_repository import model_name_for
     from nimify.triton.model_config import resolve_max_batch_size
     from nimify.triton.openapi import openapi_document
 
     with reported_failures(), local_model(model, show_progress=False) as path:
-        report = inspect_model(path)
+        plan = check_model_file(path) > 0 and resolve_format(path, model_format) == "tensorrt-plan"
+        report = validate_model(
+            path,
+            backend=backend or ("tensorrt" if plan else "onnxruntime"),
+            model_format=model_format,
+            signature_hint=load_signature(signature),
+        )
+        print_warnings(report)
         batch = resolve_max_batch_size(EngineSpec(max_batch_size=max_batch_size), report.batching)
         document = openapi_document(name or model_name_for(path), report.signature, max_batch_size=batch)
         text = yaml.safe_dump(document, sort_keys=False) if as_yaml else json.dumps(document, indent=2) + "\n"

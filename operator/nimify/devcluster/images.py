@@ -126,6 +126,23 @@ def nimify_requirements() -> list[str]:
     return [text for text in requires if Requirement(text).marker is None]
 
 
+#: Nimify's extra for the builder image (pyproject.toml): TensorRT, the CUDA runtime and cuda-python's
+#: bindings, all of the image's CUDA major.
+BUILDER_EXTRA = "tensorrt-cu13"
+
+
+def builder_requirements(pinned: Path) -> list[str]:
+    """What the builder image adds: Nimify's `tensorrt-cu13` extra, plus the exact TensorRT of the Triton
+    release it builds for (images/nimify-builder/requirements.txt)."""
+    extra = [
+        str(Requirement(text)).split(";", 1)[0].strip()
+        for text in importlib.metadata.requires("nimify") or []
+        if (marker := Requirement(text).marker) is not None and marker.evaluate({"extra": BUILDER_EXTRA})
+    ]
+    lines = [line.strip() for line in pinned.read_text().splitlines()]
+    return extra + [line for line in lines if line and not line.startswith("#")]
+
+
 def lock_text(pins: dict[str, str]) -> str:
     return "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
 
@@ -285,10 +302,10 @@ class _Builder:
         name = "nimify-builder" if builder else "nimify"
         directory = self.images / name
         pins = installed_closure(nimify_requirements())
-        tensorrt = directory / "requirements.txt" if builder else None
+        tensorrt = builder_requirements(directory / "requirements.txt") if builder else None
         key = digest(directory / "Containerfile", base, lock_text(pins), source_digest(self.source))
         if tensorrt is not None:
-            key = digest(key, tensorrt)
+            key = digest(key, *tensorrt)
         suffix = f"-trt{BUILDER_TRITON_RELEASE}" if builder else ""
         ref = self.ref(name, key, suffix=suffix)
 
@@ -385,13 +402,15 @@ class _Builder:
         _link_wheels(store, context / "wheels")
         shutil.copy2(store / "requirements.txt", context / "requirements.txt")
 
-    def _tensorrt_wheels(self, context: Path, requirements: Path, pins: dict[str, str]) -> None:
+    def _tensorrt_wheels(self, context: Path, wanted: list[str], pins: dict[str, str]) -> None:
         """TensorRT's wheels and their dependencies, except what the nimify layer already installs."""
-        store = self.cache / "wheels" / f"tensorrt-{digest(requirements, lock_text(pins))[:16]}"
+        store = self.cache / "wheels" / f"tensorrt-{digest(*wanted, lock_text(pins))[:16]}"
         if not (store / ".complete").exists():
+            requirements = store / "requirements.in"
             self.log(f"collecting TensorRT's wheels ({requirements.name}; gigabytes on a cold pip cache)")
             shutil.rmtree(store, ignore_errors=True)
             store.mkdir(parents=True)
+            requirements.write_text("".join(f"{line}\n" for line in wanted))
             constraints = store / "constraints.txt"
             constraints.write_text(lock_text(pins))
             try:

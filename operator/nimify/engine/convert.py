@@ -17,20 +17,25 @@ from typing import Any
 
 from nimify.api import Backend, EngineSpec, ShapeProfile, TritonSpec
 from nimify.engine.cache_key import engine_cache_key
-from nimify.engine.fetch import FetchedModel, FetchOptions, fetch_model
+from nimify.engine.fetch import FetchedModel, FetchOptions, fetch_file, fetch_model
 from nimify.engine.gpu_product import detect_gpu_product
 from nimify.engine.parity import Arrays, ParityReport, compare_outputs
-from nimify.engine.profiles import derive_profiles
+from nimify.engine.parity_inputs import load_parity_inputs
+from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.quantity import quantity_bytes
 from nimify.engine.reference import OnnxRuntimeModel, reference_inputs
 from nimify.engine.result import ConversionResult
-from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt
+from nimify.engine.served_check import check_config_against_model, serve_requests
+from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt, timing_cache_path
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.onnx_file import read_onnx
+from nimify.model.onnxruntime_session import open_session
 from nimify.model.plan import import_tensorrt as import_tensorrt_if_present
 from nimify.model.signature import Signature
 from nimify.model.validation import validate_model
+from nimify.triton.config_reader import read_model_config
 from nimify.triton.model_config import (
     MODEL_FILENAMES,
     platform_for_backend,
@@ -55,6 +60,9 @@ class ConvertRequest:
     )
     model_format: str | None = None
     sha256: str | None = None
+    # Representative parity inputs (an .npz): engine.parity.inputs, or a local path given to `nimify convert`.
+    parity_inputs: str | None = None
+    parity_inputs_sha256: str | None = None
     engine: EngineSpec = field(default_factory=EngineSpec)
     triton: TritonSpec = field(default_factory=TritonSpec)
     gpus: int = 1
@@ -109,8 +117,8 @@ def _convert(request: ConvertRequest, result: ConversionResult, on_stage: Stage)
             signature_hint=request.signature_hint,
         )
         result.signature = report.signature
-        result.batching = report.batching
         max_batch_size = resolve_max_batch_size(request.engine, report.batching)
+        result.batching = assume_batching(report.batching, max_batch_size)
         result.max_batch_size = max_batch_size
 
     trt = None
@@ -138,6 +146,7 @@ def _convert(request: ConvertRequest, result: ConversionResult, on_stage: Stage)
             built = _build_tensorrt(request, report, fetched, max_batch_size, result, trt)
         else:
             built = _onnx_files(fetched, report, request.backend, max_batch_size)
+            built.profiles = checked_profiles(report.signature, max_batch_size, request.engine.profiles)
             result.build_seconds, result.cache_hit = 0.0, False
 
     config = render_model_config(
@@ -155,12 +164,14 @@ def _convert(request: ConvertRequest, result: ConversionResult, on_stage: Stage)
 
     if report.format == "onnx" and request.engine.parity.samples > 0:
         with _timed(result, "parity", on_stage):
-            parity = _check_parity(request, report, fetched, assembled, max_batch_size, built.profiles, trt)
+            parity = _check_parity(
+                request, report, fetched, assembled, max_batch_size, built.profiles, trt, result
+            )
             result.parity = parity
         if not parity.passed:
             raise ModelError(
                 "ParityFailed",
-                f"{request.backend} outputs differ from ONNX Runtime beyond atol {parity.atol} "
+                f"{_PARITY_FAILURES[request.backend](max_batch_size)} beyond atol {parity.atol} "
                 f"/ rtol {parity.rtol}: " + "; ".join(parity.failures[:3]),
             )
 
@@ -205,7 +216,9 @@ def _build_tensorrt(
         workspace_bytes=quantity_bytes(request.engine.workspace, "engine.workspace")
         if request.engine.workspace
         else None,
-        timing_cache=request.cache_dir / "timing.cache" if request.cache_dir else None,
+        timing_cache=timing_cache_path(request.cache_dir, str(trt.__version__), result.gpu_product)
+        if request.cache_dir
+        else None,
     )
     build = build_engine(fetched.path, plan_path, settings, model=read_onnx(fetched.path), trt=trt)
     result.build_seconds, result.cache_hit = build.seconds, False
@@ -217,6 +230,55 @@ def _build_tensorrt(
     return _Built({"model.plan": plan_path}, profiles)
 
 
+# What each backend's parity check compares (ParityStatus.check), and how its failure reads.
+PARITY_CHECKS = {"tensorrt": "tensorrtEngine", "onnxruntime": "servedConfig", "python": "pythonBackend"}
+_PARITY_FAILURES: dict[str, Callable[[int], str]] = {
+    "tensorrt": lambda _: "TensorRT engine outputs differ from ONNX Runtime",
+    "onnxruntime": lambda batch: (
+        f"served as config.pbtxt batches requests (up to {batch} per batch), the outputs differ from each "
+        "request run alone (the model mixes the batch: set engine.maxBatchSize 0)"
+        if batch
+        else "served as config.pbtxt declares it, the outputs differ from ONNX Runtime's"
+    ),
+    "python": lambda _: "the python backend's model.py outputs differ from ONNX Runtime",
+}
+GIVE_PARITY_INPUTS = (
+    "give parity inputs: engine.parity.inputs (an .npz of representative inputs) or engine.parity.generated "
+    "(a shape or a fixed value per input); locally `nimify convert --parity-inputs FILE.npz`, "
+    "`--parity-shape INPUT=1x16000` or `--parity-value INPUT=16000`"
+)
+
+
+def _given_inputs(request: ConvertRequest, signature: Signature) -> list[Arrays]:
+    if request.parity_inputs is None:
+        return []
+    try:
+        fetched = fetch_file(
+            request.parity_inputs,
+            request.work_dir / "parity",
+            sha256=request.parity_inputs_sha256,
+            options=request.fetch,
+        )
+    except ModelError as error:
+        reason = "InvalidParityInputs" if error.reason == "ModelNotFound" else error.reason
+        raise ModelError(reason, f"engine.parity.inputs: {error.message}") from None
+    return load_parity_inputs(fetched.path, signature, f"engine.parity.inputs {fetched.source}")
+
+
+def _reference_outputs(model: OnnxRuntimeModel, feeds: Arrays, chosen: set[str]) -> Arrays:
+    try:
+        return model.run(feeds)
+    except ModelError as error:
+        generated = sorted(set(feeds) - chosen)
+        if error.reason != "OnnxRuntimeRunFailed" or not generated:
+            raise
+        raise ModelError(
+            "ParityInputsRequired",
+            f"could not generate valid inputs for the parity check ({', '.join(generated)} generated): "
+            f"{error.message}; {GIVE_PARITY_INPUTS}",
+        ) from None
+
+
 def _check_parity(
     request: ConvertRequest,
     report: ModelReport,
@@ -225,17 +287,28 @@ def _check_parity(
     max_batch_size: int,
     profiles: list[ShapeProfile],
     trt: Any,
+    result: ConversionResult,
 ) -> ParityReport:
     parity_spec = request.engine.parity
+    given = _given_inputs(request, report.signature)
+    result.parity_check = PARITY_CHECKS[request.backend]
+    result.parity_inputs = "file" if given else "generated"
     inputs = reference_inputs(
         report.signature,
         parity_spec.samples,
         max_batch_size=max_batch_size,
         profiles=profiles,
+        generated=parity_spec.generated or (),
+        given=given,
         seed=request.seed,
     )
     reference_model = OnnxRuntimeModel(fetched.path)
-    reference = [reference_model.run(feeds) for feeds in inputs]
+    # What the user chose (a file's arrays, fixed values) is not "generated", even where it fails.
+    fixed = {entry.input for entry in parity_spec.generated or () if entry.value is not None}
+    reference = [
+        _reference_outputs(reference_model, feeds, fixed | (set(given[index]) if given else set()))
+        for index, feeds in enumerate(inputs)
+    ]
     candidate = _candidate_outputs(request, report.signature, assembled, inputs, max_batch_size, trt)
     return compare_outputs(reference, candidate, atol=parity_spec.atol, rtol=parity_spec.rtol)
 
@@ -259,8 +332,10 @@ def _candidate_outputs(
         finally:
             engine.close()
     if request.backend == "onnxruntime":
-        exported = OnnxRuntimeModel(version_dir / "model.onnx")
-        return [exported.run(feeds) for feeds in inputs]
+        config = read_model_config((assembled / "config.pbtxt").read_text())
+        session = open_session(version_dir / "model.onnx")
+        check_config_against_model(config, session)
+        return serve_requests(config, session, inputs)
     python_model = LoadedPythonModel(assembled.parent, assembled.name)
     try:
         # Requests of one shape arrive together, as the dynamic batcher would hand them over, so the

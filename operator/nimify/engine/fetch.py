@@ -1,4 +1,5 @@
-"""Fetching a model (and its external data files) to local disk, with retries, progress and digest checks.
+"""Fetching a model (and its external data files, or a file that goes with it) to local disk, with retries,
+progress and digest checks.
 
 Object-store clients are optional dependencies imported only when an s3:// or gs:// model asks for them, so
 the toolkit installs without them and says which package to add when one is needed.
@@ -63,6 +64,17 @@ def fetch_model(
     if source.scheme not in ("local", "pvc") and not looks_like_plan(path):
         external = _fetch_external_data(source, path, dest_dir, options)
     return FetchedModel(path, digest, source.display, external)
+
+
+def fetch_file(
+    uri: str, dest_dir: Path, *, sha256: str | None = None, options: FetchOptions | None = None
+) -> FetchedModel:
+    """Fetch one file that is not a model (parity inputs) from the same sources, with the same checks."""
+    options = options or FetchOptions()
+    source = parse_uri(uri)
+    path = _fetch_one(source, dest_dir, source.filename, options)
+    digest = verify_sha256(path, sha256) if sha256 else file_sha256(path)
+    return FetchedModel(path, digest, source.display)
 
 
 def _fetch_external_data(

@@ -41,6 +41,23 @@ def _check_profile(tensor: TensorInfo, profile: ShapeProfile, max_batch_size: in
         )
 
 
+def checked_profiles(
+    signature: Signature, max_batch_size: int, given: Sequence[ShapeProfile] | None
+) -> list[ShapeProfile]:
+    """The given profiles, checked against the signature, none derived (onnxruntime: they only size the
+    parity inputs and warm-up, so inputs left out keep the defaults)."""
+    given = list(given or ())
+    by_name = {t.name: t for t in signature.inputs}
+    if unknown := sorted({p.input for p in given} - set(by_name)):
+        raise ModelError(
+            "ProfileMismatch", f"engine.profiles names inputs the model lacks: {', '.join(unknown)}"
+        )
+    for profile in given:
+        _check_profile(by_name[profile.input], profile, max_batch_size)
+    _check_shared_dims(signature, given)
+    return given
+
+
 def derive_profiles(
     signature: Signature, max_batch_size: int, given: Sequence[ShapeProfile] | None = None
 ) -> list[ShapeProfile]:

@@ -45,6 +45,8 @@ class ConversionResult:
     build_seconds: float | None = None
     cache_hit: bool | None = None
     parity: ParityReport | None = None
+    parity_check: str | None = None  # ParityStatus.check: what the parity stage compared
+    parity_inputs: str | None = None  # ParityStatus.inputs: generated, or file
     backend: str | None = None
     model_name: str | None = None
     repository: str | None = None
@@ -77,7 +79,9 @@ class ConversionResult:
     def parity_status(self) -> ParityStatus | None:
         if self.parity is None:
             return None
-        return ParityStatus.model_validate(self.parity.to_status())
+        return ParityStatus.model_validate(
+            {**self.parity.to_status(), "check": self.parity_check, "inputs": self.parity_inputs}
+        )
 
     def to_json(self, *, with_signature: bool = True) -> dict[str, Any]:
         def dump(model: Any) -> Any:

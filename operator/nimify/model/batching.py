@@ -6,11 +6,17 @@ a list of detections) would be cut apart wrongly. The rule is therefore strict: 
 dynamic and carry the same dim_param name. ONNX shape inference propagates names through the graph, so an
 output derived from the batch keeps its name; an unnamed dynamic dimension is one that nothing ties to the
 batch, and a model with one falls back to `max_batch_size: 0` (full shapes, every request served as sent).
+
+Many exporters name no dims at all (skl2onnx, PaddlePaddle's -1, tf2onnx), so a model whose first dims are all
+dynamic, some of them unnamed, and none named differently may be batched when the user asks for it
+(engine.maxBatchSize): an explained assumption, which the onnxruntime backend's conversion check then tests by
+comparing batched requests with each request run alone. A fixed first dim, a scalar or two different names
+rule batching out whatever is asked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nimify.model.signature import Signature
 
@@ -20,15 +26,21 @@ class BatchingDecision:
     batched: bool
     batch_dim: str | None
     reason: str
+    assumable: bool = False  # not batched by default, but batching may be assumed if asked for
+    assumed: bool = False  # batched because engine.maxBatchSize asked, on the assumption above
 
     def to_json(self) -> dict[str, object]:
-        return {"batched": self.batched, "batchDim": self.batch_dim, "reason": self.reason}
+        data: dict[str, object] = {"batched": self.batched, "batchDim": self.batch_dim, "reason": self.reason}
+        if self.assumed:
+            data["assumed"] = True
+        return data
 
 
 def decide_batching(signature: Signature) -> BatchingDecision:
     if not signature.inputs:
         return BatchingDecision(False, None, "the model has no inputs")
     first: dict[str, list[str]] = {}
+    unnamed: list[str] = []
     for kind, tensor in signature.tensors():
         label = f"{kind} '{tensor.name}'"
         if tensor.rank == 0:
@@ -41,15 +53,33 @@ def decide_batching(signature: Signature) -> BatchingDecision:
                 False, None, f"{label} has a fixed first dimension ({head}), not a batch dimension"
             )
         if head is None:
-            return BatchingDecision(
-                False,
-                None,
-                f"{label} has an unnamed dynamic first dimension that nothing ties to the other tensors' "
-                "(name it, e.g. dynamic_axes={0: 'batch'} at export, to enable batching)",
-            )
-        first.setdefault(head, []).append(label)
+            unnamed.append(label)
+        else:
+            first.setdefault(head, []).append(label)
     if len(first) > 1:
         spelled = "; ".join(f"'{name}' in {', '.join(labels)}" for name, labels in sorted(first.items()))
         return BatchingDecision(False, None, f"first dimensions differ: {spelled}")
+    if unnamed:
+        return BatchingDecision(
+            False,
+            None,
+            f"{unnamed[0]} has an unnamed dynamic first dimension that nothing ties to the other tensors' "
+            "(name it, e.g. dynamic_axes={0: 'batch'} at export, to enable batching; or set "
+            "engine.maxBatchSize to assume dimension 0 is the batch everywhere)",
+            assumable=True,
+        )
     (name,) = first
     return BatchingDecision(True, name, f"dimension 0 of every input and output is '{name}'")
+
+
+def assume_batching(decision: BatchingDecision, max_batch_size: int) -> BatchingDecision:
+    """The decision once engine.maxBatchSize asked to batch a model whose first dims are merely unnamed."""
+    if decision.batched or not decision.assumable or max_batch_size <= 0:
+        return decision
+    return replace(
+        decision,
+        batched=True,
+        assumed=True,
+        reason=f"assumed because engine.maxBatchSize is {max_batch_size}: dimension 0 of every input and "
+        "output is taken as the batch (every first dimension is dynamic, none named apart)",
+    )

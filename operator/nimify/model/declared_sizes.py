@@ -1,5 +1,5 @@
 """Refusing models whose declared sizes cannot be real: giant dims, tensors beyond any GPU, data shorter than
-declared.
+declared, stored tensors with negative dims.
 
 These checks run on the protobuf alone, before anything allocates memory from the declared numbers.
 """
@@ -47,11 +47,9 @@ def _check_value_info(value: ValueInfoProto, label: str) -> None:
         return
     fixed = []
     for dim in value.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            if dim.dim_value < 0:
-                raise ModelError(
-                    "DeclaredSizeAbsurd", f"{label} declares a negative dimension {dim.dim_value}"
-                )
+        # A negative dim_value is how some exporters (PaddlePaddle, older TensorFlow) write a dynamic dim;
+        # onnx.checker and ONNX Runtime read it so, and so does the signature.
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
             if dim.dim_value > MAX_DIM:
                 raise ModelError(
                     "DeclaredSizeAbsurd", f"{label} declares dimension {dim.dim_value}, beyond 2^31-1"

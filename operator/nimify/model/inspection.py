@@ -17,9 +17,9 @@ from nimify.model.declared_sizes import check_declared_sizes
 from nimify.model.digest import file_sha256
 from nimify.model.external_data import check_external_data
 from nimify.model.onnx_file import check_model_file, looks_like_plan, read_onnx
-from nimify.model.onnx_signature import infer_shapes, signature_of
+from nimify.model.onnx_signature import signature_of
 from nimify.model.operators import op_types
-from nimify.model.opsets import default_opset
+from nimify.model.opsets import default_opset, opset_imports
 from nimify.model.plan import plan_signature
 from nimify.model.signature import Signature
 
@@ -41,6 +41,7 @@ class ModelReport:
     external_data: tuple[str, ...] = ()  # paths relative to the model's folder
     producer: str = ""
     signature_source: str = "onnx"
+    warnings: tuple[str, ...] = ()  # what validation could not settle and the runtime will (see validation)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class ModelReport:
             "signature": self.signature.to_json(),
             "signatureSource": self.signature_source,
             "batching": self.batching.to_json(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -79,7 +81,7 @@ def inspect_onnx(path: Path, model: ModelProto | None = None) -> ModelReport:
     model = model if model is not None else read_onnx(path)
     check_declared_sizes(model, path.name)
     external = check_external_data(model, path)
-    signature = signature_of(infer_shapes(model), path.name)
+    signature = signature_of(model, path.name)
     root = path.parent.resolve()
     return ModelReport(
         path=path,
@@ -90,7 +92,7 @@ def inspect_onnx(path: Path, model: ModelProto | None = None) -> ModelReport:
         batching=decide_batching(signature),
         ir_version=int(model.ir_version),
         opset=default_opset(model),
-        opsets={(e.domain or "ai.onnx"): int(e.version) for e in model.opset_import},
+        opsets=opset_imports(model),
         op_types=tuple(op_types(model)),
         external_data=tuple(str(f.relative_to(root)) for f in external),
         producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),

@@ -1,7 +1,17 @@
-"""The IO signature of an ONNX graph: inputs are graph inputs minus initializers, dims keep their dim_param
-names."""
+"""The IO signature of an ONNX graph: inputs are graph inputs minus initializers, dims as the model declares
+them.
+
+A dim is fixed (a non-negative `dim_value`), named dynamic (`dim_param`) or anonymous dynamic (neither, or
+a negative `dim_value`: PaddlePaddle and older TensorFlow exporters write -1 for "any size", and onnx.checker
+and ONNX Runtime read it so). Shape inference fills in outputs the model leaves unshaped, and for dims it
+cannot tie to anything it invents placeholder names (`unk__54`); those are not the model's names, so they are
+shown as anonymous dims. A name is the model's own when it appears on one of the graph's declared inputs,
+outputs or value infos.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import onnx
 from onnx import ModelProto, ValueInfoProto
@@ -20,21 +30,45 @@ def infer_shapes(model: ModelProto) -> ModelProto:
         return model
 
 
-def signature_of(model: ModelProto, filename: str) -> Signature:
+def declared_dim_names(model: ModelProto) -> frozenset[str]:
+    """Every dim_param the model itself writes on its graph's inputs, outputs and value infos."""
     graph = model.graph
+    values: Iterable[ValueInfoProto] = (*graph.input, *graph.output, *graph.value_info)
+    return frozenset(
+        dim.dim_param
+        for value in values
+        if value.type.HasField("tensor_type")
+        for dim in value.type.tensor_type.shape.dim
+        if dim.HasField("dim_param") and dim.dim_param
+    )
+
+
+def signature_of(model: ModelProto, filename: str) -> Signature:
+    """The signature of the model as written, its unshaped outputs completed by shape inference."""
+    names = declared_dim_names(model)
+    graph = infer_shapes(model).graph
     stored = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
-    inputs = tuple(_tensor(v, "input", filename) for v in graph.input if v.name not in stored)
-    outputs = tuple(_tensor(v, "output", filename) for v in graph.output)
+    inputs = tuple(_tensor(v, "input", filename, names) for v in graph.input if v.name not in stored)
+    outputs = tuple(_tensor(v, "output", filename, names) for v in graph.output)
     if not outputs:
         raise ModelError("ModelHasNoOutputs", f"{filename}: the graph declares no outputs")
     return Signature(inputs, outputs)
 
 
-def _tensor(value: ValueInfoProto, kind: str, filename: str) -> TensorInfo:
+def _tensor(value: ValueInfoProto, kind: str, filename: str, names: frozenset[str]) -> TensorInfo:
     label = f"{filename}: {kind} '{value.name}'"
     if not value.type.HasField("tensor_type"):
         what = value.type.WhichOneof("value") or "no type"
-        raise ModelError("UnsupportedTensorType", f"{label} is a {what}, Triton serves only plain tensors")
+        hint = ""
+        if what == "sequence_type" and value.type.sequence_type.elem_type.HasField("map_type"):
+            # What skl2onnx writes for a classifier's probabilities unless told otherwise.
+            hint = (
+                " (a ZipMap of class probabilities: export without it, e.g. skl2onnx options "
+                "{'zipmap': False})"
+            )
+        raise ModelError(
+            "UnsupportedTensorType", f"{label} is a {what}, Triton serves only plain tensors{hint}"
+        )
     tensor_type = value.type.tensor_type
     dtype = from_onnx(tensor_type.elem_type)
     if dtype is None:
@@ -46,8 +80,10 @@ def _tensor(value: ValueInfoProto, kind: str, filename: str) -> TensorInfo:
         raise ModelError("UnknownRank", f"{label} has no shape, not even a rank; Triton needs the rank")
     dims: list[Dim] = []
     for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
             dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param") and dim.dim_param in names:
+            dims.append(dim.dim_param)
         else:
-            dims.append(dim.dim_param or None)
+            dims.append(None)
     return TensorInfo(value.name, dtype.name, tuple(dims))

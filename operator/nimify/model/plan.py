@@ -38,6 +38,9 @@ def import_tensorrt() -> Any | None:
 def engine_signature(plan: bytes, trt: Any) -> Signature:
     """IO tensors of a serialized engine, through TensorRT's runtime (dynamic dims are anonymous: -1)."""
     logger = trt.Logger(trt.Logger.ERROR)
+    # A plan that uses TensorRT's plugin ops deserializes only once the plugin library is registered (Triton's
+    # TensorRT backend does the same at start-up).
+    trt.init_libnvinfer_plugins(logger, "")
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise ModelError(
@@ -82,9 +85,9 @@ def plan_signature(
         return hint, "hint"
     if (onnx_path := companion_onnx(plan_path)) is not None:
         from nimify.model.onnx_file import read_onnx
-        from nimify.model.onnx_signature import infer_shapes, signature_of
+        from nimify.model.onnx_signature import signature_of
 
-        return signature_of(infer_shapes(read_onnx(onnx_path)), onnx_path.name), onnx_path.name
+        return signature_of(read_onnx(onnx_path), onnx_path.name), onnx_path.name
     raise ModelError(
         "PlanSignatureUnknown",
         f"{plan_path.name} is a TensorRT plan and its signature cannot be read here (no TensorRT or no GPU); "

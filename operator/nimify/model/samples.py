@@ -148,6 +148,33 @@ def build_recurrent(features: int = 8, hidden: int = 16, layers: int = 2) -> Mod
     return _model(graph)
 
 
+def build_spectrogram(window: int = 400, hop: int = 160) -> ModelProto:
+    """`audio` FLOAT [batch, samples] → `spectrum` FLOAT [batch, frames, 201, 2]: reflect-padded STFT.
+
+    Not in SAMPLES on purpose: a reflect pad of half a window needs more samples than a random parity input
+    has (8), so converting it needs parity inputs (`engine.parity.inputs` or a generated shape).
+    """
+    half = window // 2
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Pad", ["audio", "pads"], ["padded"], mode="reflect"),
+            helper.make_node("Unsqueeze", ["padded", "last"], ["signal"]),
+            helper.make_node("STFT", ["signal", "hop", "window"], ["spectrum"], onesided=1),
+        ],
+        "spectrogram",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("spectrum", TensorProto.FLOAT, ["batch", "frames", half + 1, 2])],
+        [
+            numpy_helper.from_array(np.array([0, half, 0, half], dtype=np.int64), "pads"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "last"),
+            numpy_helper.from_array(np.array(hop, dtype=np.int64), "hop"),
+            numpy_helper.from_array(hann, "window"),
+        ],
+    )
+    return _model(graph)
+
+
 SAMPLES: dict[str, Callable[[], ModelProto]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,

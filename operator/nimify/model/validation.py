@@ -1,11 +1,17 @@
-"""Everything a runtime needs of a model, checked before a GPU or a Triton server ever sees it.
+"""Everything a backend needs of a model, checked the same way by every entry point (`inspect`, `create`,
+`convert` and the conversion Job, `serve`, `openapi`).
 
-The order matters: the checks that stop unsafe or impossible files (inspection: external data paths, declared
-sizes) run before onnx.checker reads external files, and the cheap structural checks before the runtime ones.
+The order matters. First what no runtime may see: unsafe or impossible files (inspection: external data
+leaving the folder, absurd declared sizes) and tensors Triton cannot carry. Then the runtime decides:
+for onnxruntime (and python, which runs ONNX Runtime) an ONNX Runtime session is created, and its refusal,
+in its own words, is the only reason a well-formed model is refused. For tensorrt, what TensorRT documents
+as a limit is refused and the rest is left to the parser in the conversion Job. onnx.checker and strict
+shape inference only advise: runtimes load models they complain about, so their findings are warnings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import onnx
@@ -13,9 +19,9 @@ import onnx
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport, inspect_onnx, inspect_plan, resolve_format
 from nimify.model.onnx_file import check_model_file, read_onnx
-from nimify.model.operators import unsupported_by_onnxruntime, unsupported_by_tensorrt
-from nimify.model.opsets import check_opset
+from nimify.model.onnxruntime_session import check_onnxruntime_loads
 from nimify.model.signature import Signature
+from nimify.model.tensorrt_limits import check_tensorrt_limits
 
 BACKENDS = ("tensorrt", "onnxruntime", "python")
 
@@ -40,29 +46,33 @@ def validate_model(
 
     model = read_onnx(path)
     report = inspect_onnx(path, model)
-    check_opset(model, "tensorrt" if backend == "tensorrt" else "onnxruntime", path.name)
+    warnings: list[str] = []
+    if backend == "tensorrt":
+        warnings.extend(check_tensorrt_limits(model, report.signature, path.name))
+        try:
+            check_onnxruntime_loads(path)
+        except ModelError as error:
+            warnings.append(
+                f"{error.message}; the parity check compares the engine with ONNX Runtime, so it would fail "
+                "(engine.parity.samples 0 builds without it)"
+            )
+    else:
+        check_onnxruntime_loads(path)
+    if (advice := checker_findings(path)) is not None:
+        warnings.append(advice)
+    return dataclasses.replace(report, warnings=tuple(warnings))
+
+
+def checker_findings(path: Path) -> str | None:
+    """What onnx.checker (full check: strict shape inference included) finds wrong, as one line, or None."""
     try:
         # Path-based so models beyond protobuf's 2 GiB (weights in external data) are checked too.
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.shape_inference.InferenceError as error:
-        raise ModelError("ShapeInferenceFailed", f"{path.name}: {_first_line(error)}") from None
+        return f"ONNX shape inference disagrees with the model: {_first_line(error)}"
     except onnx.checker.ValidationError as error:
-        raise ModelError("OnnxCheckFailed", f"{path.name}: {_first_line(error)}") from None
-    if backend == "tensorrt":
-        missing = unsupported_by_tensorrt(model)
-        strings = [t.name for _, t in report.signature.tensors() if t.dtype == "STRING"]
-        if strings:
-            raise ModelError(
-                "UnsupportedDataType", f"{path.name}: TensorRT has no string tensors ({', '.join(strings)})"
-            )
-    else:
-        missing = unsupported_by_onnxruntime(model)
-    if missing:
-        runtime = "TensorRT" if backend == "tensorrt" else "ONNX Runtime"
-        raise ModelError(
-            "UnsupportedOperator", f"{path.name}: {runtime} cannot run operator(s) {', '.join(missing)}"
-        )
-    return report
+        return f"onnx.checker: {_first_line(error)}"
+    return None
 
 
 def _first_line(error: Exception) -> str:

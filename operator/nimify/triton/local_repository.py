@@ -8,6 +8,7 @@ generated model.py next to the same model.onnx. A TensorRT plan cannot run here 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import shutil
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from nimify.api import EngineSpec, TritonSpec
+from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
-from nimify.model.inspection import ModelReport, inspect_onnx
+from nimify.model.inspection import ModelReport
 from nimify.model.validation import validate_model
 from nimify.triton.model_config import render_model_config, resolve_max_batch_size
 from nimify.triton.python_model import render_python_model
@@ -57,7 +59,8 @@ def repository_from_onnx(
     files["model.py"] = render_python_model(report.signature, batched=max_batch_size > 0)
     write_model_directory(destination, name, config, files)
     cache = triton.response_cache is not None and triton.response_cache.enabled
-    return LocalRepository(destination, (name,), cache), report
+    served = dataclasses.replace(report, batching=assume_batching(report.batching, max_batch_size))
+    return LocalRepository(destination, (name,), cache), served
 
 
 def _model_dirs(path: Path) -> list[Path]:
@@ -115,13 +118,22 @@ def repository_from_directory(source: Path, destination: Path) -> LocalRepositor
             _translate_to_python(target, config, model_config_pb2)
             (target / "config.pbtxt").write_text(text_format.MessageToString(config))
             translated.append(name)
-        elif kind != "python":
+        elif kind == "python":
+            _validate_python_model(target)
+        else:
             raise ModelError(
                 "UnsupportedBackend", f"model '{name}' uses {kind!r}; the local tritonserver has only python"
             )
         cache = cache or config.response_cache.enable
         models.append(name)
     return LocalRepository(destination, tuple(models), cache, tuple(translated))
+
+
+def _validate_python_model(model_dir: Path) -> None:
+    """A python-backend model that runs an ONNX file (as `nimify convert --backend python` writes it) gets the
+    checks `serve FILE` applies; other python models are the author's code, served as they are."""
+    for onnx_path in sorted(model_dir.glob("[0-9]*/model.onnx")):
+        validate_model(onnx_path, backend="python")
 
 
 def _translate_to_python(model_dir: Path, config: Any, model_config_pb2: Any) -> None:
@@ -139,7 +151,7 @@ def _translate_to_python(model_dir: Path, config: Any, model_config_pb2: Any) ->
         onnx_path = version / filename
         if not onnx_path.is_file():
             raise ModelError("ModelNotFound", f"{model_dir.name}/{version.name}/{filename} is missing")
-        report = inspect_onnx(onnx_path)
+        report = validate_model(onnx_path, backend="python")
         (version / "model.py").write_text(
             render_python_model(report.signature, batched=config.max_batch_size > 0, model_file=filename)
         )

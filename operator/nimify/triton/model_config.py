@@ -43,11 +43,12 @@ def platform_for_backend(backend: str) -> Platform:
 
 
 def resolve_max_batch_size(engine: EngineSpec, batching: BatchingDecision) -> int:
-    """engine.maxBatchSize when the model can batch; 8 when left out and it can; 0 when it cannot."""
+    """engine.maxBatchSize when the model can batch (or may be assumed to: see nimify.model.batching); 8 when
+    left out and it can; 0 when it cannot."""
     requested = engine.max_batch_size
     if requested is None:
         return DEFAULT_MAX_BATCH_SIZE if batching.batched else 0
-    if requested > 0 and not batching.batched:
+    if requested > 0 and not batching.batched and not batching.assumable:
         raise ModelError(
             "BatchingImpossible",
             f"engine.maxBatchSize is {requested}, but Triton cannot batch this model: {batching.reason}",

@@ -1,0 +1,109 @@
+"""spec.autoscaling: replica bounds, targets and scaling rates of the autoscaler."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from nimify.api.base import ApiModel
+from nimify.api.validation import Rule, ValidationReason
+
+
+class ScalingPolicyType(StrEnum):
+    """The unit of a scaling policy's value."""
+
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class SelectPolicy(StrEnum):
+    """Which of several policies wins."""
+
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+class ScalingPolicy(ApiModel):
+    """One limit on how fast the replica count may change."""
+
+    type: ScalingPolicyType = Field(strict=False)
+    """Pods: value is a number of replicas. Percent: value is a percentage of the current replicas."""
+
+    value: int = Field(ge=1, le=10_000)
+    """Largest change allowed within periodSeconds."""
+
+    period_seconds: int = Field(ge=1, le=1800)
+    """The window the value applies to."""
+
+
+class ScalingRules(ApiModel):
+    """How the autoscaler changes the replica count in one direction (autoscaling/v2 HPAScalingRules)."""
+
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """Past recommendations considered before changing; damps flapping."""
+
+    select_policy: SelectPolicy | None = Field(default=None, strict=False)
+    """Which policy applies when several do: Max (default) allows the largest change."""
+
+    policies: list[ScalingPolicy] | None = Field(default=None, max_length=8)
+    """Limits on the rate of change."""
+
+
+class ScalingBehavior(ApiModel):
+    """Scale-up and scale-down rates (autoscaling/v2 HorizontalPodAutoscalerBehavior)."""
+
+    scale_up: ScalingRules | None = None
+    """How replicas are added."""
+
+    scale_down: ScalingRules | None = None
+    """How replicas are removed."""
+
+
+class AutoscalingSpec(ApiModel):
+    """A HorizontalPodAutoscaler owns the replica count. The queue-time target uses Triton's
+    nv_inference_queue_duration_us through a Pods metric (prometheus-adapter); GPU utilization uses
+    nv_gpu_utilization the same way."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    """Fewest replicas."""
+
+    max_replicas: int = Field(ge=1, le=1000)
+    """Most replicas."""
+
+    target_cpu_utilization: int | None = Field(default=None, ge=1, le=1000)
+    """Average CPU use to aim for, in percent of resources.cpu."""
+
+    target_gpu_utilization: int | None = Field(default=None, ge=1, le=100)
+    """Average GPU utilization to aim for, in percent."""
+
+    target_queue_time_microseconds: int | None = Field(default=None, ge=1, le=60_000_000)
+    """Average time a request waits in Triton's queue to aim for, in microseconds."""
+
+    behavior: ScalingBehavior | None = None
+    """Scaling rates; the HorizontalPodAutoscaler's defaults when left out."""
+
+    cel_rules = (
+        Rule(
+            cel="self.maxReplicas >= self.minReplicas",
+            message="maxReplicas must be at least minReplicas",
+            holds=lambda scaling: scaling.max_replicas >= scaling.min_replicas,
+            field_path=".maxReplicas",
+        ),
+        Rule(
+            cel="has(self.targetCpuUtilization) || has(self.targetGpuUtilization)"
+            " || has(self.targetQueueTimeMicroseconds)",
+            message="set at least one target: targetCpuUtilization, targetGpuUtilization or"
+            " targetQueueTimeMicroseconds",
+            holds=lambda scaling: any(
+                target is not None
+                for target in (
+                    scaling.target_cpu_utilization,
+                    scaling.target_gpu_utilization,
+                    scaling.target_queue_time_microseconds,
+                )
+            ),
+            reason=ValidationReason.REQUIRED,
+        ),
+    )

@@ -1,0 +1,76 @@
+"""Patterns and field types shared by the spec sections: names, quantities, sizes, CEL helpers."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import Field, PlainValidator, WithJsonSchema
+
+from nimify.api.validation import cel_string
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+_DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
+
+
+def _check_quantity(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(QUANTITY, value):
+        return value
+    raise ValueError(f"{value!r} is not a Kubernetes quantity such as 4, 500m or 16Gi")
+
+
+Quantity = Annotated[
+    int | str,
+    PlainValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,
+            "pattern": QUANTITY,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+_SUFFIX_FACTORS = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"),
+    "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}  # fmt: skip
+
+
+def quantity_value(value: int | str) -> Decimal:
+    """A quantity (already matched against QUANTITY) as a number, to compare two of them as CEL's
+    quantity() does in the apiserver."""
+    if isinstance(value, int):
+        return Decimal(value)
+    number = re.match(rf"^{_DECIMAL}", value)
+    assert number is not None, value
+    mantissa, suffix = Decimal(number.group(0)), value[number.end() :]
+    if suffix[:1] in ("e", "E"):
+        return mantissa * Decimal(10) ** int(suffix[1:])
+    return mantissa * _SUFFIX_FACTORS[suffix]
+
+
+Dimension = Annotated[int, Field(ge=1, le=2**31 - 1)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+NodeLabelValue = Annotated[str, Field(max_length=63)]
+
+
+def cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(cel_string(value) for value in values) + "]"
+
+
+def unique(values: list[int] | None) -> list[int] | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError("batch sizes must be unique")
+    return values

@@ -1,0 +1,89 @@
+"""spec.model: where the model file lives and how it is recognised."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from nimify.api.base import ApiModel
+from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from nimify.api.validation import Rule, ValidationReason, cel_string, matches
+
+_PATH = r"(/[^/\s?#]+)+"
+_MODEL_URI_FORMS = (
+    r"https://[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]{1,5})?"
+    + _PATH
+    + r"(\?[^\s#]*)?",
+    r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]" + _PATH,
+    r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]" + _PATH,
+    r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*" + _PATH,
+    r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?" + _PATH,
+)
+MODEL_URI = "^(" + "|".join(_MODEL_URI_FORMS) + ")$"
+DOT_DOT_SEGMENT = r"(^|/)(\.|%2[eE]){2}(/|[?#]|$)"
+PLAN_SUFFIX = r"\.(plan|engine)([?#].*)?$"
+ONNX_SUFFIX = r"\.onnx([?#].*)?$"
+
+
+class ModelFormat(StrEnum):
+    """What the model file is."""
+
+    ONNX = "onnx"
+    TENSORRT_PLAN = "tensorrt-plan"
+
+
+class ModelSpec(ApiModel):
+    """The model to serve: where to fetch it and how to recognise it."""
+
+    uri: str = Field(pattern=MODEL_URI, max_length=2048)
+    """Where the model file lives: https://host/path, s3://bucket/key, gs://bucket/key, pvc://claim/path (a
+    PersistentVolumeClaim in the same namespace) or hf://org/repo[@revision]/path (Hugging Face Hub). An ONNX
+    model (.onnx) or a serialized TensorRT engine (.plan, .engine). Path segments `..` are refused."""
+
+    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$", max_length=64)
+    """Expected SHA-256 digest of the file (64 lower-case hex digits); a download that differs is refused."""
+
+    format: ModelFormat | None = Field(default=None, strict=False)
+    """onnx or tensorrt-plan. Inferred from the uri's suffix (.onnx; .plan or .engine) when left out."""
+
+    credentials_secret: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    """Secret in the same namespace whose keys become the fetcher's environment: AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (s3), GOOGLE_APPLICATION_CREDENTIALS_JSON (gs), HF_TOKEN (hf), or AUTHORIZATION (an
+    HTTP Authorization header value for https)."""
+
+    service_account_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    """ServiceAccount (same namespace) the conversion Job runs as, so that workload identity (EKS IRSA or Pod
+    Identity, GKE Workload Identity, Azure Workload Identity) grants it read access to the model's bucket
+    without a credentialsSecret. The operator's default (NIMIFY_BUILD_SERVICE_ACCOUNT) when left out, else
+    the namespace's default. The pod gets no Kubernetes API token either way: identity webhooks mount their
+    own."""
+
+    name: str | None = Field(default=None, pattern=DNS1123_LABEL, max_length=63)
+    """Model name inside Triton (the /v2/models/NAME endpoints). Defaults to the NimService's name."""
+
+    cel_rules = (
+        Rule(
+            cel=f"!self.uri.matches({cel_string(DOT_DOT_SEGMENT)})",
+            message="must not contain '..' path segments",
+            holds=lambda model: not matches(DOT_DOT_SEGMENT, model.uri),
+            field_path=".uri",
+        ),
+        Rule(
+            cel=f"has(self.format) || self.uri.matches({cel_string(PLAN_SUFFIX)})"
+            f" || self.uri.matches({cel_string(ONNX_SUFFIX)})",
+            message="format is required when the uri does not end in .onnx, .plan or .engine",
+            holds=lambda model: (
+                model.format is not None or matches(PLAN_SUFFIX, model.uri) or matches(ONNX_SUFFIX, model.uri)
+            ),
+            field_path=".format",
+            reason=ValidationReason.REQUIRED,
+        ),
+    )
+
+    @property
+    def resolved_format(self) -> ModelFormat:
+        """The format as given, or as the uri's suffix says."""
+        if self.format is not None:
+            return self.format
+        return ModelFormat.TENSORRT_PLAN if matches(PLAN_SUFFIX, self.uri) else ModelFormat.ONNX
