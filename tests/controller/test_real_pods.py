@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import SERVICE_IP, free_ports, get_json
+from nimify.devcluster.cluster import SERVICE_IP, KubectlError, free_ports, get_json
 from nimify.devcluster.real_node import RealNodeInfo, operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.install.rbac import operator_grants
@@ -508,15 +508,12 @@ def operator_deployment(node: RealNodeInfo, watched: str) -> dict[str, Any]:
 def test_the_operator_runs_as_a_pod_and_reconciles_to_ready(
     cluster: ExistingCluster, nimservice_crd: str, real_node: RealNodeInfo
 ) -> None:
-    suffix = uuid.uuid4().hex[:6]
-    watched = f"inpod-{suffix}-*"
-    rbac_name = f"nimify-operator-{suffix}"
-    with (
-        fresh_namespace(cluster, "operator") as home,
-        fresh_namespace(cluster, f"inpod-{suffix}") as namespace,
-    ):
+    rbac_name = f"nimify-operator-{uuid.uuid4().hex[:6]}"
+    with fresh_namespace(cluster, "operator") as home, fresh_namespace(cluster, "inpod") as namespace:
         try:
-            apply(cluster, home, *operator_rbac(rbac_name, home), operator_deployment(real_node, watched))
+            # An exact namespace, as the Helm chart passes them: kopf then lists no Namespaces, and the
+            # generated RBAC grants none.
+            apply(cluster, home, *operator_rbac(rbac_name, home), operator_deployment(real_node, namespace))
             cluster.kubectl(
                 "rollout", "status", "-n", home, "deployment/nimify-operator", "--timeout=120s", timeout=130
             )
@@ -525,7 +522,13 @@ def test_the_operator_runs_as_a_pod_and_reconciles_to_ready(
 
             models = store_models(cluster, namespace)
             apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
-            nim = wait_ready(cluster, namespace, "mlp")
+            try:
+                nim = wait_ready(cluster, namespace, "mlp")
+            except KubectlError as error:
+                logs = cluster.kubectl(
+                    "logs", "-n", home, "deployment/nimify-operator", "--tail=40", check=False
+                )
+                raise AssertionError(f"{error}\noperator log:\n{logs.stdout}{logs.stderr}") from None
             assert condition(nim, "Ready")["reason"] == "Serving"
             managed = get_json(cluster, "deployment/mlp", "-n", namespace, "--show-managed-fields")
             assert "nimify-operator" in {m["manager"] for m in managed["metadata"]["managedFields"]}

@@ -134,6 +134,7 @@ SETTINGS: dict[str, Any] = {
     "buildServiceAccount": "model-reader",
     "serverServiceAccount": "triton",
     "imagePullSecrets": ["nvcr-mirror", "internal"],
+    "imagePullPolicy": "IfNotPresent",
     "engineCacheClaim": "engines",
     "engineCacheSize": "200Gi",
     "engineCacheAccessMode": "ReadWriteOnce",
