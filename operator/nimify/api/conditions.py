@@ -18,6 +18,9 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     ENGINE_READY = "EngineReady"
     AVAILABLE = "Available"
+    #: Only with spec.autoscaling: whether the autoscaler gets its metrics and computes replicas (the HPA's
+    #: ScalingActive, or KEDA's ScaledObject Ready and its HPA's ScalingActive). Does not affect Ready.
+    SCALING_ACTIVE = "ScalingActive"
 
 
 class ConditionReason(StrEnum):
@@ -56,3 +59,8 @@ class ConditionReason(StrEnum):
     ENGINE_BUILT = "EngineBuilt"
     ENGINE_CACHE_HIT = "EngineCacheHit"
     RECONCILED = "Reconciled"
+    # ScalingActive
+    METRICS_AVAILABLE = "MetricsAvailable"
+    METRIC_UNAVAILABLE = "MetricUnavailable"
+    AUTOSCALER_PENDING = "AutoscalerPending"
+    AUTOSCALER_NOT_READY = "AutoscalerNotReady"
