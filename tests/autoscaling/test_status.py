@@ -72,6 +72,17 @@ def test_keda_trigger_errors_are_missing_metrics() -> None:
         assert "prometheus query returned empty" in verdict.message
 
 
+def test_keda_trigger_error_names_the_metric_from_its_hpa() -> None:
+    failing = hpa("False", "FailedGetExternalMetric", "unable to get external metric ml/s0-prometheus")
+    verdict = scaling_verdict(
+        KEDA, "m", failing, scaled_object("False", "TriggerError", "not working correctly")
+    )
+    assert verdict.message == (
+        "ScaledObject m: TriggerError: not working correctly; HorizontalPodAutoscaler keda-hpa-m:"
+        " FailedGetExternalMetric: unable to get external metric ml/s0-prometheus"
+    )
+
+
 def test_keda_refused_scaled_object() -> None:
     verdict = scaling_verdict(KEDA, "m", None, scaled_object("False", "ScaledObjectCheckFailed", "no target"))
     assert (verdict.status, verdict.reason) == (ConditionStatus.FALSE, ConditionReason.AUTOSCALER_NOT_READY)

@@ -86,6 +86,10 @@ def scaling_verdict(
         )
     message = _message(f"{SCALED_OBJECT_KIND} {name}", ready)
     if ready.get("reason") in KEDA_TRIGGER_ERRORS and ready.get("status") != "True":
+        # KEDA's Ready message is generic; its HPA's says which metric and why.
+        active = _condition(hpa, "ScalingActive")
+        if active is not None and active.get("status") == "False":
+            message += "; " + _message(f"{HPA_KIND} {keda_hpa_name(name, scaled_object)}", active)
         return ScalingVerdict(ConditionStatus.FALSE, ConditionReason.METRIC_UNAVAILABLE, message)
     if ready.get("status") == "False":
         return ScalingVerdict(ConditionStatus.FALSE, ConditionReason.AUTOSCALER_NOT_READY, message)

@@ -36,7 +36,10 @@ REQUIRED_PACKAGES = (
     "yaml",
 )
 OPTIONAL_PACKAGES = (
-    ("tritonclient", "nimify serve's clients and repository translation (pip install 'nimify[serve]')"),
+    (
+        "tritonclient",
+        "nimify serve's and nimify load's clients, repository translation (pip install 'nimify[serve]')",
+    ),
     ("pytriton", "nimify serve's tritonserver (pip install 'nimify[serve]')"),
     ("tensorrt", "building TensorRT engines (the conversion Job's image has it)"),
     ("boto3", "s3:// models"),

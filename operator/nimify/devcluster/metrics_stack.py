@@ -245,6 +245,8 @@ class _Stack:
                 *kubelet_tls,
                 f"--node-selector={label}!={value}",
                 f"--metric-resolution={resolution}",
+                # Must stay below the resolution; the kubelet is on this machine.
+                "--kubelet-request-timeout=5s",
             ],
         )
         self.apply(
