@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds the dev cluster's metrics pipeline from published Go modules and caches it outside the clone:
-#   $NIMIFY_CACHE_DIR/bin/metrics-stack-<versions>/
-#     metrics-server               (metrics.k8s.io: CPU from the kubelets)     sigs.k8s.io/metrics-server
-#     prometheus                   (scrapes Triton's metrics port)             github.com/prometheus/prometheus
+#   $NIMIFY_CACHE_DIR/bin/keda-metrics-server-<keda>-<metrics-server>/
 #     keda-operator, keda-adapter  (ScaledObjects; external.metrics.k8s.io)   github.com/kedacore/keda/v2
+#     metrics-server               (metrics.k8s.io: CPU from the kubelets)     sigs.k8s.io/metrics-server
 #     crds/                        KEDA's CRDs, from its module
-# One module and one `go build` for all four commands: KEDA already links Prometheus (PROMETHEUS_VERSION is
-# the one KEDA requires) and most of metrics-server's graph (apiserver, client-go, otel, grpc), so the shared
-# packages compile once. Measured cold on 2 cores: about 60 % of the CPU time of three separate builds.
+#   $NIMIFY_CACHE_DIR/bin/prometheus-<v>/prometheus  (scrapes Triton's metrics port)  github.com/prometheus/prometheus
+# Two builds: KEDA and metrics-server in one module (they share nearly all of metrics-server's packages),
+# Prometheus in its own (see build_prometheus for why). PROMETHEUS_VERSION is the one KEDA requires, so the
+# two builds still share the compiled packages whose versions coincide (Go's build cache).
 # The cache/flock/atomic-rename pattern is copied from ensure-binaries.sh (build_component), so the two scripts
-# stay independent; the build leaves `.build-info` (seconds, bytes) for the CI budget.
-# Progress goes to stderr; the last line on stdout is the directory of the binaries.
+# stay independent; each build leaves `.build-info` (seconds, bytes) for the CI budget.
+# Progress goes to stderr; the last line on stdout is the search path of the two directories.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,7 +45,7 @@ build_component() {
   if [[ ! -f "$dest/.complete" ]]; then
     local tmp; tmp="$(mktemp -d "$cache/bin/.$name-$version.XXXXXX")"
     local start=$SECONDS
-    log "building $name $version (a cold build takes about 10 minutes on 2 cores; cached in $dest)"
+    log "building $name $version (cold builds take minutes; cached in $dest)"
     "$builder" "$tmp" "$version"
     local seconds=$((SECONDS - start)) bytes
     bytes="$(du -sb "$tmp" | cut -f1)"
@@ -77,37 +77,35 @@ for exclude in mod.get("Exclude") or []:
 '
 }
 
-MODULES=(
-  "github.com/kedacore/keda/v2@$KEDA_VERSION"
-  "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION"
-  "github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
-)
-COMMANDS=(
-  github.com/kedacore/keda/v2/cmd/operator
-  github.com/kedacore/keda/v2/cmd/adapter
-  sigs.k8s.io/metrics-server/cmd/metrics-server
-  github.com/prometheus/prometheus/cmd/prometheus
-)
-
 # Prometheus' module versions are v0.3MM.P for release 3.MM.P.
 prometheus_release() { local n="${1#v0.}"; n="${n%%.*}"; echo "$((n / 100)).$((n % 100)).${1##*.}"; }
 
-build_metrics_stack() {
-  local out="$1" src="$cache/src/metrics-stack-$2"
+LDFLAGS="-s -w"
+LDFLAGS+=" -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v} -X github.com/kedacore/keda/v2/version.GitCommit=module"
+# metrics-server reports the client-go version variables as its own (its Makefile sets them).
+LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z"
+LDFLAGS+=" -X github.com/prometheus/common/version.Version=$(prometheus_release "$PROMETHEUS_VERSION")"
+LDFLAGS+=" -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.BuildDate=19700101-00:00:00"
+
+# go_build_modules SRC OUT "MODULE@VERSION ..." "COMMAND ..." TAGS: one generated module requiring the given
+# modules (with their carried-over directives) and one `go build` of the commands into OUT.
+go_build_modules() {
+  local src="$1" out="$2" tags="$5" modules commands
+  read -r -a modules <<<"$3"; read -r -a commands <<<"$4"
   rm -rf "$src"; mkdir -p "$src"
   local go_version
-  go_version="$(go mod edit -json "$(gomod_of "${MODULES[0]}" GoMod)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Go"])')"
+  go_version="$(go mod edit -json "$(gomod_of "${modules[0]}" GoMod)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Go"])')"
   {
-    echo "module nimify.local/metrics-stack-build"
+    echo "module nimify.local/$(basename "$src")"
     echo
     echo "go $go_version"
     echo
-    for module in "${MODULES[@]}"; do echo "require ${module%@*} ${module#*@}"; done
+    for module in "${modules[@]}"; do echo "require ${module%@*} ${module#*@}"; done
     echo
-    for command in "${COMMANDS[@]}"; do echo "tool $command"; done
+    for command in "${commands[@]}"; do echo "tool $command"; done
   } >"$src/go.mod"
   local directives="" edits=()
-  for module in "${MODULES[@]}"; do
+  for module in "${modules[@]}"; do
     # Plain assignments, not process substitutions, so that `set -e` sees a failure.
     directives+="$(carried_directives "$(gomod_of "$module" GoMod)")"$'\n'
   done
@@ -118,37 +116,50 @@ build_metrics_stack() {
   fi
   # No `go mod tidy`: it would download the test dependencies of every imported package (hundreds of
   # modules); `go build -mod=mod` fetches only what the commands compile and records their sums.
-  local ldflags="-s -w"
-  ldflags+=" -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v} -X github.com/kedacore/keda/v2/version.GitCommit=module"
-  # metrics-server reports the client-go version variables as its own (its Makefile sets them).
-  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z"
-  ldflags+=" -X github.com/prometheus/common/version.Version=$(prometheus_release "$PROMETHEUS_VERSION")"
-  ldflags+=" -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.BuildDate=19700101-00:00:00"
-  mkdir -p "$src/out"
-  # remove_all_sd + enable_kubernetes_sd leave out the cloud service discoveries (AWS, Azure, GCE, ...) that
-  # Prometheus compiles in by default; without the builtinassets tag the web UI is not embedded (the HTTP API,
-  # all that KEDA and the tests use, is unaffected).
-  (cd "$src" && go build -v -trimpath -tags "remove_all_sd,enable_kubernetes_sd" -ldflags "$ldflags" -o "$src/out/" \
-      "${COMMANDS[@]}" 2>&1 | progress "metrics stack")
+  mkdir -p "$out"
+  (cd "$src" && go build -v -trimpath -tags "$tags" -ldflags "$LDFLAGS" -o "$out/" "${commands[@]}" 2>&1 \
+      | progress "$(basename "$src")")
   # Minimal version selection may have raised a pinned module to what another one requires: say so.
-  for module in "${MODULES[@]}"; do
+  for module in "${modules[@]}"; do
     local selected; selected="$(cd "$src" && go list -m -f '{{.Version}}' "${module%@*}")"
     if [[ "$selected" != "${module#*@}" ]]; then
       echo "ensure-metrics-stack: ${module%@*} resolved to $selected, not ${module#*@}; pin $selected in hack/versions.env" >&2
       exit 1
     fi
   done
+}
+
+# KEDA and metrics-server share one build: KEDA's graph holds all but ~30 of metrics-server's packages
+# (apiserver, client-go, otel, grpc), which then compile once.
+build_keda_metrics_server() {
+  local out="$1" src="$cache/src/keda-metrics-server-$2"
+  local keda="github.com/kedacore/keda/v2@$KEDA_VERSION"
+  go_build_modules "$src" "$src/out" "$keda sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" \
+    "github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter sigs.k8s.io/metrics-server/cmd/metrics-server" ""
   mv "$src/out/operator" "$out/keda-operator"; mv "$src/out/adapter" "$out/keda-adapter"
-  mv "$src/out/metrics-server" "$src/out/prometheus" "$out/"
-  for b in keda-operator keda-adapter metrics-server prometheus; do
+  mv "$src/out/metrics-server" "$out/"
+  for b in keda-operator keda-adapter metrics-server; do
     [[ -x "$out/$b" ]] || { echo "ensure-metrics-stack: $b was not built" >&2; exit 1; }
   done
   # KEDA's CRDs ship in its module; the dev cluster applies them from here.
   mkdir -p "$out/crds"
-  cp "$(gomod_of "${MODULES[0]}" Dir)"/config/crd/bases/keda.sh_*.yaml "$out/crds/"
+  cp "$(gomod_of "$keda" Dir)"/config/crd/bases/keda.sh_*.yaml "$out/crds/"
   chmod u+w "$out"/crds/*.yaml
   rm -rf "$src/out"
 }
 
-build_component metrics-stack "keda-$KEDA_VERSION-metrics-server-$METRICS_SERVER_VERSION-prometheus-$PROMETHEUS_VERSION" \
-  build_metrics_stack
+# Prometheus builds apart: in KEDA's graph minimal version selection takes KEDA's github.com/gobwas/glob
+# v1.0.0, whose API the OpenTelemetry collector packages Prometheus compiles (confmap) do not build with.
+# remove_all_sd + enable_kubernetes_sd leave out the cloud service discoveries (AWS, Azure, GCE, ...) that
+# Prometheus compiles in by default; without the builtinassets tag the web UI is not embedded (the HTTP API,
+# all that KEDA and the tests use, is unaffected).
+build_prometheus() {
+  local out="$1" src="$cache/src/prometheus-$2"
+  go_build_modules "$src" "$out" "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/prometheus" "remove_all_sd,enable_kubernetes_sd"
+  [[ -x "$out/prometheus" ]] || { echo "ensure-metrics-stack: prometheus was not built" >&2; exit 1; }
+}
+
+keda_dir="$(build_component keda-metrics-server "$KEDA_VERSION-$METRICS_SERVER_VERSION" build_keda_metrics_server)"
+prometheus_dir="$(build_component prometheus "$PROMETHEUS_VERSION" build_prometheus)"
+echo "$keda_dir:$prometheus_dir"
