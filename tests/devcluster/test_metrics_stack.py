@@ -19,7 +19,7 @@ import pytest
 from nimify.api.spec import Autoscaler
 from nimify.autoscaling.adapter_rules import prometheus_adapter_rules
 from nimify.autoscaling.queries import deployment_pods_selector, gpu_utilization, queue_time_per_request
-from nimify.autoscaling.status import keda_hpa_name, scaling_verdict
+from nimify.controller.autoscaling import keda_hpa_name, scaling_verdict
 from nimify.devcluster.cluster import get_json
 from nimify.render.scaled_object import render_scaled_object
 from nimify.settings import OperatorSettings

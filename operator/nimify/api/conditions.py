@@ -47,6 +47,8 @@ class ConditionReason(StrEnum):
     """The apiserver refused a child (admission, validation, quota, permissions); retried with backoff."""
     GATEWAY_API_MISSING = "GatewayApiMissing"
     """spec.expose.httpRoute asks for an HTTPRoute, but the cluster does not serve the Gateway API."""
+    KEDA_MISSING = "KedaMissing"
+    """KEDA is the autoscaler, but the cluster does not serve KEDA's ScaledObjects."""
     DEPLOYMENT_FAILED = "DeploymentFailed"
     """The Deployment reports it cannot progress (ProgressDeadlineExceeded, or pods it may not create)."""
     # Triton pods in trouble (from the pods' own status)

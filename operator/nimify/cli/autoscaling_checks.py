@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from nimify.api import GROUP, PLURAL, VERSION
 from nimify.api.spec import Autoscaler
 from nimify.autoscaling.queries import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC
-from nimify.autoscaling.status import SCALED_OBJECT_KIND
 from nimify.cli.doctor import Check, Status
 from nimify.render.identity import APP_NAME, COMPONENT_SERVER
+from nimify.render.scaled_object import KIND as SCALED_OBJECT_KIND
 
 #: Checks a NimService at most once per run; a namespace with hundreds still finishes quickly.
 MAX_NIMSERVICES = 50

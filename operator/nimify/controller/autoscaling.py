@@ -2,14 +2,15 @@
 NimService's ScalingActive condition.
 
 Pure functions over the bodies the operator's watches hold (the HPA it renders, or KEDA's ScaledObject and
-the HPA KEDA made from it), so the controller asks the API for nothing.
+the HPA KEDA made from it: KEDA copies the ScaledObject's labels onto it, so the same managed-by watch sees
+it), so the controller asks the API for nothing.
 
 - HPA: its `ScalingActive` condition is the verdict. False means it could not fetch a metric (reasons
   FailedGetResourceMetric, FailedGetPodsMetric, FailedGetExternalMetric, ...) and holds the replica count.
-- KEDA: the ScaledObject's `Ready` comes first (False with TriggerError when every trigger's query fails,
-  Unknown with PartialTriggerError when some do, False with ScaledObjectCheckFailed for a ScaledObject KEDA
-  refuses); when Ready, KEDA's HPA's `ScalingActive` decides, as for the HPA path (it reports a missing CPU
-  metric, which no Prometheus trigger covers).
+- KEDA: a ScaledObject KEDA refuses (Ready False: ScaledObjectCheckFailed, ErrorScalingTarget, ...) is
+  AutoscalerNotReady. Otherwise KEDA's HPA decides once it reports `ScalingActive` (it also reports a missing
+  CPU metric, which no Prometheus trigger covers); before that, KEDA's TriggerError (every trigger's query
+  fails) or PartialTriggerError (some do) means the metric is missing.
 """
 
 from __future__ import annotations
@@ -85,17 +86,19 @@ def scaling_verdict(
             f"waiting for KEDA to report on {SCALED_OBJECT_KIND} {name} (is KEDA installed?)",
         )
     message = _message(f"{SCALED_OBJECT_KIND} {name}", ready)
-    if ready.get("reason") in KEDA_TRIGGER_ERRORS and ready.get("status") != "True":
-        # KEDA's Ready message is generic; its HPA's says which metric and why.
-        active = _condition(hpa, "ScalingActive")
-        if active is not None and active.get("status") == "False":
-            message += "; " + _message(f"{HPA_KIND} {keda_hpa_name(name, scaled_object)}", active)
-        return ScalingVerdict(ConditionStatus.FALSE, ConditionReason.METRIC_UNAVAILABLE, message)
-    if ready.get("status") == "False":
+    trigger_error = ready.get("reason") in KEDA_TRIGGER_ERRORS and ready.get("status") != "True"
+    if ready.get("status") == "False" and not trigger_error:
         return ScalingVerdict(ConditionStatus.FALSE, ConditionReason.AUTOSCALER_NOT_READY, message)
+    # KEDA's HPA is what computes the replicas (through KEDA's metrics server): once it has a verdict it is
+    # the one that counts. KEDA's own Ready flips between Ready and TriggerError while it starts a scaler.
+    hpa_name = keda_hpa_name(name, scaled_object)
+    if _condition(hpa, "ScalingActive") is not None:
+        return _hpa_verdict(hpa, f"KEDA's {HPA_KIND} {hpa_name}")
+    if trigger_error:
+        return ScalingVerdict(ConditionStatus.FALSE, ConditionReason.METRIC_UNAVAILABLE, message)
     if ready.get("status") != "True":
         return ScalingVerdict(ConditionStatus.UNKNOWN, ConditionReason.AUTOSCALER_PENDING, message)
-    return _hpa_verdict(hpa, f"KEDA's {HPA_KIND} {keda_hpa_name(name, scaled_object)}")
+    return _hpa_verdict(hpa, f"KEDA's {HPA_KIND} {hpa_name}")
 
 
 def autoscaler_status(

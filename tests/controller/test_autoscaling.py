@@ -6,7 +6,7 @@ from typing import Any
 
 from nimify.api import ConditionReason, ConditionStatus
 from nimify.api.spec import Autoscaler
-from nimify.autoscaling.status import autoscaler_status, keda_hpa_name, scaling_verdict
+from nimify.controller.autoscaling import autoscaler_status, keda_hpa_name, scaling_verdict
 
 HPA = Autoscaler.HORIZONTAL_POD_AUTOSCALER
 KEDA = Autoscaler.KEDA
@@ -62,25 +62,34 @@ def test_keda_pending_without_its_report() -> None:
         assert "is KEDA installed?" in verdict.message
 
 
-def test_keda_trigger_errors_are_missing_metrics() -> None:
+def test_keda_trigger_errors_are_missing_metrics_until_its_hpa_reports() -> None:
     for ready in ("False", "Unknown"):
         reason = "TriggerError" if ready == "False" else "PartialTriggerError"
-        verdict = scaling_verdict(
-            KEDA, "m", hpa("True"), scaled_object(ready, reason, "prometheus query returned empty")
-        )
-        assert (verdict.status, verdict.reason) == (ConditionStatus.FALSE, ConditionReason.METRIC_UNAVAILABLE)
-        assert "prometheus query returned empty" in verdict.message
+        for not_yet in (None, hpa(None)):
+            verdict = scaling_verdict(
+                KEDA, "m", not_yet, scaled_object(ready, reason, "prometheus query returned empty")
+            )
+            assert (verdict.status, verdict.reason) == (
+                ConditionStatus.FALSE,
+                ConditionReason.METRIC_UNAVAILABLE,
+            )
+            assert "prometheus query returned empty" in verdict.message
 
 
-def test_keda_trigger_error_names_the_metric_from_its_hpa() -> None:
+def test_kedas_hpa_decides_once_it_reports() -> None:
+    """KEDA's Ready flips between Ready and TriggerError while it starts a scaler; its HPA is steadier."""
     failing = hpa("False", "FailedGetExternalMetric", "unable to get external metric ml/s0-prometheus")
-    verdict = scaling_verdict(
-        KEDA, "m", failing, scaled_object("False", "TriggerError", "not working correctly")
+    for ready, reason in (("False", "TriggerError"), ("True", "ScaledObjectReady")):
+        verdict = scaling_verdict(KEDA, "m", failing, scaled_object(ready, reason, "not working correctly"))
+        assert (verdict.status, verdict.reason) == (ConditionStatus.FALSE, ConditionReason.METRIC_UNAVAILABLE)
+        assert verdict.message == (
+            "KEDA's HorizontalPodAutoscaler keda-hpa-m: FailedGetExternalMetric:"
+            " unable to get external metric ml/s0-prometheus"
+        )
+    recovered = scaling_verdict(
+        KEDA, "m", hpa("True", "ValidMetricFound"), scaled_object("False", "TriggerError")
     )
-    assert verdict.message == (
-        "ScaledObject m: TriggerError: not working correctly; HorizontalPodAutoscaler keda-hpa-m:"
-        " FailedGetExternalMetric: unable to get external metric ml/s0-prometheus"
-    )
+    assert recovered.status == ConditionStatus.TRUE
 
 
 def test_keda_refused_scaled_object() -> None:
