@@ -72,7 +72,7 @@ class OperatorSettings(BaseSettings):
     autoscaler: Autoscaler = Autoscaler.HORIZONTAL_POD_AUTOSCALER
     """The autoscaler of NimServices whose spec.autoscaling.autoscaler is unset: HorizontalPodAutoscaler
     (CPU from metrics.k8s.io, queue time and GPU utilization as Pods metrics from custom.metrics.k8s.io,
-    e.g. prometheus-adapter with the rules in nimify/autoscaling/prometheus-adapter-rules.yaml) or KEDA (a
+    e.g. prometheus-adapter with the chart's files/prometheus-adapter-rules.yaml) or KEDA (a
     ScaledObject whose Prometheus triggers query keda_prometheus_url; KEDA serves external.metrics.k8s.io)."""
 
     keda_prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"

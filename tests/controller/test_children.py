@@ -55,7 +55,6 @@ def test_renderers_produce_the_registered_api_versions() -> None:
     from nimify.api.spec import Autoscaler
     from nimify.engine.location import EngineLocation
     from nimify.render.deployment import ServedEngine
-    from nimify.settings import OperatorSettings
     from tests.render.conftest import nimservice
 
     by_kind = {child.kind: child.api_version for child in CHILD_KINDS}

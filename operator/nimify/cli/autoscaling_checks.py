@@ -3,7 +3,7 @@ does it return the metric for that NimService's pods?
 
 - CPU (either autoscaler): metrics.k8s.io, from metrics-server.
 - Queue time / GPU utilization with the HPA: custom.metrics.k8s.io Pods metrics (prometheus-adapter with the
-  rules in nimify/autoscaling/prometheus-adapter-rules.yaml).
+  rules in the chart's files/prometheus-adapter-rules.yaml).
 - Queue time / GPU utilization with KEDA: external.metrics.k8s.io (KEDA's metrics server), read for the
   metric names KEDA lists in the ScaledObject's status.
 
@@ -45,7 +45,7 @@ RESOURCE_METRICS = MetricsApi("metrics.k8s.io", "v1beta1.metrics.k8s.io", "insta
 CUSTOM_METRICS = MetricsApi(
     "custom.metrics.k8s.io",
     "v1beta2.custom.metrics.k8s.io",
-    "install prometheus-adapter with nimify/autoscaling/prometheus-adapter-rules.yaml",
+    "install prometheus-adapter with the rules in the chart's files/prometheus-adapter-rules.yaml",
 )
 EXTERNAL_METRICS = MetricsApi(
     "external.metrics.k8s.io", "v1beta1.external.metrics.k8s.io", "install KEDA (its metrics server)"
