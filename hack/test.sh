@@ -19,6 +19,9 @@ export NIMIFY_BIN_PATH
 # The real TensorRT bindings (no libraries, no GPU) the fake is checked against.
 NIMIFY_TENSORRT_BINDINGS="$(bash hack/ensure-tensorrt-bindings.sh)"
 export NIMIFY_TENSORRT_BINDINGS
+# metrics-server, Prometheus and KEDA for the autoscaling tests (cached like the control plane).
+NIMIFY_METRICS_BIN_PATH="$(bash hack/ensure-metrics-stack.sh)"
+export NIMIFY_METRICS_BIN_PATH
 
 echo "== ruff"; .venv/bin/ruff check operator tests hack; .venv/bin/ruff format --check operator tests hack
 echo "== mypy"; .venv/bin/mypy

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nimify import __version__
 from nimify.api.spec import DNS1123_SUBDOMAIN, Quantity
+from nimify.api.spec.autoscaling import Autoscaler
 
 ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
@@ -72,3 +73,16 @@ class OperatorSettings(BaseSettings):
 
     metrics_port: int = 8080
     """Port of the operator's own Prometheus metrics."""
+
+    autoscaler: Autoscaler = Autoscaler.HORIZONTAL_POD_AUTOSCALER
+    """The autoscaler of NimServices whose spec.autoscaling.autoscaler is unset: HorizontalPodAutoscaler
+    (CPU from metrics.k8s.io, queue time and GPU utilization as Pods metrics from custom.metrics.k8s.io,
+    e.g. prometheus-adapter with the chart's files/prometheus-adapter-rules.yaml) or KEDA (a
+    ScaledObject whose Prometheus triggers query keda_prometheus_url; KEDA serves external.metrics.k8s.io)."""
+
+    keda_prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    """Prometheus that KEDA's triggers query. It must scrape the Triton pods' metrics port (and DCGM's
+    exporter for GPU utilization) with `namespace` and `pod` labels, as a PodMonitor does."""
+
+    keda_query_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
+    """Range of the queue-time query (increase over this window); at least twice the scrape interval."""

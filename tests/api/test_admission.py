@@ -176,7 +176,8 @@ def test_printer_columns(cluster: ExistingCluster, api_namespace: str) -> None:
     wide = cluster.kubectl("get", "nimservices", "columns", "-n", api_namespace, "-o", "wide").stdout
     print(wide)
     wide_header, wide_row = wide.splitlines()
-    assert wide_header.split()[-3:] == ["BACKEND", "GPU", "PRECISION"]
+    assert wide_header.split()[-5:] == ["BACKEND", "GPU", "PRECISION", "DESIRED", "SCALING"]
+    # Not autoscaled: DESIRED and SCALING stay empty.
     assert wide_row.split()[-3:] == ["tensorrt", "NVIDIA-H100-80GB-HBM3", "fp16"]
     assert "columns" in cluster.kubectl("get", "nimsvc", "-n", api_namespace).stdout
     assert "columns" in cluster.kubectl("get", "nimify", "-n", api_namespace).stdout

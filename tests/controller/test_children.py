@@ -11,6 +11,7 @@ from nimify.controller.kube import resource_of
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.deployment import render_deployment
 from nimify.render.routes import render_http_route, render_ingress
+from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.settings import OperatorSettings
 
@@ -28,6 +29,7 @@ def test_verbs_follow_how_each_kind_is_written() -> None:
     assert verbs["Job"] == ("list", "watch", "create"), "Jobs are created once, never patched or deleted"
     assert verbs["Deployment"] == ("list", "watch", "create", "patch")
     assert verbs["HorizontalPodAutoscaler"] == ("list", "watch", "create", "patch", "delete")
+    assert verbs["ScaledObject"] == ("list", "watch", "create", "patch", "delete")
     assert all("get" not in child.verbs for child in CHILD_KINDS), "reads come from watches"
     assert all(child.write in Write for child in CHILD_KINDS)
     assert {access.plural for access in OPERATOR_ACCESS} >= {
@@ -50,6 +52,7 @@ def test_every_kind_has_a_client_resource_with_its_api_version() -> None:
 
 
 def test_renderers_produce_the_registered_api_versions() -> None:
+    from nimify.api.spec import Autoscaler
     from nimify.engine.location import EngineLocation
     from nimify.render.deployment import ServedEngine
     from tests.render.conftest import nimservice
@@ -66,7 +69,8 @@ def test_renderers_produce_the_registered_api_versions() -> None:
             nim, ServedEngine(EngineLocation("k" * 64, "nimify-engines"), "abc"), OperatorSettings()
         ),
         render_service(nim),
-        render_autoscaler(nim),
+        render_autoscaler(nim, OperatorSettings()),
+        render_scaled_object(nim, OperatorSettings(autoscaler=Autoscaler.KEDA)),
         render_http_route(nim),
         render_ingress(nimservice({"expose": {"ingress": {"host": "a.example.com"}}})),
     ]

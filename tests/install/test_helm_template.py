@@ -139,6 +139,9 @@ SETTINGS: dict[str, Any] = {
     "engineCacheSize": "200Gi",
     "engineCacheAccessMode": "ReadWriteOnce",
     "resyncSeconds": 30.5,
+    "autoscaler": "KEDA",
+    "kedaPrometheusUrl": "http://prometheus.monitoring.svc:9090",
+    "kedaQueryWindow": "2m",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from nimify.api import NimService
+from nimify.api.spec import Autoscaler
 from nimify.cli.run import kopf_settings
 from nimify.controller.children import CHILD_BY_KIND, CHILD_KINDS, OPERATOR_ACCESS, Write
 from nimify.engine.location import engine_location
@@ -21,6 +22,7 @@ from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.disruption_budget import render_disruption_budget
 from nimify.render.engine_claim import render_engine_claim
+from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.render.triton_config import render_triton_config
 from nimify.settings import OperatorSettings
@@ -85,7 +87,8 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
         render_triton_config(nim, "name: 'full'\n"),
         render_deployment(nim, ServedEngine(location, "0" * 16), settings),
         render_service(nim),
-        render_autoscaler(nim),
+        render_autoscaler(nim, settings),
+        render_scaled_object(nim, settings.model_copy(update={"autoscaler": Autoscaler.KEDA})),
         render_disruption_budget(nim),
     ]
     for obj in rendered:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from nimify.api.spec import Autoscaler
 from nimify.engine.location import EngineLocation
 from nimify.render.autoscaler import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC, render_autoscaler
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, nimservice
+
+SETTINGS = OperatorSettings()
 
 ALL_TARGETS: dict[str, Any] = {
     "resources": {"cpu": "4"},
@@ -23,14 +26,24 @@ ALL_TARGETS: dict[str, Any] = {
 
 
 def hpa_for(spec: dict[str, Any] | None) -> dict[str, Any]:
-    hpa = render_autoscaler(nimservice(spec))
+    hpa = render_autoscaler(nimservice(spec), SETTINGS)
     assert hpa is not None
     return hpa
 
 
 def test_none_without_autoscaling() -> None:
-    assert render_autoscaler(nimservice()) is None
-    assert render_autoscaler(nimservice({"replicas": 4})) is None
+    assert render_autoscaler(nimservice(), SETTINGS) is None
+    assert render_autoscaler(nimservice({"replicas": 4}), SETTINGS) is None
+
+
+def test_none_when_keda_scales() -> None:
+    keda_spec = {"autoscaling": {"maxReplicas": 3, "targetCpuUtilization": 50, "autoscaler": "KEDA"}}
+    assert render_autoscaler(nimservice(keda_spec | {"resources": {"cpu": "1"}}), SETTINGS) is None
+    keda_default = OperatorSettings(autoscaler=Autoscaler.KEDA)
+    assert render_autoscaler(nimservice(ALL_TARGETS), keda_default) is None
+    # The spec's choice wins over the operator's default.
+    chosen = {**ALL_TARGETS["autoscaling"], "autoscaler": "HorizontalPodAutoscaler"}
+    assert render_autoscaler(nimservice({**ALL_TARGETS, "autoscaling": chosen}), keda_default) is not None
 
 
 def test_targets_the_deployment(settings: OperatorSettings) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from nimify.api import API_VERSION, KIND, NimService
+from nimify.api.spec import Autoscaler
 from nimify.engine.location import dedicated_claim_name, engine_location
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
@@ -25,6 +26,7 @@ from nimify.render.identity import (
     server_selector,
     triton_config_name,
 )
+from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.render.triton_config import render_triton_config
 from nimify.settings import OperatorSettings
@@ -52,7 +54,11 @@ def children(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str,
         "ConfigMap": render_triton_config(nim, "name: 'resnet50'\n"),
         "Deployment": render_deployment(nim, ServedEngine(location, "0123456789abcdef"), settings),
         "Service": render_service(nim),
-        "HorizontalPodAutoscaler": render_autoscaler(nim),
+        "HorizontalPodAutoscaler": render_autoscaler(nim, settings),
+        # The other autoscaler, as the operator renders it when KEDA is chosen.
+        "ScaledObject": render_scaled_object(
+            nim, settings.model_copy(update={"autoscaler": Autoscaler.KEDA})
+        ),
         "PodDisruptionBudget": render_disruption_budget(nim),
     }
     assert all(obj is not None for obj in rendered.values()), "FULL_SPEC must render every child"
@@ -73,6 +79,7 @@ def test_every_kind_of_child_is_rendered(settings: OperatorSettings) -> None:
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "ScaledObject",
         "PodDisruptionBudget",
     ],
 )
@@ -103,6 +110,7 @@ def test_child_has_recommended_labels_and_controller_owner(kind: str, settings: 
         ("Deployment", COMPONENT_SERVER),
         ("Service", COMPONENT_SERVER),
         ("HorizontalPodAutoscaler", COMPONENT_SERVER),
+        ("ScaledObject", COMPONENT_SERVER),
         ("PodDisruptionBudget", COMPONENT_SERVER),
     ],
 )
@@ -129,6 +137,7 @@ def test_names_are_deterministic(settings: OperatorSettings) -> None:
         "Deployment": NAME,
         "Service": NAME,
         "HorizontalPodAutoscaler": NAME,
+        "ScaledObject": NAME,
         "PodDisruptionBudget": NAME,
     }
 

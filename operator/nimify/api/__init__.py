@@ -16,6 +16,7 @@ from nimify.api.semantics import nimservice_errors, semantic_errors
 from nimify.api.spec import (
     DEFAULT_TRITON_IMAGE,
     GPU_PRODUCT_LABEL,
+    Autoscaler,
     AutoscalingSpec,
     Backend,
     DynamicBatchingSpec,
@@ -45,6 +46,7 @@ from nimify.api.spec import (
     WarmupSpec,
 )
 from nimify.api.status import (
+    AutoscalerStatus,
     Condition,
     ConditionStatus,
     Endpoints,
@@ -66,6 +68,8 @@ __all__ = [
     "PLURAL",
     "SINGULAR",
     "VERSION",
+    "Autoscaler",
+    "AutoscalerStatus",
     "AutoscalingSpec",
     "Backend",
     "Condition",

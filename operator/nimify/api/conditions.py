@@ -18,6 +18,9 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     ENGINE_READY = "EngineReady"
     AVAILABLE = "Available"
+    #: Only with spec.autoscaling: whether the autoscaler gets its metrics and computes replicas (the HPA's
+    #: ScalingActive, or KEDA's ScaledObject Ready and its HPA's ScalingActive). Does not affect Ready.
+    SCALING_ACTIVE = "ScalingActive"
 
 
 class ConditionReason(StrEnum):
@@ -44,6 +47,8 @@ class ConditionReason(StrEnum):
     """The apiserver refused a child (admission, validation, quota, permissions); retried with backoff."""
     GATEWAY_API_MISSING = "GatewayApiMissing"
     """spec.expose.httpRoute asks for an HTTPRoute, but the cluster does not serve the Gateway API."""
+    KEDA_MISSING = "KedaMissing"
+    """KEDA is the autoscaler, but the cluster does not serve KEDA's ScaledObjects."""
     DEPLOYMENT_FAILED = "DeploymentFailed"
     """The Deployment reports it cannot progress (ProgressDeadlineExceeded, or pods it may not create)."""
     # Triton pods in trouble (from the pods' own status)
@@ -56,3 +61,8 @@ class ConditionReason(StrEnum):
     ENGINE_BUILT = "EngineBuilt"
     ENGINE_CACHE_HIT = "EngineCacheHit"
     RECONCILED = "Reconciled"
+    # ScalingActive
+    METRICS_AVAILABLE = "MetricsAvailable"
+    METRIC_UNAVAILABLE = "MetricUnavailable"
+    AUTOSCALER_PENDING = "AutoscalerPending"
+    AUTOSCALER_NOT_READY = "AutoscalerNotReady"

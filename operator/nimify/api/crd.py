@@ -66,6 +66,20 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "description": "Engine precision",
         "priority": 1,
     },
+    {
+        "name": "Desired",
+        "type": "integer",
+        "jsonPath": ".status.autoscaler.desiredReplicas",
+        "description": "Replicas the autoscaler asks for",
+        "priority": 1,
+    },
+    {
+        "name": "Scaling",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="ScalingActive")].reason',
+        "description": "Whether the autoscaler gets its metrics (ScalingActive reason)",
+        "priority": 1,
+    },
 )
 SCALE_SUBRESOURCE = {
     "specReplicasPath": ".spec.replicas",

@@ -29,7 +29,7 @@ class Condition(StatusModel):
     """One aspect of the NimService's state (the shape of metav1.Condition)."""
 
     type: str = Field(pattern=CONDITION_TYPE, max_length=316)
-    """Ready, Reconciling, Stalled, EngineReady or Available."""
+    """Ready, Reconciling, Stalled, EngineReady, Available or ScalingActive."""
 
     status: ConditionStatus
     """True, False or Unknown."""
@@ -136,6 +136,29 @@ class Endpoints(StatusModel):
     controller or Gateway listener."""
 
 
+class AutoscalerStatus(StatusModel):
+    """The autoscaler that owns the replica count, as it last reported itself. Metric values are left out
+    on purpose (they change every few seconds; `kubectl get hpa NAME` shows them)."""
+
+    kind: str = Field(max_length=64)
+    """HorizontalPodAutoscaler or ScaledObject (KEDA)."""
+
+    name: str = Field(max_length=253)
+    """Name of that object in the NimService's namespace."""
+
+    hpa_name: str | None = Field(default=None, max_length=253)
+    """The HorizontalPodAutoscaler that computes the replicas (KEDA's own for a ScaledObject)."""
+
+    current_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the autoscaler last saw."""
+
+    desired_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the autoscaler last asked for."""
+
+    last_scale_time: datetime | None = None
+    """When the autoscaler last changed the replica count."""
+
+
 class NimServiceStatus(StatusModel):
     """The observed state of a NimService."""
 
@@ -167,6 +190,9 @@ class NimServiceStatus(StatusModel):
 
     endpoints: Endpoints | None = None
     """Where clients reach the model."""
+
+    autoscaler: AutoscalerStatus | None = None
+    """The autoscaler's view of the replicas (with spec.autoscaling)."""
 
     def condition(self, condition_type: str) -> Condition | None:
         """The condition of that type, if reported."""

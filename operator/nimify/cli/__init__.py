@@ -26,7 +26,7 @@ def _register_commands() -> None:
     from nimify.cli import devcluster  # noqa: F401
     from nimify.cli import chart  # noqa: F401
     from nimify.cli import run  # noqa: F401
-    from nimify.cli import convert, doctor, model, serve  # noqa: F401
+    from nimify.cli import convert, doctor, load, model, serve  # noqa: F401
 
 
 def main() -> None:

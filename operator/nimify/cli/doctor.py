@@ -36,7 +36,10 @@ REQUIRED_PACKAGES = (
     "yaml",
 )
 OPTIONAL_PACKAGES = (
-    ("tritonclient", "nimify serve's clients and repository translation (pip install 'nimify[serve]')"),
+    (
+        "tritonclient",
+        "nimify serve's and nimify load's clients, repository translation (pip install 'nimify[serve]')",
+    ),
     ("pytriton", "nimify serve's tritonserver (pip install 'nimify[serve]')"),
     ("tensorrt", "building TensorRT engines (the conversion Job's image has it)"),
     ("boto3", "s3:// models"),
@@ -148,13 +151,31 @@ def check_gpu_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[Check]:
 
 
 class LightkubeCluster:
-    """ClusterClient over lightkube's async client."""
+    """ClusterClient (and the autoscaling checks' MetricsReader) over lightkube's async client."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
         from lightkube import AsyncClient, KubeConfig
+        from lightkube.config.client_adapter import AsyncClient as HttpClient
+        from lightkube.config.client_adapter import ConnectionParams
 
         config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
         self.client = AsyncClient(config.get(context_name=context) if context else config)
+        # The metrics APIs have no typed resources (a metric name is a path segment); lightkube's own
+        # connection factory gives a client with the same server, credentials and CA for plain GETs.
+        self.http = HttpClient(self.client.config, ConnectionParams())
+
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Mapping[str, Any] | None:
+        response = await self.http.get(path, params=dict(params or {}))
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text
+            raise RuntimeError(f"HTTP {response.status_code} from {path}: {message.strip()[:500]}")
+        found: Mapping[str, Any] = response.json()
+        return found
 
     async def custom_resource_definition(self, name: str) -> Mapping[str, Any] | None:
         from lightkube import ApiError
@@ -174,18 +195,31 @@ class LightkubeCluster:
         return [node.to_dict() async for node in self.client.list(Node)]
 
     async def close(self) -> None:
+        await self.http.aclose()
         await self.client.close()
 
 
-async def _cluster_checks(kubeconfig: Path | None, context: str | None) -> list[Check]:
+async def _cluster_checks(
+    kubeconfig: Path | None, context: str | None, autoscaling_namespace: str | None
+) -> list[Check]:
+    # Imported here: the autoscaling checks build on this module's Check.
+    from nimify.cli.autoscaling_checks import check_autoscaling
+    from nimify.settings import OperatorSettings
+
     try:
         cluster = LightkubeCluster(kubeconfig, context)
     except Exception as error:
         return [Check("cluster", "fail", f"no usable kubeconfig: {type(error).__name__}: {error}")]
     try:
-        return await asyncio.wait_for(check_cluster(cluster), timeout=30)
+        checks = await asyncio.wait_for(check_cluster(cluster), timeout=30)
+        if checks[0].status == "fail":
+            return checks
+        default = OperatorSettings().autoscaler
+        return checks + await asyncio.wait_for(
+            check_autoscaling(cluster, autoscaling_namespace, default), timeout=60
+        )
     except TimeoutError:
-        return [Check("cluster", "fail", "no answer within 30s")]
+        return [Check("cluster", "fail", "no answer within the time limit (30s, autoscaling checks 60s)")]
     finally:
         await cluster.close()
 
@@ -205,11 +239,18 @@ def doctor_command(
     ] = None,
     context: Annotated[str | None, typer.Option("--context")] = None,
     cluster: Annotated[bool, typer.Option("--cluster/--no-cluster", help="Also check the cluster.")] = True,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", "-n", help="Check the autoscaling of the NimServices in this namespace only."
+        ),
+    ] = None,
 ) -> None:
-    """Check Python dependencies, the local tritonserver, the cluster, the NimService CRD and GPU nodes."""
+    """Check Python dependencies, the local tritonserver, the cluster, the NimService CRD, GPU nodes, and
+    for autoscaled NimServices the metrics API their autoscaler needs and their metrics."""
     checks = [*check_packages(), check_tritonserver()]
     if cluster:
-        checks.extend(asyncio.run(_cluster_checks(kubeconfig, context)))
+        checks.extend(asyncio.run(_cluster_checks(kubeconfig, context, namespace)))
     Console(highlight=False).print(render_checks(checks))
     if any(check.status == "fail" for check in checks):
         raise typer.Exit(1)

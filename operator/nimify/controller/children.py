@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from nimify.api.conditions import ConditionReason
 from nimify.api.nimservice import GROUP, PLURAL
 
 
@@ -23,7 +24,8 @@ class Index(StrEnum):
     SERVICES = "service_index"
     CONFIG_MAPS = "configmap_index"
     CLAIMS = "persistentvolumeclaim_index"
-    AUTOSCALERS = "horizontalpodautoscaler_index"
+    AUTOSCALERS = "horizontalpodautoscaler_index"  # ours, and the ones KEDA makes for our ScaledObjects
+    SCALED_OBJECTS = "scaledobject_index"
     DISRUPTION_BUDGETS = "poddisruptionbudget_index"
     INGRESSES = "ingress_index"
     HTTP_ROUTES = "httproute_index"
@@ -60,6 +62,8 @@ class ChildKind:
     """Out-of-band edits of the fields the operator sets are reverted (see controller/drift.py)."""
     optional: bool = False
     """An API a cluster may not serve (a CRD that may be missing); the operator runs without it."""
+    missing: tuple[ConditionReason, str] | None = None
+    """For an optional kind: the reason and the advice reported when the cluster does not serve it."""
     wakes_owner: bool = False
     """A change of one reconciles its NimService at once; others wait for the resync."""
 
@@ -94,8 +98,30 @@ CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", Index.CONFIG_MAPS, W
 CLAIM = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", Index.CLAIMS, Write.APPLY, drift=False
 )
+# An autoscaler's status (ScalingActive, replicas) is reported on the NimService: its changes wake it. KEDA's
+# HPA is owned by the ScaledObject, not the NimService; it carries the NimService label (copied by KEDA).
 AUTOSCALER = ChildKind(
-    "HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", Index.AUTOSCALERS, Write.APPLY
+    "HorizontalPodAutoscaler",
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+    Index.AUTOSCALERS,
+    Write.APPLY,
+    wakes_owner=True,
+)
+SCALED_OBJECT = ChildKind(
+    "ScaledObject",
+    "keda.sh",
+    "v1alpha1",
+    "scaledobjects",
+    Index.SCALED_OBJECTS,
+    Write.APPLY,
+    optional=True,
+    missing=(
+        ConditionReason.KEDA_MISSING,
+        "install KEDA or set spec.autoscaling.autoscaler: HorizontalPodAutoscaler",
+    ),
+    wakes_owner=True,
 )
 DISRUPTION_BUDGET = ChildKind(
     "PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", Index.DISRUPTION_BUDGETS, Write.APPLY
@@ -109,6 +135,7 @@ HTTP_ROUTE = ChildKind(
     Index.HTTP_ROUTES,
     Write.APPLY,
     optional=True,
+    missing=(ConditionReason.GATEWAY_API_MISSING, "install the Gateway API CRDs or use spec.expose.ingress"),
 )
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
@@ -118,6 +145,7 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     CONFIG_MAP,
     CLAIM,
     AUTOSCALER,
+    SCALED_OBJECT,
     DISRUPTION_BUDGET,
     INGRESS,
     HTTP_ROUTE,
@@ -147,6 +175,6 @@ OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         ("list", "watch"),
-        "kopf notices an optional API (Gateway API) being installed",
+        "kopf notices an optional API (Gateway API, KEDA) being installed",
     ),
 )

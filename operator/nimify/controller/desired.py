@@ -7,7 +7,8 @@ wanted (and applied unless current), kept as it is, or unwanted (and deleted if 
 | conversion Job | the engine is neither served, reusable nor built | created once, never changed |
 | ConfigMap, Deployment | the engine for the spec is ready | kept: the old engine serves meanwhile |
 | Service | always | |
-| HPA | spec.autoscaling (once a Deployment is there) | deleted |
+| HPA | spec.autoscaling with the HPA as its autoscaler (once a Deployment is there) | deleted |
+| KEDA ScaledObject | spec.autoscaling with KEDA as its autoscaler (same) | deleted (KEDA removes its HPA) |
 | PDB | more than one replica may run (same) | deleted |
 | Ingress, HTTPRoute | spec.expose.ingress / .httpRoute | deleted |
 
@@ -24,6 +25,8 @@ from typing import Any
 from nimify.api import NimService, NimServiceStatus
 from nimify.api.conditions import ConditionReason
 from nimify.api.semantics import semantic_errors
+from nimify.api.spec import Autoscaler
+from nimify.autoscaling.choice import chosen_autoscaler
 from nimify.controller.actions import Action, AddClaimOwner, Apply, Create, Delete, HandOverReplicas, Target
 from nimify.controller.children import (
     AUTOSCALER,
@@ -34,6 +37,7 @@ from nimify.controller.children import (
     DISRUPTION_BUDGET,
     HTTP_ROUTE,
     INGRESS,
+    SCALED_OBJECT,
     ChildKind,
 )
 from nimify.controller.conditions import EngineState
@@ -48,6 +52,7 @@ from nimify.render.disruption_budget import render_disruption_budget
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import owner_reference, server_name, triton_config_name
 from nimify.render.routes import render_http_route, render_ingress
+from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.render.triton_config import config_hash, render_config_text, render_triton_config
 from nimify.settings import OperatorSettings
@@ -64,6 +69,7 @@ class DesiredSet:
     config_hash: str | None = None  # of the Triton config the current engine is served with
     actions: list[Action] = field(default_factory=list)
     routes: tuple[str, ...] = ()  # kinds of route the spec asks for (Ingress / HTTPRoute)
+    autoscaler: Autoscaler | None = None  # what owns the replica count (spec.autoscaling, else None)
 
 
 def controlled_by(live: Body, nim: NimService) -> bool:
@@ -128,7 +134,8 @@ def desired_set(nim: NimService, observed: Observed, settings: OperatorSettings)
         for kind, route in ((INGRESS.kind, expose.ingress), (HTTP_ROUTE.kind, expose.http_route))
         if route is not None
     )
-    kept = DesiredSet(outcome.state, None, outcome, location, digest, routes=routes)
+    autoscaler = chosen_autoscaler(nim, settings)
+    kept = DesiredSet(outcome.state, None, outcome, location, digest, routes=routes, autoscaler=autoscaler)
     if nim.spec.paused:
         return kept  # every child stays as it is
 
@@ -150,8 +157,10 @@ def desired_set(nim: NimService, observed: Observed, settings: OperatorSettings)
             plan.writes.append(HandOverReplicas(name, int(live_deployment["spec"].get("replicas", 1))))
         plan.apply(deployment, requires=((CONFIG_MAP.kind, triton_config_name(nim)),))
     plan.apply(render_service(nim))
-    if record is not None or live_deployment is not None:  # an HPA or PDB needs a Deployment to act on
-        plan.want(AUTOSCALER, name, render_autoscaler(nim))
+    if record is not None or live_deployment is not None:  # an autoscaler or PDB needs a Deployment to act on
+        # At most one of the two is rendered; the other is deleted first, so they never both scale it.
+        plan.want(AUTOSCALER, name, render_autoscaler(nim, settings))
+        plan.want(SCALED_OBJECT, name, render_scaled_object(nim, settings))
         plan.want(DISRUPTION_BUDGET, name, render_disruption_budget(nim))
     plan.want(INGRESS, name, render_ingress(nim))
     plan.want(HTTP_ROUTE, name, render_http_route(nim))

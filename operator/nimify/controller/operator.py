@@ -1,9 +1,10 @@
 """kopf registrations: watches and indexes of NimServices and their children, and what triggers a reconcile.
 
 A reconcile runs on resume, create and spec update, on a resync loop (the level-triggered safety net),
-after a backoff when a child was refused, and whenever an owned Job, conversion Pod or Deployment changes or
-a Triton pod gets into trouble. Children are watched with a server-side label selector, so the operator never
-sees, let alone lists, objects it does not manage. Kinds, indexes and selectors all come from `children.py`.
+after a backoff when a child was refused, and whenever an owned Job, conversion Pod, Deployment or autoscaler
+(HPA, KEDA ScaledObject, and the HPA KEDA makes) changes or a Triton pod gets into trouble. Children are
+watched with a server-side label selector, so the operator never sees, let alone lists, objects it does not
+manage. Kinds, indexes and selectors all come from `children.py`.
 
 Operator-wide state (settings, the Reconciler, kopf's index views, locks, timers) lives in kopf's `memo`, set
 up in the startup handler.
@@ -263,6 +264,8 @@ async def _reconcile_owners(state: OperatorState, body: kopf.Body, job_name: str
     """A child changed: reconcile its owner and, for a conversion Job or Pod, every NimService needing it."""
     namespace = body.metadata.namespace or ""
     names = {ref["name"] for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND}
+    if not names and (labelled := (body.metadata.labels or {}).get(NIMSERVICE_LABEL)):
+        names.add(labelled)  # an object made from a child of ours: KEDA's HPA, owned by our ScaledObject
     if job_name:
         names |= set(state.indexes[Index.BUILD_JOBS].get((namespace, job_name), ()))
     for name in sorted(names):

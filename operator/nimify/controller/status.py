@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from nimify.api import Condition, NimService, NimServiceStatus
-from nimify.api.conditions import ConditionReason
-from nimify.controller.children import CLAIM, DEPLOYMENT, JOB
+from nimify.api.conditions import ConditionReason, ConditionType
+from nimify.api.spec import Autoscaler
+from nimify.controller.autoscaling import autoscaler_status, keda_hpa_name, scaling_verdict
+from nimify.controller.children import AUTOSCALER, CLAIM, DEPLOYMENT, JOB, SCALED_OBJECT
 from nimify.controller.conditions import (
     EngineState,
     Observation,
@@ -120,7 +122,20 @@ def desired_status(
         serving_state(deployment, engine_key, desired.config_hash),
         problem,
     )
-    conditions = merge_conditions(desired_conditions(observation), previous.conditions, generation, now)
+    wanted = desired_conditions(observation)
+    autoscaler = desired.autoscaler if desired.invalid_spec is None else None
+    if autoscaler is not None:
+        hpa, scaled_object = _autoscaler_objects(observed, namespace, name, autoscaler)
+        verdict = scaling_verdict(autoscaler, name, hpa, scaled_object)
+        wanted.append(
+            (ConditionType.SCALING_ACTIVE.value, verdict.status.value, verdict.reason.value, verdict.message)
+        )
+        status["autoscaler"] = autoscaler_status(autoscaler, name, hpa, scaled_object).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    elif desired.invalid_spec is None:
+        status.pop("autoscaler", None)  # autoscaling turned off: nothing scales it any more
+    conditions = merge_conditions(wanted, previous.conditions, generation, now)
     status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     status["observedGeneration"] = generation
     if deployment is not None:
@@ -133,6 +148,16 @@ def desired_status(
         status["endpoints"] = endpoints
     status["selector"] = ",".join(f"{k}={v}" for k, v in server_selector(nim).items())
     return Report(status, conditions)
+
+
+def _autoscaler_objects(
+    observed: Observed, namespace: str, name: str, autoscaler: Autoscaler
+) -> tuple[Body | None, Body | None]:
+    """(the HPA that computes the replicas, the ScaledObject): ours, or KEDA's HPA for our ScaledObject."""
+    if autoscaler == Autoscaler.HORIZONTAL_POD_AUTOSCALER:
+        return observed.get(AUTOSCALER.kind, namespace, name), None
+    scaled_object = observed.get(SCALED_OBJECT.kind, namespace, name)
+    return observed.get(AUTOSCALER.kind, namespace, keda_hpa_name(name, scaled_object)), scaled_object
 
 
 def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> bool:

@@ -72,7 +72,7 @@ class Refusal:
 
     kind: str
     name: str
-    reason: str  # ChildRejected or GatewayApiMissing
+    reason: str  # ChildRejected, or the missing API's (GatewayApiMissing, KedaMissing)
     message: str
 
 
@@ -97,13 +97,13 @@ def refusal(kind: str, name: str, error: Exception) -> Refusal | None:
     if code not in REFUSALS:
         return None
     child = CHILD_BY_KIND.get(kind)
-    if child is not None and child.optional and code == HTTPStatus.NOT_FOUND:
+    if child is not None and child.missing is not None and code == HTTPStatus.NOT_FOUND:
+        reason, advice = child.missing
         return Refusal(
             kind,
             name,
-            ConditionReason.GATEWAY_API_MISSING.value,
-            f"{kind} {name}: this cluster does not serve {child.api_version} {child.plural};"
-            " install the Gateway API CRDs or use spec.expose.ingress",
+            reason.value,
+            f"{kind} {name}: this cluster does not serve {child.api_version} {child.plural}; {advice}",
         )
     if isinstance(error, ApiError):
         message = error.status.message or str(error)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from nimify.devcluster.aggregation import front_proxy_apiserver_args
 from nimify.devcluster.node_config import HOST_IP, RUN_DIR
 from nimify.devcluster.pki import CLIENTS, Pki, create_pki
 from nimify.devcluster.real_node import (
@@ -478,6 +479,8 @@ def _start_components(
             "--audit-log-format=json",
             "--audit-log-maxsize=200",
             "--profiling=false",
+            # Aggregated APIs (metrics.k8s.io, external.metrics.k8s.io) authenticate requests through these.
+            *front_proxy_apiserver_args(d / "pki"),
         ],
     )
     _wait("kube-apiserver", lambda: _https_ok(f"{cluster.server}/readyz", pki), timeout, log, process)

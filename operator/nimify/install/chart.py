@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nimify.api.crd import CRD_FILENAME, render_crd
+from nimify.autoscaling.adapter_rules import render_rules_file
 from nimify.install.rbac import REGENERATE_COMMAND, render_rbac_template
 from nimify.install.values import SCHEMA_FILENAME, render_values_schema
 
@@ -11,9 +12,10 @@ __all__ = ["REGENERATE_COMMAND", "generated_files"]
 
 def generated_files() -> dict[str, str]:
     """The CRD (the same file as the repository's crds/: Helm installs a chart's crds/ first), the RBAC
-    template and the values schema."""
+    template, the values schema and prometheus-adapter's rules for the HPA's Pods metrics."""
     return {
         f"crds/{CRD_FILENAME}": render_crd(),
         "templates/rbac.yaml": render_rbac_template(),
         SCHEMA_FILENAME: render_values_schema(),
+        "files/prometheus-adapter-rules.yaml": render_rules_file(),
     }

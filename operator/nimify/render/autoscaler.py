@@ -1,7 +1,8 @@
-"""The autoscaling/v2 HorizontalPodAutoscaler of the Triton Deployment.
+"""The autoscaling/v2 HorizontalPodAutoscaler of the Triton Deployment (when the HPA is the autoscaler).
 
-Triton's queue time and the GPU utilization reach the HPA as Pods metrics through a metrics adapter
-(prometheus-adapter; charts/nimify/files/prometheus-adapter-rules.yaml defines these names).
+Triton's queue time and DCGM's GPU utilization reach the HPA as Pods metrics through a custom-metrics adapter;
+`nimify.autoscaling.adapter_rules` holds prometheus-adapter's rules that define these names (the chart ships
+them as charts/nimify/files/prometheus-adapter-rules.yaml).
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from nimify.api import NimService
+from nimify.api.spec import Autoscaler, AutoscalingSpec
+from nimify.autoscaling.choice import chosen_autoscaler
+from nimify.autoscaling.queries import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC
 from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name
+from nimify.settings import OperatorSettings
 
-QUEUE_TIME_METRIC = "nv_inference_queue_duration_us_per_request"
-GPU_UTILIZATION_METRIC = "nv_gpu_utilization_percent"
+__all__ = ["GPU_UTILIZATION_METRIC", "QUEUE_TIME_METRIC", "behavior", "render_autoscaler", "scale_target"]
 
 
 def _pods_metric(name: str, average: int) -> dict[str, Any]:
@@ -22,9 +26,23 @@ def _pods_metric(name: str, average: int) -> dict[str, Any]:
     }
 
 
-def render_autoscaler(nim: NimService) -> dict[str, Any] | None:
+def scale_target(nim: NimService) -> dict[str, str]:
+    """The Deployment an autoscaler scales (HPA scaleTargetRef, KEDA's scaleTargetRef)."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(nim)}
+
+
+def behavior(scaling: AutoscalingSpec) -> dict[str, Any] | None:
+    """spec.autoscaling.behavior as autoscaling/v2 HorizontalPodAutoscalerBehavior (KEDA passes it on too)."""
+    if scaling.behavior is None:
+        return None
+    rendered: dict[str, Any] = scaling.behavior.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return rendered
+
+
+def render_autoscaler(nim: NimService, settings: OperatorSettings) -> dict[str, Any] | None:
+    """The HPA, or None when the NimService has no autoscaling or KEDA scales it."""
     scaling = nim.spec.autoscaling
-    if scaling is None:
+    if scaling is None or chosen_autoscaler(nim, settings) != Autoscaler.HORIZONTAL_POD_AUTOSCALER:
         return None
     metrics: list[dict[str, Any]] = []
     if scaling.target_cpu_utilization is not None:
@@ -42,13 +60,13 @@ def render_autoscaler(nim: NimService) -> dict[str, Any] | None:
     if scaling.target_gpu_utilization is not None:
         metrics.append(_pods_metric(GPU_UTILIZATION_METRIC, scaling.target_gpu_utilization))
     spec: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(nim)},
+        "scaleTargetRef": scale_target(nim),
         "minReplicas": scaling.min_replicas,
         "maxReplicas": scaling.max_replicas,
         "metrics": metrics,
     }
-    if scaling.behavior is not None:
-        spec["behavior"] = scaling.behavior.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if (rendered := behavior(scaling)) is not None:
+        spec["behavior"] = rendered
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",

@@ -6,6 +6,7 @@ One module per spec section (`model`, `engine`, `triton`, `resources`, `placemen
 """
 
 from nimify.api.spec.autoscaling import (
+    Autoscaler,
     AutoscalingSpec,
     ScalingBehavior,
     ScalingPolicy,
@@ -81,6 +82,7 @@ __all__ = [
     "PLAN_SUFFIX",
     "QUANTITY",
     "TRITON_ARG",
+    "Autoscaler",
     "AutoscalingSpec",
     "Backend",
     "BatchSize",

@@ -10,6 +10,13 @@ from nimify.api.base import ApiModel
 from nimify.api.validation import Rule, ValidationReason
 
 
+class Autoscaler(StrEnum):
+    """Which autoscaler owns the replica count."""
+
+    HORIZONTAL_POD_AUTOSCALER = "HorizontalPodAutoscaler"
+    KEDA = "KEDA"
+
+
 class ScalingPolicyType(StrEnum):
     """The unit of a scaling policy's value."""
 
@@ -62,9 +69,14 @@ class ScalingBehavior(ApiModel):
 
 
 class AutoscalingSpec(ApiModel):
-    """A HorizontalPodAutoscaler owns the replica count. The queue-time target uses Triton's
-    nv_inference_queue_duration_us through a Pods metric (prometheus-adapter); GPU utilization uses
-    nv_gpu_utilization the same way."""
+    """An autoscaler owns the replica count: an autoscaling/v2 HorizontalPodAutoscaler (queue time and GPU
+    utilization as Pods metrics from a custom-metrics adapter such as prometheus-adapter) or a KEDA
+    ScaledObject (the same targets as Prometheus queries). Queue time is Triton's
+    nv_inference_queue_duration_us per request, GPU utilization DCGM's DCGM_FI_DEV_GPU_UTIL."""
+
+    autoscaler: Autoscaler | None = Field(default=None, strict=False)
+    """HorizontalPodAutoscaler or KEDA; the operator's NIMIFY_AUTOSCALER setting (HorizontalPodAutoscaler
+    unless changed) when left out."""
 
     min_replicas: int = Field(default=1, ge=1, le=1000)
     """Fewest replicas."""

@@ -80,7 +80,8 @@ class NimServiceSpec(ApiModel):
     autoscaling is turned off)."""
 
     autoscaling: AutoscalingSpec | None = None
-    """Let a HorizontalPodAutoscaler set the replica count; excludes replicas."""
+    """Let an autoscaler (a HorizontalPodAutoscaler or a KEDA ScaledObject) set the replica count; excludes
+    replicas."""
 
     expose: ExposeSpec = Field(default_factory=ExposeSpec)
     """Service ports, Service type and optional Ingress or HTTPRoute."""
