@@ -312,11 +312,6 @@ class MemoryCluster:
             }
         )
 
-    async def add_claim_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
-        self.calls.append(Call("add-owner", "PersistentVolumeClaim", name))
-        body = self.objects[("PersistentVolumeClaim", namespace, name)]
-        body["metadata"].setdefault("ownerReferences", []).append(owner)
-
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls.append(Call("status", "NimService", name, copy.deepcopy(status)))
         self._check("NimService")

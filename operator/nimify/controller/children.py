@@ -32,6 +32,7 @@ class Index(StrEnum):
     NIMSERVICES = "nimservice_index"
     READY_ENGINES = "ready_engine_index"  # ready engines by (namespace, claim, cache key)
     BUILD_JOBS = "build_job_index"  # NimServices by (namespace, the conversion Job their spec needs)
+    CLAIM_USERS = "claim_user_index"  # NimServices by (namespace, the engine claim their spec uses)
 
 
 class Write(StrEnum):
@@ -62,6 +63,9 @@ class ChildKind:
     """An API a cluster may not serve (a CRD that may be missing); the operator runs without it."""
     wakes_owner: bool = False
     """A change of one reconciles its NimService at once; others wait for the resync."""
+    reads: tuple[str, ...] = ()
+    """Dotted paths the reconcile reads of a live one, beyond what every kind keeps (identity, ownership,
+    nimify's applied hash and applied fields): all its index holds (see controller/projection.py)."""
 
     @property
     def api_version(self) -> str:
@@ -75,7 +79,16 @@ class ChildKind:
 
 
 JOB = ChildKind(
-    "Job", "batch", "v1", "jobs", Index.JOBS, Write.CREATE, prunable=False, drift=False, wakes_owner=True
+    "Job",
+    "batch",
+    "v1",
+    "jobs",
+    Index.JOBS,
+    Write.CREATE,
+    prunable=False,
+    drift=False,
+    wakes_owner=True,
+    reads=("status.conditions",),
 )
 DEPLOYMENT = ChildKind(
     "Deployment",
@@ -86,8 +99,20 @@ DEPLOYMENT = ChildKind(
     Write.APPLY,
     prunable=False,
     wakes_owner=True,
+    # The rollout (status, generation), what the pods serve (template annotations), the replica count and
+    # its manager, the claims mounted, and the ports drift may have renumbered (containers).
+    reads=(
+        "metadata.generation",
+        "spec.replicas",
+        "spec.template.metadata.annotations",
+        "spec.template.spec.containers",
+        "spec.template.spec.volumes",
+        "status",
+    ),
 )
-SERVICE = ChildKind("Service", "", "v1", "services", Index.SERVICES, Write.APPLY, prunable=False)
+SERVICE = ChildKind(
+    "Service", "", "v1", "services", Index.SERVICES, Write.APPLY, prunable=False, reads=("spec.ports",)
+)
 CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", Index.CONFIG_MAPS, Write.APPLY, prunable=False)
 # Claims hold engines: an edit of one (e.g. an expansion) is its owner's business, only a spec change
 # re-applies it; a dedicated claim is deleted once nothing wants or mounts it.

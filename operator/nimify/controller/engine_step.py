@@ -131,8 +131,12 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
             EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"starting conversion Job {job_name}"),
             create_job=True,
         )
-    result = termination_result(observed.build_pod(namespace, job_name))
-    if _job_condition(job, "Complete"):
+    pod = observed.build_pod(namespace, job_name)
+    result = termination_result(pod)
+    # A conversion pod that succeeded is the Job's success: its result is final, and waiting for the Job
+    # controller to say so (it batches pod updates, and is rate limited like every controller) only delays
+    # every NimService that waits for this engine.
+    if _job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
         if result is None:  # the pod's watch event can trail the Job's: wait for it
             return EngineOutcome(
                 EngineState(

@@ -13,6 +13,7 @@ from typing import Any
 
 from nimify.api import Condition, NimService, NimServiceStatus
 from nimify.api.conditions import ConditionReason
+from nimify.controller.actions import Apply
 from nimify.controller.children import CLAIM, DEPLOYMENT, JOB
 from nimify.controller.conditions import (
     EngineState,
@@ -110,7 +111,7 @@ def desired_status(
     if record is not None:
         status |= record
     engine_key = desired.location.cache_key if record is not None and desired.location is not None else None
-    deployment = observed.get(DEPLOYMENT.kind, namespace, name)
+    deployment = observed.get(DEPLOYMENT.kind, namespace, name) or _just_applied(desired, written, name)
     problem = _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None
     observation = Observation(
         generation,
@@ -133,6 +134,16 @@ def desired_status(
         status["endpoints"] = endpoints
     status["selector"] = ",".join(f"{k}={v}" for k, v in server_selector(nim).items())
     return Report(status, conditions)
+
+
+def _just_applied(desired: DesiredSet, written: Written, name: str) -> Body | None:
+    """The Deployment this pass created, as it stands before the watch shows it (no status yet): so the
+    status reports it (endpoints, zero replicas) now, and the watch's first sight of it changes nothing."""
+    target = (DEPLOYMENT.kind, name)
+    for action in desired.actions:
+        if isinstance(action, Apply) and action.target == target and written.ok(target):
+            return action.desired
+    return None
 
 
 def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> bool:
