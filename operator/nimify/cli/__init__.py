@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -30,5 +32,10 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    _register_commands()
+    if sys.argv[1:2] == ["convert"]:
+        # The conversion Job's entrypoint, run once per engine build: the other commands' imports would be
+        # most of its start-up.
+        from nimify.cli import convert  # noqa: F401
+    else:
+        _register_commands()
     app()

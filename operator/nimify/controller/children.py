@@ -4,7 +4,7 @@ generated RBAC read.
 A child kind is watched (list + watch, with a server-side selector on the managed-by label), indexed by
 (namespace, name) and written in one way: server-side applied (create + patch) or created once (create).
 Prunable kinds are also deleted when a NimService no longer wants them. Besides its children the operator
-reads and patches NimServices, watches the pods of its children and posts Events (`OPERATOR_ACCESS`).
+reads NimServices and patches their status, watches the pods of its children and posts Events (`OPERATOR_ACCESS`).
 """
 
 from __future__ import annotations
@@ -162,7 +162,10 @@ class ApiAccess:
 
 OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
     ApiAccess(
-        GROUP, PLURAL, ("list", "watch", "patch"), "the watched resource; kopf patches its annotations"
+        GROUP,
+        PLURAL,
+        ("list", "watch"),
+        "the watched resource; kopf writes nothing on it (every handler is an event handler)",
     ),
     ApiAccess(GROUP, f"{PLURAL}/status", ("patch",), "conditions, replicas, engine, endpoints"),
     ApiAccess("", "pods", ("list", "watch"), "conversion results and Triton pods' trouble, read only"),

@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 FAILURE_FIRST_DELAY = 1.0
 
 
-def failure_delay(failures: int, cap: float) -> float:
+def failure_delay(failures: int, cap: float, first: float = FAILURE_FIRST_DELAY) -> float:
     """Backoff after `failures` failed reconciles in a row: 1 s, 2 s, 4 s, ... up to `cap`."""
-    return float(min(FAILURE_FIRST_DELAY * 2 ** max(failures - 1, 0), max(cap, FAILURE_FIRST_DELAY)))
+    return float(min(first * 2 ** max(failures - 1, 0), max(cap, first)))
 
 
 class WorkQueue(Generic[Key]):
@@ -39,10 +39,12 @@ class WorkQueue(Generic[Key]):
         *,
         workers: int,
         max_delay: float,
+        first_delay: float = FAILURE_FIRST_DELAY,
     ) -> None:
         self._work = work
         self._workers = workers
         self._max_delay = max_delay
+        self._first_delay = first_delay
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -109,7 +111,7 @@ class WorkQueue(Generic[Key]):
                 raise
             except Exception as error:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = failure_delay(failures, self._max_delay)
+                delay = failure_delay(failures, self._max_delay, self._first_delay)
                 logger.warning(
                     "reconcile of %s failed (%d in a row), retrying in %.0fs: %s: %s",
                     key,
