@@ -348,6 +348,7 @@ def audit_entries(cluster: LocalCluster, user: str) -> list[dict[str, Any]]:
                 entries[event["auditID"]] = {
                     "verb": event["verb"],
                     "resource": resource,
+                    "name": ref.get("name", ""),
                     "code": (event.get("responseStatus") or {}).get("code", 0),
                     "at": _stamp(event["requestReceivedTimestamp"]),
                 }
@@ -389,8 +390,10 @@ def request_figures(entries: list[dict[str, Any]], since: float, until: float, c
     events = [e for e in writes if e["resource"] == "events"]
     by_verb = Counter(f"{e['verb']} {e['resource']}" for e in window)
     answers = Counter(str(e["code"]) for e in window if e["code"] >= 400)
+    status = Counter(e["name"] for e in writes if e["resource"] == "nimservices/status")
     return {
         "requests": len(window),
+        "status_patches_per_nimservice": dict(sorted(Counter(status.values()).items())),
         "writes": len(writes),
         "writes_without_events": len(writes) - len(events),
         "events": len(events),
@@ -591,6 +594,13 @@ def table(results: dict[str, Any]) -> str:
     row("first Deployment write at (s)", lambda r: r["first_deployment_s"])
     row("operator requests", lambda r: r["convergence"]["requests"])
     row("writes per NimService (without events)", lambda r: r["convergence"]["writes_per_nimservice"])
+    row(
+        "status patches per NimService (patches: NimServices)",
+        lambda r: (
+            ", ".join(f"{k}: {v}" for k, v in r["convergence"]["status_patches_per_nimservice"].items())
+            or "-"
+        ),
+    )
     row("events per NimService", lambda r: r["convergence"]["events_per_nimservice"])
     row("error answers (code: count)", lambda r: r["convergence"]["error_answers"] or 0)
     row(

@@ -41,7 +41,7 @@ NORMAL_REASONS = frozenset(
     }
 )
 RETRY_FIRST_SECONDS = 5.0
-STATUS_BATCH_SECONDS = 10.0
+STATUS_BATCH_SECONDS = 30.0
 """How long a status change that moves no condition (replica counts, a message) may wait to be written with
 the next one: a rollout's counts tick several times before Ready, and each tick would be a patch."""
 COUNTS = ("replicas", "readyReplicas")
