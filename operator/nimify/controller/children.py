@@ -4,7 +4,8 @@ generated RBAC read.
 A child kind is watched (list + watch, with a server-side selector on the managed-by label), indexed by
 (namespace, name) and written in one way: server-side applied (create + patch) or created once (create).
 Prunable kinds are also deleted when a NimService no longer wants them. Besides its children the operator
-reads NimServices and patches their status, watches the pods of its children and posts Events (`OPERATOR_ACCESS`).
+reads NimServices and patches their status, watches the pods of its children and posts Events
+(`OPERATOR_ACCESS`).
 """
 
 from __future__ import annotations
