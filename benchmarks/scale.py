@@ -238,16 +238,19 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class OperatorProcess:
     cluster: LocalCluster
     log: Path
+    profile: Path | None = None
     metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = os.environ | operator_environment(self.cluster.operator_kubeconfig, self.metrics_port)
         env |= {"NIMIFY_REAL_NODE": "off"}
-        nimify = Path(sys.executable).parent / "nimify"
+        command = [str(Path(sys.executable).parent / "nimify"), "run", "--namespace", NAMESPACE]
+        if self.profile is not None:  # cProfile of the whole run, written when the operator stops
+            command = [sys.executable, "-m", "cProfile", "-o", str(self.profile), *command]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(nimify), "run", "--namespace", NAMESPACE],
+                command,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -415,6 +418,7 @@ class Options:
     settle_seconds: float = 15
     timeout: float = 3600
     keep_logs: bool = False
+    profile_operator: bool = False
 
 
 @contextlib.contextmanager
@@ -458,7 +462,8 @@ def run_nimservices(name: str, count: int, distinct: bool, options: Options) -> 
         models = store_models(cluster, count, distinct)
         services = [nimservice(f"svc-{i:04d}", *models[i]) for i in range(count)]
         names = {s["metadata"]["name"] for s in services}
-        operator = OperatorProcess(cluster, options.workdir / f"{name}-operator.log")
+        profile = options.workdir / f"{name}-operator.prof" if options.profile_operator else None
+        operator = OperatorProcess(cluster, options.workdir / f"{name}-operator.log", profile)
         with BuildPodKubelet(cluster) as builds:
             operator.start()
             ready = Watch(cluster, "nimservices", '{.status.conditions[?(@.type=="Ready")].status}', "True")
@@ -647,13 +652,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--workdir", type=Path, help="clusters and operator logs (default: a temporary dir)")
     parser.add_argument("--keep-logs", action="store_true", help="keep each cluster's logs (audit log too)")
+    parser.add_argument("--profile-operator", action="store_true", help="run the operator under cProfile")
     args = parser.parse_args(argv)
     bin_path = os.environ.get("NIMIFY_BIN_PATH")
     if not bin_path:
         parser.error("NIMIFY_BIN_PATH is not set (hack/bench-scale sets it)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nimify-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    options = Options(bin_path, workdir, idle_seconds=args.idle_seconds, keep_logs=args.keep_logs)
+    options = Options(
+        bin_path,
+        workdir,
+        idle_seconds=args.idle_seconds,
+        keep_logs=args.keep_logs,
+        profile_operator=args.profile_operator,
+    )
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),

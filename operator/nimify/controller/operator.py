@@ -72,6 +72,7 @@ class OperatorState:
     queue: WorkQueue[ObjectKey] = field(init=False)
     generations: dict[str, int | None] = field(default_factory=dict)  # uid -> generation last queued for
     locations: dict[str, tuple[int | None, EngineLocation | None]] = field(default_factory=dict)  # by uid
+    build_ends: dict[str, str | None] = field(default_factory=dict)  # Job or build pod uid -> how it ended
     pod_troubles: dict[str, Any] = field(default_factory=dict)  # pod uid -> its last trouble (or None)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -86,14 +87,22 @@ def _resource(group: str, version: str, plural: str) -> tuple[str, str] | tuple[
     return (group, version, plural) if group else (version, plural)
 
 
+class NoEssence(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds each watched object's "essence" (a deep copy of it) on every watch event, to tell on.create
+    and on.update handlers and daemons what changed. The operator has neither (every handler is an event
+    handler; tests/controller/test_operator_registry.py keeps it so), so that copy, the largest part of kopf's
+    work per event, is skipped: the essence is empty."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     operator_settings = OperatorSettings()
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoEssence(prefix=ANNOTATION_PREFIX)
     # Only warnings of kopf's own become Events; the operator posts its own, specific ones.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -298,15 +307,42 @@ async def nimservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     state.queue.add(key)
 
 
-def _queue_owners(state: OperatorState, body: kopf.Body, job_name: str | None = None) -> None:
-    """A child changed: queue its owner and, for a conversion Job or Pod, every NimService needing it."""
+def _queue_owners(state: OperatorState, body: kopf.Body) -> None:
+    """A child changed: queue the NimService that owns it."""
     namespace = body.metadata.namespace or ""
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("kind") == KIND:
             state.queue.add((namespace, ref["name"]))
-    if job_name:
-        for name in state.indexes[Index.BUILD_JOBS].get((namespace, job_name), ()):
-            state.queue.add((namespace, name))
+
+
+def _build_end(body: kopf.Body) -> str | None:
+    """How a conversion Job or pod ended (its terminal condition or phase), or None while it runs."""
+    if body.get("kind") == JOB.kind:
+        for condition in body.get("status", {}).get("conditions") or []:
+            if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+                return str(condition["type"])
+        return None
+    phase = body.get("status", {}).get("phase")
+    return phase if phase in ("Succeeded", "Failed") else None
+
+
+def _queue_waiters(state: OperatorState, type: str | None, body: kopf.Body, job_name: str) -> None:
+    """A conversion Job or pod ended (or went): queue every NimService waiting for that Job, once per end.
+
+    While it runs, its events change nothing for the NimServices waiting (a thousand of them, when they share
+    an engine); its end, or its deletion (a Job expires after its TTL), is what each must act on.
+    """
+    uid = body.metadata.uid or ""
+    end = None if type == "DELETED" else _build_end(body)
+    if type != "DELETED" and (end is None or state.build_ends.get(uid) == end):
+        return
+    if type == "DELETED":
+        state.build_ends.pop(uid, None)
+    else:
+        state.build_ends[uid] = end
+    namespace = body.metadata.namespace or ""
+    for name in state.indexes[Index.BUILD_JOBS].get((namespace, job_name), ()):
+        state.queue.add((namespace, name))
 
 
 def _register_child_trigger(child: ChildKind) -> None:
@@ -323,7 +359,9 @@ def _register_child_trigger(child: ChildKind) -> None:
                 for name in state.indexes[Index.CLAIM_USERS].get((namespace, body.metadata.name or ""), ()):
                     state.queue.add((namespace, name))
         if child.wakes_owner or type == "DELETED":
-            _queue_owners(state, body, job_name=body.metadata.name if child is JOB else None)
+            _queue_owners(state, body)
+        if child is JOB:
+            _queue_waiters(state, type, body, body.metadata.name or "")
 
     changed.__name__ = f"{child.plural}_changed"
     kopf.on.event(*_resource(child.group, child.version, child.plural), labels=MANAGED, id=changed.__name__)(
@@ -336,9 +374,11 @@ for _child in CHILD_KINDS:
 
 
 @kopf.on.event("v1", "pods", labels=BUILD_POD_LABELS)
-async def build_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def build_pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A conversion pod's result is what the NimServices waiting for its Job read (engine_step.py)."""
     job_name = (body.metadata.labels or {}).get("batch.kubernetes.io/job-name")
-    _queue_owners(_state(memo), body, job_name=job_name)
+    if job_name:
+        _queue_waiters(_state(memo), type, body, job_name)
 
 
 @kopf.on.event("v1", "pods", labels=SERVER_POD_LABELS)
