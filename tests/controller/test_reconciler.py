@@ -653,3 +653,16 @@ async def test_replica_counts_alone_wait_to_be_written_with_the_next_change() ->
     clock.now += STATUS_BATCH_SECONDS
     assert await h.reconcile() is None
     assert h.body["status"]["readyReplicas"] == 1, "counts that waited long enough are written"
+
+
+def test_recent_writes_forget_what_expired() -> None:
+    clock = Clock()
+    recent = RecentWrites(clock=clock)
+    for index in range(1000):
+        recent.wrote(("Service", NAMESPACE, f"s{index}"), "h")
+    clock.now += RECENT_SECONDS + 1
+    for index in range(100):
+        recent.wrote(("Deployment", NAMESPACE, f"d{index}"), "h")
+    assert len(recent) < 200, "a thousand NimServices' writes do not stay in memory"
+    assert recent.covers(("Deployment", NAMESPACE, "d1"), "h")
+    assert not recent.covers(("Service", NAMESPACE, "s1"), "h")

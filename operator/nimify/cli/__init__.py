@@ -32,10 +32,13 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    # The conversion Job's entrypoint (run once per engine build) and the operator register only themselves:
+    # the other commands' imports (onnx, numpy, ...) would be most of the Job's start-up and a third of the
+    # operator's memory.
     if sys.argv[1:2] == ["convert"]:
-        # The conversion Job's entrypoint, run once per engine build: the other commands' imports would be
-        # most of its start-up.
         from nimify.cli import convert  # noqa: F401
+    elif sys.argv[1:2] == ["run"]:
+        from nimify.cli import run  # noqa: F401
     else:
         _register_commands()
     app()

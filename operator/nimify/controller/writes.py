@@ -133,6 +133,7 @@ class RecentWrites:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[WrittenKey, tuple[str, float]] = {}
+        self._sweep_at = 1024  # entries; expired ones are dropped when there are this many
 
     def covers(self, key: WrittenKey, digest: str) -> bool:
         entry = self._entries.get(key)
@@ -144,7 +145,11 @@ class RecentWrites:
         return entry[0] == digest
 
     def wrote(self, key: WrittenKey, digest: str) -> None:
-        self._entries[key] = (digest, self._clock())
+        now = self._clock()
+        self._entries[key] = (digest, now)
+        if len(self._entries) >= self._sweep_at:
+            self._entries = {k: e for k, e in self._entries.items() if now - e[1] <= RECENT_SECONDS}
+            self._sweep_at = max(1024, 2 * len(self._entries))
 
     def forget(self, key: WrittenKey) -> None:
         """The watch showed the object deleted (or the write failed): a later write must go out."""
