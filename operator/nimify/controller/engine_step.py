@@ -127,7 +127,7 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
     job_name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     # The same words whether the Job is being created, waits for a node or runs: the Job's own status tells
     # those apart, and a message that moved with them would be one more status patch per NimService.
-    building = EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"conversion Job {job_name} builds it")
+    building = EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"Job {job_name} builds the engine")
     job = observed.get("Job", namespace, job_name)
     if job is None:
         return EngineOutcome(building, create_job=True)
