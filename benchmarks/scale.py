@@ -436,9 +436,8 @@ def _fresh_cluster(name: str, count: int, options: Options) -> Iterator[LocalClu
 
 def _prepare(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(nimservice_crd()))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
     cluster.kubectl("create", "namespace", NAMESPACE)
-    # An Established CRD may still answer 429 "storage is (re)initializing" for a moment.
+    # Until the CRD is Established and its storage initialized, a list fails (404, then 429).
     deadline = time.monotonic() + 60
     while cluster.kubectl("get", "nimservices", "-n", NAMESPACE, check=False).returncode != 0:
         if time.monotonic() > deadline:
