@@ -12,7 +12,7 @@ export NIMIFY_BIN_PATH
 NIMIFY_TENSORRT_BINDINGS="$(bash hack/ensure-tensorrt-bindings.sh)"
 export NIMIFY_TENSORRT_BINDINGS
 
-echo "== ruff"; .venv/bin/ruff check operator tests hack; .venv/bin/ruff format --check operator tests hack
+echo "== ruff"; .venv/bin/ruff check operator tests hack benchmarks; .venv/bin/ruff format --check operator tests hack benchmarks
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 # pytest exits 5 when it collects nothing; that is a failure here, never a green run.
