@@ -58,7 +58,7 @@ def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(e2e: E2E) -> Non
     status = nim["status"]
     assert not nim["metadata"].get("finalizers"), "deleting a NimService must not depend on the operator"
     annotations = nim["metadata"].get("annotations") or {}
-    assert not [key for key in annotations if key.startswith("nimify.dev/")], "kopf keeps no bookkeeping there"
+    assert not [key for key in annotations if key.startswith("nimify.dev/")], "no kopf bookkeeping there"
     assert status["observedGeneration"] == nim["metadata"]["generation"]
     assert all(c["observedGeneration"] == nim["metadata"]["generation"] for c in status["conditions"])
     assert status["signature"]["inputs"] == [{"name": "input", "dtype": "FLOAT", "shape": [-1, 16]}]
