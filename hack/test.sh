@@ -23,7 +23,7 @@ export NIMIFY_TENSORRT_BINDINGS
 NIMIFY_METRICS_BIN_PATH="$(bash hack/ensure-metrics-stack.sh)"
 export NIMIFY_METRICS_BIN_PATH
 
-echo "== ruff"; .venv/bin/ruff check operator tests hack; .venv/bin/ruff format --check operator tests hack
+echo "== ruff"; .venv/bin/ruff check operator tests hack benchmarks; .venv/bin/ruff format --check operator tests hack benchmarks
 echo "== mypy"; .venv/bin/mypy
 if [[ $real_node == yes ]]; then
   # Built here (cached by content hash) so that progress shows; the cluster fixture finds them built.

@@ -21,7 +21,9 @@ import httpx2
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
+from nimify.controller.children import CHILD_BY_KIND
 from nimify.controller.observed import Observed
+from nimify.controller.projection import project_child
 from nimify.render.identity import FIELD_MANAGER
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -133,9 +135,12 @@ class MemoryCluster:
     # --- what tests read and arrange ----------------------------------------------------------------------
 
     def observed(self) -> Observed:
+        """What the operator's indexes would hold: each object as its kind's projection keeps it, so every
+        Reconciler test also checks that the projections keep what the reconcile reads."""
         children: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
         for (kind, namespace, name), body in self.objects.items():
-            children.setdefault(kind, {})[(namespace, name)] = [copy.deepcopy(body)]
+            kept = project_child(copy.deepcopy(body), CHILD_BY_KIND[kind])
+            children.setdefault(kind, {})[(namespace, name)] = [kept]
         return Observed(children=children)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -311,11 +316,6 @@ class MemoryCluster:
                 "fieldsV1": {"f:spec": {"f:replicas": {}}},
             }
         )
-
-    async def add_claim_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
-        self.calls.append(Call("add-owner", "PersistentVolumeClaim", name))
-        body = self.objects[("PersistentVolumeClaim", namespace, name)]
-        body["metadata"].setdefault("ownerReferences", []).append(owner)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls.append(Call("status", "NimService", name, copy.deepcopy(status)))

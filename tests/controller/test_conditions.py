@@ -15,6 +15,7 @@ from nimify.controller.conditions import (
     Problem,
     ServingState,
     desired_conditions,
+    events_for,
     merge_conditions,
     transitions,
 )
@@ -359,3 +360,60 @@ def test_pod_trouble_names_why_replicas_are_not_ready() -> None:
 def test_pod_trouble_does_not_hide_a_building_engine_nor_a_ready_one() -> None:
     assert reason(replace(HEALTHY, engine=BUILDING, problem=CRASHING), "Ready") == "BuildingEngine"
     assert status(replace(HEALTHY, problem=CRASHING), "Ready") == "True", "every desired replica is ready"
+
+
+# --- events: one per meaningful transition ----------------------------------------------------------------
+
+
+def listed(*triples: tuple[str, str, str]) -> list[Condition]:
+    return [
+        Condition(
+            type=kind,
+            status=ConditionStatus(status),
+            reason=reason,
+            message="",
+            last_transition_time=datetime(2025, 1, 1, tzinfo=UTC),
+            observed_generation=1,
+        )
+        for kind, status, reason in triples
+    ]
+
+
+NORMAL = frozenset({"BuildingEngine", "Deploying", "EngineBuilt", "Serving", "Reconciled"})
+
+
+def test_events_on_the_happy_path_are_the_engine_and_serving() -> None:
+    building = listed(
+        ("Ready", "False", "BuildingEngine"),
+        ("EngineReady", "False", "BuildingEngine"),
+        ("Available", "False", "ReplicasUnavailable"),
+        ("Reconciling", "True", "BuildingEngine"),
+    )
+    deploying = listed(
+        ("Ready", "False", "Deploying"),
+        ("EngineReady", "True", "EngineBuilt"),
+        ("Available", "False", "ReplicasUnavailable"),
+        ("Reconciling", "True", "Deploying"),
+    )
+    serving = listed(
+        ("Ready", "True", "Serving"),
+        ("EngineReady", "True", "EngineBuilt"),
+        ("Available", "True", "Serving"),
+        ("Reconciling", "False", "Reconciled"),
+    )
+    steps = [([], building), (building, deploying), (deploying, serving), (serving, serving)]
+    posted = [(kind, c.reason) for before, after in steps for kind, c in events_for(before, after, NORMAL)]
+    assert posted == [("Normal", "EngineBuilt"), ("Normal", "Serving")]
+
+
+def test_a_failure_warns_once_whichever_conditions_carry_it() -> None:
+    failed = listed(("Ready", "False", "ParityFailed"), ("EngineReady", "False", "ParityFailed"))
+    assert [(kind, c.reason) for kind, c in events_for([], failed, NORMAL)] == [("Warning", "ParityFailed")]
+    assert events_for(failed, failed, NORMAL) == []
+
+
+def test_losing_readiness_for_a_problem_warns_and_regaining_it_is_news() -> None:
+    serving = listed(("Ready", "True", "Serving"))
+    trouble = listed(("Ready", "False", "CrashLoopBackOff"))
+    assert [k for k, _ in events_for(serving, trouble, NORMAL)] == ["Warning"]
+    assert [(k, c.reason) for k, c in events_for(trouble, serving, NORMAL)] == [("Normal", "Serving")]

@@ -228,6 +228,17 @@ def test_complete_job_with_ok_result_is_ready() -> None:
     }
 
 
+def test_a_succeeded_pod_is_the_engine_before_the_job_controller_says_so() -> None:
+    succeeded = pod(json.dumps(OK_RESULT))
+    succeeded["status"]["phase"] = "Succeeded"
+    outcome = engine_outcome(NIM, LOCATION, observed(RUNNING, [succeeded]))
+    assert outcome.state.ready and outcome.finished_build
+    assert outcome.state.reason == "EngineBuilt"
+    running = pod(json.dumps(OK_RESULT))
+    running["status"]["phase"] = "Running"  # a result line in the message is not the end of the pod
+    assert not engine_outcome(NIM, LOCATION, observed(RUNNING, [running])).state.ready
+
+
 def test_result_is_read_from_the_last_line() -> None:
     message = "converting...\n" + json.dumps(OK_RESULT) + "\n"
     outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(message)]))

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from nimify.controller import metrics
-from nimify.controller.reconcile import Reconciler, merge_patch, retry_delay
+from nimify.controller.desired import unused_shared_claim
+from nimify.controller.reconcile import STATUS_BATCH_SECONDS, Reconciler, merge_patch, retry_delay
+from nimify.controller.writes import RECENT_SECONDS, RecentWrites
 from nimify.engine.location import engine_location
 from nimify.render.identity import build_job_name
 from nimify.settings import OperatorSettings
@@ -522,3 +524,145 @@ def test_deployment_problem(condition: dict[str, str], stalled: bool) -> None:
     healthy = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
     assert deployment_problem({"status": {"conditions": [healthy]}}) is None
     assert deployment_problem(None) is None
+
+
+# --- few writes: what a thousand NimServices cost -----------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def second_nimservice(h: Harness, name: str, uid: str) -> dict[str, Any]:
+    body = copy.deepcopy(h.body)
+    body["metadata"] |= {"name": name, "uid": uid}
+    body["status"] = {}
+    return body
+
+
+async def test_the_shared_claim_and_the_job_are_written_once_for_nimservices_the_watch_lags_behind() -> None:
+    h = Harness(built=False)
+    stale = h.cluster.observed()  # what the watch shows while a burst of NimServices reconciles: nothing
+    await h.reconciler.reconcile(copy.deepcopy(h.body), stale)
+    await h.reconciler.reconcile(second_nimservice(h, "other", "uid-other"), stale)
+    writes = [(call.verb, call.kind) for call in h.cluster.writes() if call.kind != "NimService"]
+    assert writes.count(("apply", "PersistentVolumeClaim")) == 1
+    assert writes.count(("create", "Job")) == 1
+    claim = h.cluster.live("PersistentVolumeClaim", SETTINGS.engine_cache_claim)
+    assert "ownerReferences" not in claim["metadata"], "no list of owners growing with its users"
+
+    h.cluster.forget_calls()
+    await h.reconciler.reconcile(second_nimservice(h, "third", "uid-third"), h.cluster.observed())
+    assert not [call for call in h.cluster.writes() if call.kind in ("PersistentVolumeClaim", "Job")]
+
+
+async def test_a_write_the_watch_never_showed_is_sent_again_later() -> None:
+    clock = Clock()
+    h = Harness(built=False)
+    h.reconciler.recent = RecentWrites(clock=clock)
+    stale = h.cluster.observed()
+    await h.reconciler.reconcile(copy.deepcopy(h.body), stale)
+    clock.now += RECENT_SECONDS + 1
+    h.cluster.forget_calls()
+    await h.reconciler.reconcile(copy.deepcopy(h.body), stale)
+    assert ("apply", "PersistentVolumeClaim") in h.verbs()
+
+
+async def test_a_child_someone_changed_is_reverted_even_right_after_nimify_wrote_it() -> None:
+    h = Harness()
+    await h.converge()
+    h.cluster.edit("Service", NAME, ("spec", "type"), "NodePort")
+    h.cluster.forget_calls()
+    await h.reconcile()
+    assert ("apply", "Service") in h.verbs(), "a recent write never hides drift"
+
+
+def test_the_shared_claim_goes_when_no_nimservice_uses_it() -> None:
+    cluster = MemoryCluster(NAMESPACE)
+    shared: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": SETTINGS.engine_cache_claim, "labels": {}},
+        "spec": {},
+    }
+    cluster.put(shared)
+    observed = cluster.observed()
+    assert unused_shared_claim(NAMESPACE, observed, 1, SETTINGS) is None
+    assert unused_shared_claim(NAMESPACE, observed, 0, SETTINGS) == SETTINGS.engine_cache_claim
+    assert unused_shared_claim("elsewhere", observed, 0, SETTINGS) is None
+    owned = copy.deepcopy(shared)
+    owned["metadata"]["ownerReferences"] = [
+        {"kind": "NimService", "name": "x", "uid": "1", "controller": True}
+    ]
+    cluster.put(owned)
+    assert unused_shared_claim(NAMESPACE, cluster.observed(), 0, SETTINGS) is None, "someone's own claim"
+
+
+async def test_the_happy_path_posts_two_events() -> None:
+    h = Harness(built=False)
+    await h.reconcile()  # the Job starts: progress the status shows, no event
+    # The Job's result, as the reconcile that read it leaves it: engine and signature, EngineReady not yet.
+    building = [c for c in h.body["status"]["conditions"] if c["type"] != "EngineReady"]
+    h.body["status"] = served_status(h.spec) | {"conditions": building}
+    for _ in range(3):
+        await h.reconcile()
+        h.cluster.roll_out(NAME)
+    assert h.condition("Ready")["status"] == "True"
+    assert [(kind, reason) for kind, reason, _ in h.cluster.events] == [
+        ("Normal", "EngineBuilt"),
+        ("Normal", "Serving"),
+    ]
+
+
+async def test_the_status_reports_a_deployment_it_just_applied_so_the_watch_changes_nothing() -> None:
+    h = Harness()
+    await h.reconcile()
+    assert h.body["status"]["replicas"] == 0 and "http" in h.body["status"]["endpoints"]
+    h.cluster.forget_calls()
+    await h.reconcile()  # the watch shows the new Deployment, no status yet
+    assert h.cluster.status_patches == []
+
+
+async def test_replica_counts_alone_wait_to_be_written_with_the_next_change() -> None:
+    clock = Clock()
+    h = Harness({"replicas": 3})
+    h.reconciler.monotonic = clock
+    await h.reconcile()
+    h.cluster.roll_out(NAME, ready=0)  # the pods exist, none ready yet: only counts change
+    h.cluster.forget_calls()
+    wait = await h.reconcile()
+    assert h.cluster.status_patches == [] and wait == STATUS_BATCH_SECONDS
+    clock.now += 4
+    assert await h.reconcile() == STATUS_BATCH_SECONDS - 4
+    h.cluster.roll_out(NAME)  # Ready: written at once, counts included
+    assert await h.reconcile() is None
+    assert h.condition("Ready")["status"] == "True" and h.body["status"]["readyReplicas"] == 3
+
+    h.cluster.roll_out(NAME, ready=2)  # a replica lost: Ready flips, written at once
+    await h.reconcile()
+    assert h.condition("Ready")["status"] == "False"
+    h.cluster.forget_calls()
+    h.cluster.roll_out(NAME, ready=1)  # counts only again (one replica still serves)
+    assert await h.reconcile() == STATUS_BATCH_SECONDS
+    clock.now += STATUS_BATCH_SECONDS
+    assert await h.reconcile() is None
+    assert h.body["status"]["readyReplicas"] == 1, "counts that waited long enough are written"
+
+
+def test_recent_writes_forget_what_expired() -> None:
+    clock = Clock()
+    recent = RecentWrites(clock=clock)
+    for index in range(1000):
+        recent.wrote(("Service", NAMESPACE, f"s{index}"), "h")
+    clock.now += RECENT_SECONDS + 1
+    for index in range(100):
+        recent.wrote(("Deployment", NAMESPACE, f"d{index}"), "h")
+    assert len(recent) < 200, "a thousand NimServices' writes do not stay in memory"
+    assert recent.covers(("Deployment", NAMESPACE, "d1"), "h")
+    assert not recent.covers(("Service", NAMESPACE, "s1"), "h")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -30,5 +32,13 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    _register_commands()
+    # The conversion Job's entrypoint (run once per engine build) and the operator register only themselves:
+    # the other commands' imports (onnx, numpy, ...) would be most of the Job's start-up and a third of the
+    # operator's memory.
+    if sys.argv[1:2] == ["convert"]:
+        from nimify.cli import convert  # noqa: F401
+    elif sys.argv[1:2] == ["run"]:
+        from nimify.cli import run  # noqa: F401
+    else:
+        _register_commands()
     app()

@@ -43,12 +43,17 @@ def run(
 ) -> None:
     """Run the operator (one replica; configure with NIMIFY_* environment variables)."""
     import asyncio
+    import logging
 
     import kopf
 
     import nimify.controller.operator  # noqa: F401  - registers the handlers
 
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # A line per request and per handler call: at a thousand NimServices, more log than operator.
+        for name in ("httpx", "httpx2", "kopf.objects"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             settings=kopf_settings(namespace or []),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nimify.controller.drift import ChildState
@@ -62,17 +62,4 @@ class HandOverReplicas:
         return "Deployment", self.name
 
 
-@dataclass(frozen=True)
-class AddClaimOwner:
-    """Make the NimService one more (non-controlling) owner of the shared engine claim."""
-
-    claim: str
-    owner: dict[str, Any] = field(default_factory=dict)
-    requires: tuple[Target, ...] = ()
-
-    @property
-    def target(self) -> Target:
-        return "PersistentVolumeClaim", self.claim
-
-
-Action = Apply | Create | Delete | HandOverReplicas | AddClaimOwner
+Action = Apply | Create | Delete | HandOverReplicas

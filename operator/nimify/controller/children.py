@@ -4,7 +4,8 @@ generated RBAC read.
 A child kind is watched (list + watch, with a server-side selector on the managed-by label), indexed by
 (namespace, name) and written in one way: server-side applied (create + patch) or created once (create).
 Prunable kinds are also deleted when a NimService no longer wants them. Besides its children the operator
-reads and patches NimServices, watches the pods of its children and posts Events (`OPERATOR_ACCESS`).
+reads NimServices and patches their status, watches the pods of its children and posts Events
+(`OPERATOR_ACCESS`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Index(StrEnum):
     NIMSERVICES = "nimservice_index"
     READY_ENGINES = "ready_engine_index"  # ready engines by (namespace, claim, cache key)
     BUILD_JOBS = "build_job_index"  # NimServices by (namespace, the conversion Job their spec needs)
+    CLAIM_USERS = "claim_user_index"  # NimServices by (namespace, the engine claim their spec uses)
 
 
 class Write(StrEnum):
@@ -66,6 +68,9 @@ class ChildKind:
     """For an optional kind: the reason and the advice reported when the cluster does not serve it."""
     wakes_owner: bool = False
     """A change of one reconciles its NimService at once; others wait for the resync."""
+    reads: tuple[str, ...] = ()
+    """Dotted paths the reconcile reads of a live one, beyond what every kind keeps (identity, ownership,
+    nimify's applied hash and applied fields): all its index holds (see controller/projection.py)."""
 
     @property
     def api_version(self) -> str:
@@ -79,7 +84,16 @@ class ChildKind:
 
 
 JOB = ChildKind(
-    "Job", "batch", "v1", "jobs", Index.JOBS, Write.CREATE, prunable=False, drift=False, wakes_owner=True
+    "Job",
+    "batch",
+    "v1",
+    "jobs",
+    Index.JOBS,
+    Write.CREATE,
+    prunable=False,
+    drift=False,
+    wakes_owner=True,
+    reads=("status.conditions",),
 )
 DEPLOYMENT = ChildKind(
     "Deployment",
@@ -90,8 +104,20 @@ DEPLOYMENT = ChildKind(
     Write.APPLY,
     prunable=False,
     wakes_owner=True,
+    # The rollout (status, generation), what the pods serve (template annotations), the replica count and
+    # its manager, the claims mounted, and the ports drift may have renumbered (containers).
+    reads=(
+        "metadata.generation",
+        "spec.replicas",
+        "spec.template.metadata.annotations",
+        "spec.template.spec.containers",
+        "spec.template.spec.volumes",
+        "status",
+    ),
 )
-SERVICE = ChildKind("Service", "", "v1", "services", Index.SERVICES, Write.APPLY, prunable=False)
+SERVICE = ChildKind(
+    "Service", "", "v1", "services", Index.SERVICES, Write.APPLY, prunable=False, reads=("spec.ports",)
+)
 CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", Index.CONFIG_MAPS, Write.APPLY, prunable=False)
 # Claims hold engines: an edit of one (e.g. an expansion) is its owner's business, only a spec change
 # re-applies it; a dedicated claim is deleted once nothing wants or mounts it.
@@ -108,6 +134,7 @@ AUTOSCALER = ChildKind(
     Index.AUTOSCALERS,
     Write.APPLY,
     wakes_owner=True,
+    reads=("status",),  # conditions and replicas: status.autoscaler and ScalingActive
 )
 SCALED_OBJECT = ChildKind(
     "ScaledObject",
@@ -122,6 +149,7 @@ SCALED_OBJECT = ChildKind(
         "install KEDA or set spec.autoscaling.autoscaler: HorizontalPodAutoscaler",
     ),
     wakes_owner=True,
+    reads=("status",),  # conditions and hpaName (the HPA KEDA made)
 )
 DISRUPTION_BUDGET = ChildKind(
     "PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", Index.DISRUPTION_BUDGETS, Write.APPLY
@@ -165,7 +193,10 @@ class ApiAccess:
 
 OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
     ApiAccess(
-        GROUP, PLURAL, ("list", "watch", "patch"), "the watched resource; kopf patches its annotations"
+        GROUP,
+        PLURAL,
+        ("list", "watch"),
+        "the watched resource; kopf writes nothing on it (every handler is an event handler)",
     ),
     ApiAccess(GROUP, f"{PLURAL}/status", ("patch",), "conditions, replicas, engine, endpoints"),
     ApiAccess("", "pods", ("list", "watch"), "conversion results and Triton pods' trouble, read only"),

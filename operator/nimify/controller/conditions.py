@@ -158,3 +158,31 @@ def transitions(previous: list[Condition], current: list[Condition]) -> list[Con
     """Conditions whose status or reason changed: each deserves an event."""
     before = {(c.type, c.status, c.reason) for c in previous}
     return [c for c in current if (c.type, c.status, c.reason) not in before]
+
+
+# Conditions whose changes are news; the others (Available, Reconciling, Stalled) restate them. ScalingActive
+# is its own news: an autoscaler that cannot read its metric leaves the NimService Ready but unscaled.
+NEWSWORTHY = (ConditionType.READY.value, ConditionType.ENGINE_READY.value, ConditionType.SCALING_ACTIVE.value)
+
+
+def events_for(
+    previous: list[Condition], current: list[Condition], normal_reasons: frozenset[str]
+) -> list[tuple[str, Condition]]:
+    """The events a reconcile posts, as (type, condition): Normal when the engine becomes ready and when the
+    NimService becomes Ready, a Warning for each new reason that is not progress (once, though Ready and
+    EngineReady may both carry it). The happy path is two events: one per meaningful transition, not one per
+    condition that moved."""
+    before = {c.type: c for c in previous}
+    events: list[tuple[str, Condition]] = []
+    warned: set[str] = set()
+    for condition in transitions(previous, current):
+        if condition.type not in NEWSWORTHY:
+            continue
+        old = before.get(condition.type)
+        if condition.status is ConditionStatus.TRUE:
+            if old is None or old.status is not ConditionStatus.TRUE:
+                events.append(("Normal", condition))
+        elif condition.reason not in normal_reasons and condition.reason not in warned:
+            warned.add(condition.reason)
+            events.append(("Warning", condition))
+    return events

@@ -3,7 +3,8 @@ wanted (and applied unless current), kept as it is, or unwanted (and deleted if 
 
 | child | wanted when | otherwise |
 |---|---|---|
-| engine claim | the spec uses a claim nimify creates | a dedicated claim goes once nothing mounts it |
+| engine claim | the spec uses a claim nimify creates | a dedicated claim goes once nothing mounts it; the |
+| | | shared one once no NimService uses it (`unused_shared_claim`) |
 | conversion Job | the engine is neither served, reusable nor built | created once, never changed |
 | ConfigMap, Deployment | the engine for the spec is ready | kept: the old engine serves meanwhile |
 | Service | always | |
@@ -27,7 +28,7 @@ from nimify.api.conditions import ConditionReason
 from nimify.api.semantics import semantic_errors
 from nimify.api.spec import Autoscaler
 from nimify.autoscaling.choice import chosen_autoscaler
-from nimify.controller.actions import Action, AddClaimOwner, Apply, Create, Delete, HandOverReplicas, Target
+from nimify.controller.actions import Action, Apply, Create, Delete, HandOverReplicas, Target
 from nimify.controller.children import (
     AUTOSCALER,
     CHILD_BY_KIND,
@@ -50,7 +51,7 @@ from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.disruption_budget import render_disruption_budget
 from nimify.render.engine_claim import render_engine_claim
-from nimify.render.identity import owner_reference, server_name, triton_config_name
+from nimify.render.identity import server_name, triton_config_name
 from nimify.render.routes import render_http_route, render_ingress
 from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
@@ -181,16 +182,22 @@ def _claim(
     desired = render_engine_claim(nim, location.claim, settings)
     if desired is None:
         return None  # the user's existing claim
-    target = (CLAIM.kind, location.claim)
-    live = plan.live(CLAIM, location.claim)
-    if nim.spec.storage is not None or live is None:
-        plan.apply(desired)
-        return target
-    # The shared claim: every NimService using it becomes one of its owners, without rewriting the others.
-    if nim.metadata.uid not in {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}:
-        plan.writes.append(AddClaimOwner(location.claim, owner_reference(nim, controller=False)))
-        return target
-    return None
+    plan.apply(desired)
+    return CLAIM.kind, location.claim
+
+
+def unused_shared_claim(
+    namespace: str, observed: Observed, users: int, settings: OperatorSettings
+) -> str | None:
+    """The namespace's shared engine claim, when it exists and none of the namespace's `users` NimServices
+    uses it any more: it has no owner for garbage collection to follow, so the operator deletes it."""
+    name = settings.engine_cache_claim
+    live = observed.get(CLAIM.kind, namespace, name)
+    if live is None or users or live.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    if any(ref.get("controller") for ref in live["metadata"].get("ownerReferences") or []):
+        return None  # someone's dedicated claim under that name: its owner's business
+    return name
 
 
 def _retire_dedicated_claim(plan: _Plan, nim: NimService, location: EngineLocation) -> None:

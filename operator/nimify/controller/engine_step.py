@@ -125,20 +125,20 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
         )
 
     job_name = build_job_name(location.claim, location.cache_key, location.conversion_key)
+    # The same words whether the Job is being created, waits for a node or runs: the Job's own status tells
+    # those apart, and a message that moved with them would be one more status patch per NimService.
+    building = EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"Job {job_name} builds the engine")
     job = observed.get("Job", namespace, job_name)
     if job is None:
-        return EngineOutcome(
-            EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"starting conversion Job {job_name}"),
-            create_job=True,
-        )
-    result = termination_result(observed.build_pod(namespace, job_name))
-    if _job_condition(job, "Complete"):
+        return EngineOutcome(building, create_job=True)
+    pod = observed.build_pod(namespace, job_name)
+    result = termination_result(pod)
+    # A conversion pod that succeeded is the Job's success: its result is final, and waiting for the Job
+    # controller to say so (it batches pod updates, and is rate limited like every controller) only delays
+    # every NimService that waits for this engine.
+    if _job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
         if result is None:  # the pod's watch event can trail the Job's: wait for it
-            return EngineOutcome(
-                EngineState(
-                    False, ConditionReason.BUILDING_ENGINE.value, f"reading the result of Job {job_name}"
-                )
-            )
+            return EngineOutcome(building)
         if result.get("ok") and result.get("signature"):
             return EngineOutcome(
                 EngineState(True, ConditionReason.ENGINE_BUILT.value, f"built by Job {job_name}"),
@@ -165,9 +165,7 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
             reason = ConditionReason.ENGINE_BUILD_FAILED.value
             message = f"Job {job_name} failed: {failed.get('message') or failed.get('reason', '')}"
         return EngineOutcome(EngineState(False, reason, message, failed=True), finished_build=True)
-    return EngineOutcome(
-        EngineState(False, ConditionReason.BUILDING_ENGINE.value, f"conversion Job {job_name} is running")
-    )
+    return EngineOutcome(building)
 
 
 def is_engine_ready(nim_status: dict[str, Any]) -> bool:

@@ -13,12 +13,12 @@ from functools import cache
 from http import HTTPStatus
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import PersistentVolumeClaim
 from lightkube.types import PatchType
 
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
@@ -28,6 +28,10 @@ from nimify.controller.drift import with_applied_hash
 from nimify.render.identity import FIELD_MANAGER
 
 REPLICAS_HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
+# A busy apiserver answers slowly, not never: wait for it as long as it waits for itself (its own request
+# timeout is 60 s) rather than give up after lightkube's 10 s and send the same write again. The reconcile
+# workers bound how many requests are in flight, far below the connection pool's 100, so none waits for one.
+REQUEST_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 
 NimServiceResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
@@ -51,7 +55,7 @@ class KubeWriter:
     @property
     def client(self) -> AsyncClient:
         if self._client is None:
-            self._client = AsyncClient(field_manager=FIELD_MANAGER)
+            self._client = AsyncClient(field_manager=FIELD_MANAGER, timeout=REQUEST_TIMEOUT)
         return self._client
 
     async def apply(self, desired: dict[str, Any]) -> None:
@@ -126,17 +130,6 @@ class KubeWriter:
             patch_type=PatchType.APPLY,
             field_manager=REPLICAS_HANDOVER_MANAGER,
             force=True,
-        )
-
-    async def add_claim_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
-        """Adds a non-controlling owner to a shared claim (strategic merge keys ownerReferences by uid)."""
-        metrics.API_WRITES.labels(verb="patch", kind="PersistentVolumeClaim").inc()
-        await self.client.patch(
-            PersistentVolumeClaim,
-            name,
-            {"metadata": {"ownerReferences": [owner]}},
-            namespace=namespace,
-            patch_type=PatchType.STRATEGIC,
         )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -1,18 +1,26 @@
 """kopf registrations: watches and indexes of NimServices and their children, and what triggers a reconcile.
 
-A reconcile runs on resume, create and spec update, on a resync loop (the level-triggered safety net),
-after a backoff when a child was refused, and whenever an owned Job, conversion Pod, Deployment or autoscaler
-(HPA, KEDA ScaledObject, and the HPA KEDA makes) changes or a Triton pod gets into trouble. Children are
-watched with a server-side label selector, so the operator never sees, let alone lists, objects it does not
-manage. Kinds, indexes and selectors all come from `children.py`.
+A NimService is reconciled when it appears (the operator's start included) and when its spec changes (a new
+generation), on a resync loop (the level-triggered safety net), after a backoff when a child was refused or
+the reconcile failed, and whenever an owned Job, conversion Pod, Deployment or autoscaler (HPA, KEDA
+ScaledObject, and the HPA KEDA makes) changes or a Triton pod gets into trouble. Every trigger only queues the
+NimService's key (work_queue.py): a fixed number of workers reconcile, a burst of triggers queues, one failure
+re-queues only its own NimService.
 
-Operator-wide state (settings, the Reconciler, kopf's index views, locks, timers) lives in kopf's `memo`, set
-up in the startup handler.
+Children are watched with a server-side label selector, so the operator never sees, let alone lists, objects
+it does not manage. Kinds, indexes and selectors all come from `children.py`; each index keeps only what the
+reconcile reads (projection.py).
+
+kopf's own bookkeeping on NimServices is none: every handler is an event handler (so kopf writes no
+`last-handled-configuration` or progress annotations and adds no finalizer) and never raises (so kopf has
+nothing to retry). Operator-wide state (settings, the Reconciler, kopf's index views, the queue) lives in
+kopf's `memo`, set up in the startup handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +33,16 @@ from pydantic import ValidationError
 from nimify.api import NimService
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
 from nimify.controller import metrics
-from nimify.controller.children import CHILD_KINDS, JOB, ChildKind, Index
+from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
+from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
 from nimify.controller.kube import KubeWriter
 from nimify.controller.observed import ObjectKey, Observed
 from nimify.controller.pods import pod_trouble
+from nimify.controller.projection import project_build_pod, project_child, project_nimservice
 from nimify.controller.reconcile import Reconciler
-from nimify.engine.location import engine_location
+from nimify.controller.work_queue import WorkQueue
+from nimify.engine.location import EngineLocation, engine_location
 from nimify.render.identity import (
     ANNOTATION_PREFIX,
     COMPONENT_BUILD,
@@ -47,6 +58,9 @@ logger = logging.getLogger(__name__)
 MANAGED_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED.items())
 COMPONENT = "app.kubernetes.io/component"
 PODS_SELECTOR = f"{MANAGED_SELECTOR},{COMPONENT} in ({COMPONENT_BUILD},{COMPONENT_SERVER})"
+RECONCILE_WORKERS = 8
+"""Reconciles at a time: each sends its requests one after another, so this also bounds the operator's
+requests in flight. Eight keep the apiserver busy on a small machine; more would only queue there."""
 
 
 @dataclass
@@ -56,13 +70,12 @@ class OperatorState:
     settings: OperatorSettings
     reconciler: Reconciler
     indexes: Mapping[str, Any]  # kopf's live index views, by Index id
-    locks: dict[ObjectKey, asyncio.Lock] = field(default_factory=dict)
-    retries: dict[ObjectKey, asyncio.TimerHandle] = field(default_factory=dict)
+    queue: WorkQueue[ObjectKey] = field(init=False)
+    generations: dict[str, int | None] = field(default_factory=dict)  # uid -> generation last queued for
+    locations: dict[str, tuple[int | None, EngineLocation | None]] = field(default_factory=dict)  # by uid
+    build_ends: dict[str, str | None] = field(default_factory=dict)  # Job or build pod uid -> how it ended
     pod_troubles: dict[str, Any] = field(default_factory=dict)  # pod uid -> its last trouble (or None)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def lock(self, key: ObjectKey) -> asyncio.Lock:
-        return self.locks.setdefault(key, asyncio.Lock())
 
 
 def _state(memo: kopf.Memo) -> OperatorState:
@@ -75,14 +88,22 @@ def _resource(group: str, version: str, plural: str) -> tuple[str, str] | tuple[
     return (group, version, plural) if group else (version, plural)
 
 
+class NoEssence(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds each watched object's "essence" (a deep copy of it) on every watch event, to tell on.create
+    and on.update handlers and daemons what changed. The operator has neither (every handler is an event
+    handler; tests/controller/test_operator_registry.py keeps it so), so that copy, the largest part of kopf's
+    work per event, is skipped: the essence is empty."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     operator_settings = OperatorSettings()
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoEssence(prefix=ANNOTATION_PREFIX)
     # Only warnings of kopf's own become Events; the operator posts its own, specific ones.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -99,7 +120,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     state = OperatorState(
         operator_settings, reconciler, {index.value: kwargs[index.value] for index in Index}
     )
+    state.queue = WorkQueue(
+        functools.partial(_reconcile_by_key, state),
+        workers=RECONCILE_WORKERS,
+        max_delay=operator_settings.resync_seconds,
+    )
     memo["nimify"] = state
+    state.queue.start()
     _spawn(state, _resync_forever(state))
 
 
@@ -108,8 +135,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     state = _state(memo)
     for task in list(state.tasks):
         task.cancel()
-    for timer in state.retries.values():
-        timer.cancel()
+    await state.queue.stop()
     await state.reconciler.writer.close()
 
 
@@ -120,6 +146,7 @@ def _spawn(state: OperatorState, coroutine: Any) -> None:
 
 
 # --- indexes: kopf keeps them current from its watch streams ------------------------------------------------
+# Index functions are coroutines: kopf runs plain functions in a thread pool, one hop per watch event.
 
 
 def _object_key(body: kopf.Body) -> ObjectKey:
@@ -127,8 +154,8 @@ def _object_key(body: kopf.Body) -> ObjectKey:
 
 
 def _register_child_index(child: ChildKind) -> None:
-    def index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
-        return {_object_key(body): dict(body)}
+    async def index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
+        return {_object_key(body): project_child(body, child)}
 
     index.__name__ = child.index.value
     kopf.index(*_resource(child.group, child.version, child.plural), labels=MANAGED, id=child.index.value)(
@@ -144,13 +171,13 @@ SERVER_POD_LABELS = MANAGED | {COMPONENT: COMPONENT_SERVER}
 
 
 @kopf.index("v1", "pods", labels=BUILD_POD_LABELS, id=Index.BUILD_PODS.value)
-def build_pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
+async def build_pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
     job = (body.metadata.labels or {}).get("batch.kubernetes.io/job-name", "")
-    return {(body.metadata.namespace or "", job): dict(body)}
+    return {(body.metadata.namespace or "", job): project_build_pod(body)}
 
 
 @kopf.index("v1", "pods", labels=SERVER_POD_LABELS, id=Index.SERVER_PODS.value)
-def server_pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, Any] | None:
+async def server_pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, Any] | None:
     """Only Triton pods in trouble, and only what is wrong with them: a healthy pod costs nothing here."""
     trouble = pod_trouble(dict(body))
     if trouble is None:
@@ -160,12 +187,12 @@ def server_pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, Any] | None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=Index.NIMSERVICES.value)
-def nimservice_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
-    return {_object_key(body): dict(body)}
+async def nimservice_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[str, Any]]:
+    return {_object_key(body): project_nimservice(body)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=Index.READY_ENGINES.value)
-def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
+async def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
     """Ready engines by (namespace, claim, cache key): another NimService reuses them with no Job."""
     status_dict = dict(status)
     engine = status_dict.get("engine") or {}
@@ -178,62 +205,53 @@ def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[A
     return {(body.metadata.namespace or "", claim, key): record}
 
 
-@kopf.index(GROUP, VERSION, PLURAL, id=Index.BUILD_JOBS.value)
-def build_job_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKey, str] | None:
-    """NimServices by the conversion Job their current spec needs, so a Job's progress wakes exactly them."""
+def _location(body: kopf.Body, memo: kopf.Memo) -> EngineLocation | None:
+    """Where the NimService's spec puts its engine (None for a spec that does not validate), computed once
+    per generation: two indexes need it on every watch event, status patches included."""
+    uid, generation = body.metadata.uid or "", body.metadata.get("generation")
+    state = _state(memo) if "nimify" in memo else None
+    if state is not None and (known := state.locations.get(uid)) is not None and known[0] == generation:
+        return known[1]
     try:
         nim = NimService.model_validate(dict(body))
     except ValidationError:
-        return None  # the reconcile reports what is wrong with it
-    settings = _state(memo).settings if "nimify" in memo else OperatorSettings()
-    location = engine_location(nim, settings)
+        location = None  # the reconcile reports what is wrong with it
+    else:
+        location = engine_location(nim, state.settings if state is not None else OperatorSettings())
+    if state is not None:
+        state.locations[uid] = (generation, location)
+    return location
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=Index.BUILD_JOBS.value)
+async def build_job_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKey, str] | None:
+    """NimServices by the conversion Job their current spec needs, so a Job's progress wakes exactly them."""
+    location = _location(body, memo)
+    if location is None:
+        return None
     job = build_job_name(location.claim, location.cache_key, location.conversion_key)
     return {(body.metadata.namespace or "", job): body.metadata.name or ""}
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=Index.CLAIM_USERS.value)
+async def claim_user_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKey, str] | None:
+    """NimServices by the engine claim their spec uses: the shared claim goes with the last of them."""
+    location = _location(body, memo)
+    if location is None:
+        return None
+    return {(body.metadata.namespace or "", location.claim): body.metadata.name or ""}
 
 
 # --- reconciling -------------------------------------------------------------------------------------------
 
 
-async def _reconcile(state: OperatorState, body: Mapping[str, Any]) -> None:
-    key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
-    async with state.lock(key):
-        retry_after = await state.reconciler.reconcile(dict(body), Observed.from_indexes(state.indexes))
-    _schedule_retry(state, key, retry_after)
-
-
-def _schedule_retry(state: OperatorState, key: ObjectKey, delay: float | None) -> None:
-    """One pending retry per NimService: a refused child is retried after `delay` (its backoff)."""
-    if (pending := state.retries.pop(key, None)) is not None:
-        pending.cancel()
-    if delay is None:
-        return
-
-    def fire() -> None:
-        state.retries.pop(key, None)
-        _spawn(state, _reconcile_by_key(state, key))
-
-    state.retries[key] = asyncio.get_running_loop().call_later(delay, fire)
-
-
-async def _reconcile_by_key(state: OperatorState, key: ObjectKey) -> None:
-    """Reconcile the NimService as the index holds it now (if it still exists); never raises."""
+async def _reconcile_by_key(state: OperatorState, key: ObjectKey) -> float | None:
+    """Reconcile the NimService as the index holds it now, if it still exists; the queue retries what this
+    raises. Returns the delay after which to run again (a child was refused), or None."""
     body = next(iter(state.indexes[Index.NIMSERVICES].get(key, ())), None)
     if body is None:
-        return
-    try:
-        await _reconcile(state, body)
-    except Exception:  # one broken NimService must not stop the resync of the others
-        logger.exception("reconcile of %s/%s failed", *key)
-
-
-# --- triggers ----------------------------------------------------------------------------------------------
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile(_state(memo), body)
+        return None
+    return await state.reconciler.reconcile(body, Observed.from_indexes(state.indexes))
 
 
 async def _resync_forever(state: OperatorState) -> None:
@@ -245,39 +263,108 @@ async def _resync_forever(state: OperatorState) -> None:
     while True:
         await asyncio.sleep(state.settings.resync_seconds)
         for key in list(state.indexes[Index.NIMSERVICES].keys()):
-            await _reconcile_by_key(state, key)
+            state.queue.add(key)
+        for namespace, name in list(state.indexes[Index.CLAIMS].keys()):
+            if name == state.settings.engine_cache_claim:
+                await _retire_shared_claim(state, namespace)
+
+
+async def _retire_shared_claim(state: OperatorState, namespace: str) -> None:
+    """Delete the namespace's shared engine claim once no NimService uses it (it has no owner to be garbage
+    collected with). A NimService created meanwhile gets it back: the claim's deletion wakes its users."""
+    users = len(state.indexes[Index.CLAIM_USERS].get((namespace, state.settings.engine_cache_claim), ()))
+    observed = Observed.from_indexes(state.indexes)
+    if (claim := unused_shared_claim(namespace, observed, users, state.settings)) is None:
+        return
+    logger.info("deleting the engine claim %s/%s: no NimService uses it any more", namespace, claim)
+    try:
+        await state.reconciler.writer.delete(CLAIM.kind, namespace, claim)
+    except Exception as error:  # the next resync tries again
+        logger.warning("engine claim %s/%s not deleted: %s", namespace, claim, error)
+
+
+# --- triggers ----------------------------------------------------------------------------------------------
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def nimservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Queue a NimService that is new to the operator or has a new spec (generation); the events of its
+    status patches are ours and need no reconcile."""
+    state = _state(memo)
+    key, uid = _object_key(body), body.metadata.uid or ""
     if type == "DELETED":
-        key = _object_key(body)
         metrics.READY.forget(*key)
-        if "nimify" in memo:
-            state = _state(memo)
-            state.reconciler.forget(body.metadata.uid or "")
-            _schedule_retry(state, key, None)
-            state.locks.pop(key, None)
+        state.reconciler.forget(uid)
+        state.queue.forget(key)
+        state.generations.pop(uid, None)
+        state.locations.pop(uid, None)
+        await _retire_shared_claim(state, key[0])
+        return
+    state.reconciler.observed(uid, body.metadata.get("resourceVersion"))
+    generation = body.metadata.get("generation")
+    if uid in state.generations and state.generations[uid] == generation:
+        return
+    state.generations[uid] = generation
+    state.queue.add(key)
 
 
-async def _reconcile_owners(state: OperatorState, body: kopf.Body, job_name: str | None = None) -> None:
-    """A child changed: reconcile its owner and, for a conversion Job or Pod, every NimService needing it."""
+def _queue_owners(state: OperatorState, body: kopf.Body) -> None:
+    """A child changed: queue the NimService that owns it."""
     namespace = body.metadata.namespace or ""
     names = {ref["name"] for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND}
     if not names and (labelled := (body.metadata.labels or {}).get(NIMSERVICE_LABEL)):
         names.add(labelled)  # an object made from a child of ours: KEDA's HPA, owned by our ScaledObject
-    if job_name:
-        names |= set(state.indexes[Index.BUILD_JOBS].get((namespace, job_name), ()))
     for name in sorted(names):
-        await _reconcile_by_key(state, (namespace, name))
+        state.queue.add((namespace, name))
 
 
-def _register_owner_trigger(child: ChildKind) -> None:
-    """Changes of this kind reconcile the NimService that owns the object (and, for a conversion Job, every
-    NimService waiting for it) right away instead of at the next resync."""
+def _build_end(body: kopf.Body) -> str | None:
+    """How a conversion Job or pod ended (its terminal condition or phase), or None while it runs."""
+    if body.get("kind") == JOB.kind:
+        for condition in body.get("status", {}).get("conditions") or []:
+            if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+                return str(condition["type"])
+        return None
+    phase = body.get("status", {}).get("phase")
+    return phase if phase in ("Succeeded", "Failed") else None
 
-    async def changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await _reconcile_owners(_state(memo), body, job_name=body.metadata.name if child is JOB else None)
+
+def _queue_waiters(state: OperatorState, type: str | None, body: kopf.Body, job_name: str) -> None:
+    """A conversion Job or pod ended (or went): queue every NimService waiting for that Job, once per end.
+
+    While it runs, its events change nothing for the NimServices waiting (a thousand of them, when they share
+    an engine); its end, or its deletion (a Job expires after its TTL), is what each must act on.
+    """
+    uid = body.metadata.uid or ""
+    end = None if type == "DELETED" else _build_end(body)
+    if type != "DELETED" and (end is None or state.build_ends.get(uid) == end):
+        return
+    if type == "DELETED":
+        state.build_ends.pop(uid, None)
+    else:
+        state.build_ends[uid] = end
+    namespace = body.metadata.namespace or ""
+    for name in state.indexes[Index.BUILD_JOBS].get((namespace, job_name), ()):
+        state.queue.add((namespace, name))
+
+
+def _register_child_trigger(child: ChildKind) -> None:
+    """A deleted child is written again at the next reconcile (not skipped as a recent write); changes of a
+    kind that `wakes_owner` reconcile the NimService owning it (and, for a conversion Job, every NimService
+    waiting for it) right away instead of at the next resync."""
+
+    async def changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        state = _state(memo)
+        namespace = body.metadata.namespace or ""
+        if type == "DELETED":
+            state.reconciler.recent.forget((child.kind, namespace, body.metadata.name or ""))
+            if child is CLAIM:  # the shared claim has no owner: its users are who need it back
+                for name in state.indexes[Index.CLAIM_USERS].get((namespace, body.metadata.name or ""), ()):
+                    state.queue.add((namespace, name))
+        if child.wakes_owner or type == "DELETED":
+            _queue_owners(state, body)
+        if child is JOB:
+            _queue_waiters(state, type, body, body.metadata.name or "")
 
     changed.__name__ = f"{child.plural}_changed"
     kopf.on.event(*_resource(child.group, child.version, child.plural), labels=MANAGED, id=changed.__name__)(
@@ -286,18 +373,19 @@ def _register_owner_trigger(child: ChildKind) -> None:
 
 
 for _child in CHILD_KINDS:
-    if _child.wakes_owner:
-        _register_owner_trigger(_child)
+    _register_child_trigger(_child)
 
 
 @kopf.on.event("v1", "pods", labels=BUILD_POD_LABELS)
-async def build_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def build_pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A conversion pod's result is what the NimServices waiting for its Job read (engine_step.py)."""
     job_name = (body.metadata.labels or {}).get("batch.kubernetes.io/job-name")
-    await _reconcile_owners(_state(memo), body, job_name=job_name)
+    if job_name:
+        _queue_waiters(_state(memo), type, body, job_name)
 
 
 @kopf.on.event("v1", "pods", labels=SERVER_POD_LABELS)
-async def server_pod_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def server_pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A Triton pod's trouble began, changed or ended: tell its NimService (its other changes show up in the
     Deployment's status, which wakes the NimService anyway)."""
     state = _state(memo)
@@ -311,4 +399,4 @@ async def server_pod_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: A
         state.pod_troubles[uid] = trouble
     owner = (body.metadata.labels or {}).get(NIMSERVICE_LABEL)
     if owner:
-        await _reconcile_by_key(state, (body.metadata.namespace or "", owner))
+        state.queue.add((body.metadata.namespace or "", owner))

@@ -19,11 +19,11 @@ from nimify.api import Condition, NimService, NimServiceStatus
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.controller import metrics
 from nimify.controller.actions import Create
-from nimify.controller.conditions import transitions
+from nimify.controller.conditions import events_for
 from nimify.controller.desired import DesiredSet, desired_set
 from nimify.controller.observed import Body, Observed
 from nimify.controller.status import desired_status
-from nimify.controller.writes import Writer, write_all
+from nimify.controller.writes import RecentWrites, Writer, write_all
 from nimify.render.identity import server_name
 from nimify.settings import OperatorSettings
 
@@ -41,6 +41,10 @@ NORMAL_REASONS = frozenset(
     }
 )
 RETRY_FIRST_SECONDS = 5.0
+STATUS_BATCH_SECONDS = 30.0
+"""How long a status change that moves no condition (replica counts, a message) may wait to be written with
+the next one: a rollout's counts tick several times before Ready, and each tick would be a patch."""
+COUNTS = ("replicas", "readyReplicas")
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,21 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def moves_nothing(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether `after` differs from `before` only in replica counts and condition messages: no condition
+    changed its status or reason, nothing else in the status changed."""
+
+    def essence(status: dict[str, Any]) -> dict[str, Any]:
+        kept = {key: value for key, value in status.items() if key not in (*COUNTS, "conditions")}
+        kept["conditions"] = [
+            {key: value for key, value in condition.items() if key != "message"}
+            for condition in status.get("conditions") or []
+        ]
+        return kept
+
+    return essence(before) == essence(after)
+
+
 def retry_delay(attempts: int, cap: float) -> float:
     """Backoff for a refused child: 5 s, 10 s, 20 s, ... up to `cap` (the resync retries anyway)."""
     return float(min(RETRY_FIRST_SECONDS * 2 ** max(attempts - 1, 0), max(cap, RETRY_FIRST_SECONDS)))
@@ -75,16 +94,24 @@ def retry_delay(attempts: int, cap: float) -> float:
 
 class Reconciler:
     def __init__(
-        self, writer: Writer, settings: OperatorSettings, events: EventSink | None = None, clock: Clock = _now
+        self,
+        writer: Writer,
+        settings: OperatorSettings,
+        events: EventSink | None = None,
+        clock: Clock = _now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.writer = writer
         self.events: EventSink = events or writer  # where Events go: the API writer, or a sink in tests
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
+        self._waiting: dict[str, float] = {}  # uid -> since when a status change that moves nothing waits
         # uid -> (resourceVersion the status was patched over, the status written). Two triggers can reconcile
         # back to back before the watch delivers our own patch; the second must build on what we wrote.
         self._written: dict[str, tuple[str | None, dict[str, Any]]] = {}
         self._refused: dict[str, int] = {}  # uid -> reconciles in a row with a refused child
+        self.recent = RecentWrites()  # children written that the watch may not show yet
         # NimServices the apiserver says are gone although the index still holds them: kopf stops watching a
         # namespace once it is terminating and never sees the DELETED events of what was in it.
         self._gone: set[str] = set()
@@ -95,8 +122,15 @@ class Reconciler:
             return NimServiceStatus.model_validate(written[1])
         return nim.status or NimServiceStatus()
 
+    def observed(self, uid: str, resource_version: str | None) -> None:
+        """The watch delivered this version of the NimService: a status written over an older one is in it."""
+        written = self._written.get(uid)
+        if written is not None and written[0] != resource_version:
+            del self._written[uid]
+
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._waiting.pop(uid, None)
         self._refused.pop(uid, None)
         self._gone.discard(uid)
 
@@ -120,11 +154,14 @@ class Reconciler:
         nim = nim.model_copy(update={"status": previous})  # every step works from the freshest status known
 
         desired = desired_set(nim, observed, self.settings)
-        written = await write_all(self.writer, namespace, desired.actions)
+        written = await write_all(self.writer, namespace, desired.actions, self.recent)
         self._count_builds(nim, desired, written.created)
         report = desired_status(nim, previous, desired, written, observed, self.clock())
 
         before = previous.model_dump(mode="json", by_alias=True, exclude_none=True)
+        wait = self._batched(uid, before, report.status)
+        if wait is not None:
+            return wait
         if report.status != before:
             try:
                 await self.writer.patch_status(namespace, name, merge_patch(before, report.status))
@@ -135,11 +172,8 @@ class Reconciler:
                 self._gone.add(uid)
                 return None
             self._written[uid] = (nim.metadata.resource_version, report.status)
-        for condition in transitions(previous.conditions, report.conditions):
-            if condition.type in (ConditionType.RECONCILING.value, ConditionType.STALLED.value):
-                continue  # kstatus bookkeeping; the other conditions' events already tell the story
-            warning = condition.status.value == "False" and condition.reason not in NORMAL_REASONS
-            await self._post_event(body, "Warning" if warning else "Normal", condition)
+        for kind, condition in events_for(previous.conditions, report.conditions, NORMAL_REASONS):
+            await self._post_event(body, kind, condition)
         ready = next(c.status.value for c in report.conditions if c.type == ConditionType.READY.value)
         metrics.READY.observe(namespace, name, ready)
 
@@ -148,6 +182,19 @@ class Reconciler:
             return None
         self._refused[uid] = attempts = self._refused.get(uid, 0) + 1
         return retry_delay(attempts, self.settings.resync_seconds)
+
+    def _batched(self, uid: str, before: dict[str, Any], after: dict[str, Any]) -> float | None:
+        """Seconds to wait before writing a status change that moves nothing (reconcile again then), or None
+        to write now: any other change, or one that waited long enough, goes out at once (with the counts)."""
+        if after == before or not moves_nothing(before, after):
+            self._waiting.pop(uid, None)
+            return None
+        since = self._waiting.setdefault(uid, self.monotonic())
+        left = STATUS_BATCH_SECONDS - (self.monotonic() - since)
+        if left > 0:
+            return left
+        self._waiting.pop(uid, None)
+        return None
 
     async def _post_event(self, body: Body, kind: str, condition: Condition) -> None:
         """Events are for people watching: one that cannot be posted (its namespace is going away, say) must

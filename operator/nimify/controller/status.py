@@ -14,6 +14,7 @@ from typing import Any
 from nimify.api import Condition, NimService, NimServiceStatus
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.spec import Autoscaler
+from nimify.controller.actions import Apply
 from nimify.controller.autoscaling import autoscaler_status, keda_hpa_name, scaling_verdict
 from nimify.controller.children import AUTOSCALER, CLAIM, DEPLOYMENT, JOB, SCALED_OBJECT
 from nimify.controller.conditions import (
@@ -112,7 +113,7 @@ def desired_status(
     if record is not None:
         status |= record
     engine_key = desired.location.cache_key if record is not None and desired.location is not None else None
-    deployment = observed.get(DEPLOYMENT.kind, namespace, name)
+    deployment = observed.get(DEPLOYMENT.kind, namespace, name) or _just_applied(desired, written, name)
     problem = _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None
     observation = Observation(
         generation,
@@ -158,6 +159,16 @@ def _autoscaler_objects(
         return observed.get(AUTOSCALER.kind, namespace, name), None
     scaled_object = observed.get(SCALED_OBJECT.kind, namespace, name)
     return observed.get(AUTOSCALER.kind, namespace, keda_hpa_name(name, scaled_object)), scaled_object
+
+
+def _just_applied(desired: DesiredSet, written: Written, name: str) -> Body | None:
+    """The Deployment this pass created, as it stands before the watch shows it (no status yet): so the
+    status reports it (endpoints, zero replicas) now, and the watch's first sight of it changes nothing."""
+    target = (DEPLOYMENT.kind, name)
+    for action in desired.actions:
+        if isinstance(action, Apply) and action.target == target and written.ok(target):
+            return action.desired
+    return None
 
 
 def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> bool:

@@ -180,7 +180,10 @@ class BuildPodKubelet:
         while not self._stop.wait(self.interval):
             if self.hold.is_set():
                 continue
-            pods = get_json(self.cluster, "pods", "-A", "-l", CUSTOM_STATUS)["items"]
+            try:
+                pods = get_json(self.cluster, "pods", "-A", "-l", CUSTOM_STATUS)["items"]
+            except Exception:  # a busy apiserver (429, a timeout) fails one poll, not every later build
+                continue
             for pod in pods:
                 uid = pod["metadata"]["uid"]
                 if uid in self.handled or not pod["spec"].get("nodeName"):

@@ -231,12 +231,14 @@ def _kubeconfig(server: str, pki: Pki, client: str) -> dict[str, Any]:
     }
 
 
-# Writes only: enough to count who changes what (a steady-state operator must send none), cheap to keep.
+# Writes, and every request of the operator: enough to count who changes what (a steady-state operator must
+# send no write) and what the operator asks for (hack/bench-scale), cheap to keep.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
+        {"level": "Metadata", "users": ["nimify-operator"]},
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "None"},
     ],

@@ -12,13 +12,15 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nimify.api import EngineStatus, ModelSignature, ParityStatus, TensorSpec
-from nimify.engine.parity import ParityReport
 from nimify.model.batching import BatchingDecision
 from nimify.model.errors import ModelError
 from nimify.model.signature import Signature
+
+if TYPE_CHECKING:  # the operator decodes results and never compares outputs: no numpy for it
+    from nimify.engine.parity import ParityReport
 
 TERMINATION_MESSAGE_LIMIT = 4096
 COMPRESSED_ENCODING = "gzip+base64"

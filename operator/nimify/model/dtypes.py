@@ -1,12 +1,41 @@
 """Tensor element types under their three names: ONNX's (our canonical one), Triton's config enum, KServe's
-wire name."""
+wire name.
+
+The operator renders Triton configs from these tables and never reads a model, so they import neither onnx
+nor numpy (a third of the operator's memory): ONNX's element type numbers are written out (they are fixed by
+onnx.proto; tests/model/test_dtypes.py compares them with onnx's), and the helpers that need onnx or numpy
+import it when called.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
-from onnx import TensorProto
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class TensorProto(IntEnum):
+    """onnx.TensorProto.DataType, the values onnx.proto fixes."""
+
+    FLOAT = 1
+    UINT8 = 2
+    INT8 = 3
+    UINT16 = 4
+    INT16 = 5
+    INT32 = 6
+    INT64 = 7
+    STRING = 8
+    BOOL = 9
+    FLOAT16 = 10
+    DOUBLE = 11
+    UINT32 = 12
+    UINT64 = 13
+    COMPLEX64 = 14
+    COMPLEX128 = 15
+    BFLOAT16 = 16
 
 
 @dataclass(frozen=True)
@@ -50,14 +79,18 @@ def by_name(name: str) -> DataType:
 
 def onnx_type_name(elem_type: int) -> str:
     """ONNX's name for any element type, including those Triton cannot carry (for error messages)."""
+    from onnx import TensorProto as OnnxTensorProto
+
     try:
-        return str(TensorProto.DataType.Name(elem_type))
+        return str(OnnxTensorProto.DataType.Name(elem_type))
     except ValueError:
         return f"type {elem_type}"
 
 
 def numpy_dtype(name: str) -> np.dtype[np.generic]:
     """The numpy dtype used for reference data; bfloat16 has no numpy type, so it travels as float32."""
+    import numpy as np
+
     numpy_name = BY_NAME[name].numpy
     return np.dtype("float32" if numpy_name == "bfloat16" else numpy_name)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from nimify.api import NimService
-from nimify.render.identity import COMPONENT_STORAGE, object_meta, owner_reference, shared_labels
+from nimify.render.identity import COMPONENT_STORAGE, object_meta, shared_labels
 from nimify.settings import OperatorSettings
 
 
 def render_engine_claim(nim: NimService, claim: str, settings: OperatorSettings) -> dict[str, Any] | None:
     """The claim to create, or None for a user's existing claim.
 
-    The namespace-wide cache claim is shared: every NimService using it is a (non-controlling) owner, so
-    garbage collection removes it with the last of them.
+    The namespace-wide cache claim is shared, and the same object whichever NimService renders it: it has
+    no owner (a list of every NimService using it would grow, and be rewritten, with each of them), so it
+    is written once; the operator deletes it when the last NimService using it goes (desired.py).
     """
     storage = nim.spec.storage
     if storage is not None and storage.existing_claim:
@@ -28,7 +29,6 @@ def render_engine_claim(nim: NimService, claim: str, settings: OperatorSettings)
             "name": claim,
             "namespace": nim.metadata.namespace,
             "labels": shared_labels(COMPONENT_STORAGE),
-            "ownerReferences": [owner_reference(nim, controller=False)],
         }
     else:
         if storage.storage_class_name:

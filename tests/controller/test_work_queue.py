@@ -1,0 +1,130 @@
+"""The reconcile queue: one entry per key, a bounded number at work, one key never twice at once, a failure
+retried with backoff without holding up the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from nimify.controller.work_queue import WorkQueue, failure_delay
+
+
+class Recorder:
+    """Work that records each key it runs and can be held at a gate."""
+
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.runs: list[str] = []
+        self.active: set[str] = set()
+        self.most_active = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail = fail or set()
+        self.returns: dict[str, float | None] = {}
+
+    async def __call__(self, key: str) -> float | None:
+        assert key not in self.active, f"{key} reconciled twice at the same time"
+        self.active.add(key)
+        self.most_active = max(self.most_active, len(self.active))
+        try:
+            await self.gate.wait()
+            self.runs.append(key)
+            if key in self.fail:
+                raise RuntimeError(f"{key} broke")
+            return self.returns.pop(key, None)
+        finally:
+            self.active.discard(key)
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Wait (on a loaded machine, as long as it takes) until `check` holds."""
+    async with asyncio.timeout(10):
+        while not check():  # noqa: ASYNC110 - another task's state, polled
+            await asyncio.sleep(0.005)
+
+
+async def settle(queue: WorkQueue[str]) -> None:
+    await until(lambda: not len(queue))
+
+
+async def test_a_key_queued_many_times_runs_once() -> None:
+    work = Recorder()
+    work.gate.clear()
+    queue: WorkQueue[str] = WorkQueue(work, workers=1, max_delay=60)
+    queue.start()
+    queue.add("busy")  # holds the only worker
+    await until(lambda: "busy" in work.active)
+    for _ in range(5):
+        queue.add("a")
+    work.gate.set()
+    await settle(queue)
+    await queue.stop()
+    assert work.runs == ["busy", "a"]
+
+
+async def test_a_key_added_while_it_runs_runs_once_more_afterwards() -> None:
+    work = Recorder()
+    work.gate.clear()
+    queue: WorkQueue[str] = WorkQueue(work, workers=4, max_delay=60)
+    queue.start()
+    queue.add("a")
+    await until(lambda: "a" in work.active)
+    queue.add("a")  # a change it may not have seen
+    queue.add("a")
+    work.gate.set()
+    await settle(queue)
+    await queue.stop()
+    assert work.runs == ["a", "a"]
+
+
+async def test_no_more_than_the_workers_at_once() -> None:
+    work = Recorder()
+    work.gate.clear()
+    queue: WorkQueue[str] = WorkQueue(work, workers=3, max_delay=60)
+    queue.start()
+    for index in range(20):
+        queue.add(f"k{index}")
+    await until(lambda: len(work.active) == 3)
+    work.gate.set()
+    await settle(queue)
+    await queue.stop()
+    assert sorted(work.runs) == sorted(f"k{index}" for index in range(20))
+    assert work.most_active == 3
+
+
+async def test_a_failure_retries_that_key_with_backoff_and_the_others_go_on() -> None:
+    work = Recorder(fail={"bad"})
+    queue: WorkQueue[str] = WorkQueue(work, workers=1, max_delay=60, first_delay=0.05)
+    queue.start()
+    for key in ("bad", "a", "b"):
+        queue.add(key)
+    await until(lambda: work.runs.count("bad") == 3)  # retried after 0.05 s, then 0.1 s
+    await queue.stop()
+    assert work.runs[:3] == ["bad", "a", "b"], "one failure does not hold up the others"
+
+
+async def test_a_returned_delay_runs_the_key_again_then() -> None:
+    work = Recorder()
+    work.returns["a"] = 0.05
+    queue: WorkQueue[str] = WorkQueue(work, workers=1, max_delay=60)
+    queue.start()
+    queue.add("a")
+    await until(lambda: work.runs == ["a", "a"])
+    await queue.stop()
+
+
+async def test_the_earlier_of_two_delayed_runs_wins_and_forget_drops_it() -> None:
+    work = Recorder()
+    queue: WorkQueue[str] = WorkQueue(work, workers=1, max_delay=60)
+    queue.start()
+    queue.add_after("a", 0.05)
+    queue.add_after("a", 10)
+    queue.add_after("b", 0.05)
+    queue.forget("b")
+    await until(lambda: work.runs == ["a"])
+    await asyncio.sleep(0.1)  # b was due as early as a
+    await queue.stop()
+    assert work.runs == ["a"]
+
+
+def test_failure_backoff_doubles_up_to_the_cap() -> None:
+    assert [failure_delay(n, 60) for n in (1, 2, 3, 7, 20)] == [1, 2, 4, 60, 60]
