@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nimify import __version__
+from nimify.engine.address_policy import DEFAULT_DENIED_RANGES, parse_networks
 
 
 class OperatorSettings(BaseSettings):
@@ -39,3 +40,13 @@ class OperatorSettings(BaseSettings):
 
     metrics_port: int = 8080
     """Port of the operator's own Prometheus metrics."""
+
+    model_uri_denied_ranges: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_RANGES))
+    """Address ranges (CIDR) a model download may not connect to, checked in the conversion Job after DNS
+    resolution and on every redirect (engine/address_policy.py says why the defaults are what they are)."""
+
+    @field_validator("model_uri_denied_ranges")
+    @classmethod
+    def _ranges(cls, ranges: list[str]) -> list[str]:
+        parse_networks(ranges)  # a ValueError names the entry that is not a range
+        return ranges

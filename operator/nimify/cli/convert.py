@@ -133,6 +133,7 @@ def convert_command(
 
     from nimify.api import EngineSpec, TritonSpec
     from nimify.cli.model import load_signature, parse_parity_generated, parse_profile
+    from nimify.engine.address_policy import policy_from_environment
     from nimify.engine.convert import ConvertRequest, run_conversion
     from nimify.engine.fetch import FetchOptions
     from nimify.engine.result import ConversionResult
@@ -170,7 +171,9 @@ def convert_command(
             gpus=gpus if gpus is not None else _default_gpus(spec, backend or engine.backend.value),
             gpu_product=gpu_product or (spec.resources.gpu_product if spec is not None else None),
             cache_dir=cache_dir,
-            fetch=FetchOptions(pvc_root=pvc_root, env=os.environ),
+            fetch=FetchOptions(
+                pvc_root=pvc_root, env=os.environ, address_policy=policy_from_environment()
+            ),
             signature_hint=load_signature(signature),
             cache_key=cache_key,
         )

@@ -8,6 +8,7 @@ gs://BUCKET/KEY.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,6 +16,19 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from nimify.model.errors import ModelError
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+
+# A URL's user-info and query string, wherever one appears in a text (an error of a client library).
+_URL_SECRETS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?(?P<rest>[^\s?#'\"]*)\?[^\s#'\"]*"
+)
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL's query string and user-info removed: presigned URLs carry their credentials
+    there, and client libraries quote the URL they failed on (a redirect's target included)."""
+    text = _URL_SECRETS.sub(lambda m: f"{m['scheme']}{m['rest']}?<redacted>", text)
+    return _USERINFO.sub(lambda m: f"{m['scheme']}<redacted>@", text)
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,19 @@ class ModelSource:
 def _checked_path(path: str, uri: str) -> str:
     parts = PurePosixPath(path).parts
     if ".." in parts:
-        raise ModelError("InvalidModelUri", f"{uri}: '..' segments are not allowed")
+        raise ModelError("InvalidModelUri", f"{redact(uri)}: '..' segments are not allowed")
     return path.lstrip("/")
 
 
 def parse_uri(uri: str) -> ModelSource:
+    """The source a URI names; an InvalidModelUri error quotes it without query string or user-info."""
+    try:
+        return _parse_uri(uri)
+    except ModelError as error:
+        raise ModelError(error.reason, redact(error.message)) from None
+
+
+def _parse_uri(uri: str) -> ModelSource:
     if "://" not in uri:
         return ModelSource("local", str(Path(uri).expanduser()))
     scheme, rest = uri.split("://", 1)

@@ -9,6 +9,7 @@ from typing import Any
 from nimify.api import NimService
 from nimify.api.releases import builder_label
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
+from nimify.engine.address_policy import DENIED_RANGES_ENV
 from nimify.render.engine import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
@@ -79,7 +80,8 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
                     sort_keys=True,
                     separators=(",", ":"),
                 ),
-            }
+            },
+            {"name": DENIED_RANGES_ENV, "value": json.dumps(settings.model_uri_denied_ranges)},
         ],
         "resources": resources,
         "volumeMounts": mounts,
