@@ -31,6 +31,7 @@ class HubRepo:
     token: str | None = None  # required when set (a private or gated repository)
     gated: bool = False
     moved_to: str | None = None  # a renamed repository: ORG/NAME it redirects to
+    cdn_location: str | None = None  # where LFS files redirect instead of the CDN (a hostile Hub mirror)
 
 
 @dataclass
@@ -136,7 +137,7 @@ class _HubHandler(_Handler):
             self.answer(
                 302,
                 {
-                    "Location": f"{self.hub.cdn}/{digest}?{CDN_SIGNATURE}",
+                    "Location": repo.cdn_location or f"{self.hub.cdn}/{digest}?{CDN_SIGNATURE}",
                     "X-Repo-Commit": COMMIT,
                     "X-Linked-Etag": f'"{digest}"',
                     "X-Linked-Size": str(len(content)),
@@ -220,7 +221,7 @@ def running_s3() -> Iterator[S3Server]:
     )
     from werkzeug.serving import make_server
 
-    class QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+    class QuietHandler(MotoRequestHandler):
         def log_request(self, *args: Any, **kwargs: Any) -> None:
             pass
 

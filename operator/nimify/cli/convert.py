@@ -171,9 +171,7 @@ def convert_command(
             gpus=gpus if gpus is not None else _default_gpus(spec, backend or engine.backend.value),
             gpu_product=gpu_product or (spec.resources.gpu_product if spec is not None else None),
             cache_dir=cache_dir,
-            fetch=FetchOptions(
-                pvc_root=pvc_root, env=os.environ, address_policy=policy_from_environment()
-            ),
+            fetch=FetchOptions(pvc_root=pvc_root, env=os.environ, address_policy=policy_from_environment()),
             signature_hint=load_signature(signature),
             cache_key=cache_key,
         )

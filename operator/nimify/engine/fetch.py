@@ -347,12 +347,14 @@ def _hub_error(error: Exception, display: str, errors: Any) -> Exception:
         return ModelError("ModelNotFound", f"{display}: no such revision")
     if isinstance(error, errors.RemoteEntryNotFoundError):
         return ModelError("ModelNotFound", f"{display}: no such file in the repository")
+    if status == 404 and isinstance(error, errors.RepositoryNotFoundError):
+        return ModelError("ModelNotFound", f"{display}: no such repository that HF_TOKEN can see")
     if status in (401, 403) or isinstance(error, errors.RepositoryNotFoundError):
         # The Hub answers 401 both for a private repository without a token and for one that does not exist.
-        detail = "the repository does not exist or HF_TOKEN cannot read it" if code == "RepoNotFound" else ""
+        detail = "no such repository, or a private one" if code == "RepoNotFound" else "access denied"
         return ModelError(
             "FetchUnauthorized",
-            f"{display}: HTTP {status or 401}; {detail or 'check HF_TOKEN in the credentials secret'}",
+            f"{display}: HTTP {status or 401}, {detail}: check HF_TOKEN in the credentials secret",
         )
     if status in RETRYABLE_STATUS:
         return _RetryableError(f"HTTP {status}", _retry_after(response) if response is not None else None)
