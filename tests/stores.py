@@ -1,5 +1,6 @@
-"""Model stores on loopback that speak the real protocols: S3 (moto's server, with injected faults) and a
-Hugging Face Hub that answers its resolve endpoint the way huggingface.co does.
+"""Model stores on loopback that speak the real protocols: S3 (moto's server, with injected faults), a
+Hugging Face Hub that answers its resolve endpoint the way huggingface.co does, and an HTTPS store that
+serves presigned URLs.
 
 The Hub's behaviour, as huggingface_hub relies on it: `HEAD|GET /{repo}/resolve/{revision}/{path}` answers a
 file kept in git with 200, `ETag` (the git blob id) and `X-Repo-Commit`; a file kept in LFS with a 302 to a
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -235,3 +238,58 @@ def running_s3() -> Iterator[S3Server]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+@dataclass
+class PresignedStore:
+    """An HTTPS server handing out files only to presigned URLs (the right X-Amz-Signature)."""
+
+    root: Path
+    signature: str
+    ca_file: Path
+    url: str = ""
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
+    requests: list[str] = field(default_factory=list)
+
+
+def running_presigned_store(store: PresignedStore, certificate: Path, key: Path) -> Iterator[PresignedStore]:
+    """Serve `store` over TLS with the given serving pair (its CA is store.ca_file)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            store.requests.append(self.path)
+            parts = urlsplit(self.path)
+            if f"X-Amz-Signature={store.signature}" not in parts.query.split("&"):
+                self.send_response(403)
+                self.end_headers()
+                return
+            if location := store.redirects.get(parts.path):
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.end_headers()
+                return
+            file = store.root / parts.path.lstrip("/")
+            if not file.is_file():
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = file.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certificate), str(key))
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    store.url = f"https://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield store
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -137,8 +138,12 @@ def convert_command(
     from nimify.engine.convert import ConvertRequest, run_conversion
     from nimify.engine.fetch import FetchOptions
     from nimify.engine.result import ConversionResult
+    from nimify.redaction import redact_logs
     from nimify.triton.local_repository import model_name_for
 
+    # Client libraries (huggingface_hub, botocore) warn with the URL at hand: the Job's log stays clean.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    redact_logs()
     result = ConversionResult(backend=backend, model_name=name)
     workspace = work_dir or Path(tempfile.mkdtemp(prefix="nimify-convert-"))
     try:

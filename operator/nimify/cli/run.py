@@ -26,8 +26,11 @@ def run(
     import kopf
 
     import nimify.controller.operator  # noqa: F401  - registers the handlers
+    from nimify.redaction import redact_logs
 
     kopf.configure(verbose=verbose)
+    # kopf's debug log prints whole NimServices (the model URI with a presigned query string among them).
+    redact_logs("kopf.objects")
     asyncio.run(
         kopf.operator(
             standalone=True,

@@ -28,11 +28,12 @@ import httpx2
 
 from nimify.engine.address_policy import AddressPolicy
 from nimify.engine.checked_http import checked_client
-from nimify.engine.sources import DEFAULT_HF_ENDPOINT, ModelSource, hf_url, parse_uri, pvc_path, redact
+from nimify.engine.sources import DEFAULT_HF_ENDPOINT, ModelSource, hf_url, parse_uri, pvc_path
 from nimify.model.digest import file_sha256, verify_sha256
 from nimify.model.errors import ModelError
 from nimify.model.external_data import ExternalRef, external_refs, safe_relative_location
 from nimify.model.onnx_file import MAX_PROTOBUF_BYTES, looks_like_plan, read_onnx
+from nimify.redaction import redact
 
 # (what is being fetched, bytes so far, total bytes when known)
 Progress = Callable[[str, int, int | None], None]

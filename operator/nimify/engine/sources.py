@@ -8,27 +8,14 @@ gs://BUCKET/KEY.
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from nimify.model.errors import ModelError
+from nimify.redaction import redact
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
-
-# A URL's user-info and query string, wherever one appears in a text (an error of a client library).
-_URL_SECRETS = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?(?P<rest>[^\s?#'\"]*)\?[^\s#'\"]*"
-)
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]*@")
-
-
-def redact(text: str) -> str:
-    """`text` with every URL's query string and user-info removed: presigned URLs carry their credentials
-    there, and client libraries quote the URL they failed on (a redirect's target included)."""
-    text = _URL_SECRETS.sub(lambda m: f"{m['scheme']}{m['rest']}?<redacted>", text)
-    return _USERINFO.sub(lambda m: f"{m['scheme']}<redacted>@", text)
 
 
 @dataclass(frozen=True)
