@@ -1,14 +1,32 @@
-"""spec.expose: the Service ports and type, and an optional Ingress or Gateway API HTTPRoute."""
+"""spec.expose: the Service ports and type, an optional Ingress or Gateway API HTTPRoute, and an optional
+NetworkPolicy for the Triton pods."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME
-from nimify.api.validation import Rule, ValidationReason
+from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME, LABEL_VALUE
+from nimify.api.validation import Rule, ValidationReason, cel_string, matches
+
+# A label key: an optional DNS subdomain prefix and a name of at most 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LabelSelector = dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]]
+
+
+def _keys_rule(field: str, alias: str) -> Rule:
+    return Rule(
+        cel=f"!has(self.{alias}) || self.{alias}.all(k, k.matches({cel_string(LABEL_KEY)}))",
+        message="label keys are a name of up to 63 characters, optionally prefixed by a DNS subdomain and /",
+        holds=lambda peer: all(matches(LABEL_KEY, key) for key in getattr(peer, field) or {}),
+        field_path=f".{alias}",
+    )
 
 
 class ServiceType(StrEnum):
@@ -55,6 +73,40 @@ class HttpRouteSpec(ApiModel):
     """The Gateway to attach to."""
 
 
+class NetworkPeer(ApiModel):
+    """Pods allowed to reach Triton, chosen as a NetworkPolicy peer chooses them: by the labels of their
+    namespace, of the pod, or both (both must match)."""
+
+    namespace_selector: LabelSelector | None = Field(default=None, max_length=16)
+    """Labels of the namespaces the clients run in (matchLabels); this NimService's namespace when left
+    out. `{}` is every namespace."""
+
+    pod_selector: LabelSelector | None = Field(default=None, max_length=16)
+    """Labels of the client pods (matchLabels); every pod of those namespaces when left out."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            message="set namespaceSelector, podSelector or both",
+            holds=lambda peer: peer.namespace_selector is not None or peer.pod_selector is not None,
+        ),
+        _keys_rule("namespace_selector", "namespaceSelector"),
+        _keys_rule("pod_selector", "podSelector"),
+    )
+
+
+class NetworkPolicySpec(ApiModel):
+    """A networking.k8s.io/v1 NetworkPolicy for the Triton pods: traffic in only on the HTTP, gRPC and
+    metrics ports, from the clients listed. Takes effect where the cluster's network plugin enforces
+    NetworkPolicies."""
+
+    clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
+    """Who may send inference requests (HTTP and gRPC ports); anyone when left out."""
+
+    metrics_clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
+    """Who may scrape the metrics port (Prometheus, the autoscaler's adapter); anyone when left out."""
+
+
 class ExposeSpec(ApiModel):
     """How clients reach Triton: a Service with the HTTP, gRPC and metrics ports, optionally an Ingress or an
     HTTPRoute."""
@@ -76,6 +128,9 @@ class ExposeSpec(ApiModel):
 
     http_route: HttpRouteSpec | None = None
     """Gateway API HTTPRoute for the HTTP port; excludes ingress."""
+
+    network_policy: NetworkPolicySpec | None = None
+    """A NetworkPolicy admitting traffic to the Triton pods on their ports only; none when left out."""
 
     cel_rules = (
         Rule(
