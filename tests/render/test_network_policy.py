@@ -95,7 +95,12 @@ def test_malformed_peers_are_refused(peer: dict[str, Any]) -> None:
 
 @pytest.mark.cluster
 def test_the_apiserver_accepts_it(cluster: ExistingCluster, namespace: str) -> None:
-    for network_policy in ({}, {"clients": [GATEWAY], "metricsClients": [MONITORING]}, {"clients": []}):
+    variants: list[dict[str, Any]] = [
+        {},
+        {"clients": [GATEWAY], "metricsClients": [MONITORING]},
+        {"clients": []},
+    ]
+    for network_policy in variants:
         rendered = render_network_policy(
             nimservice({"expose": {"networkPolicy": network_policy}}, namespace=namespace)
         )
