@@ -9,24 +9,10 @@ from typing import Annotated
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME, LABEL_VALUE
-from nimify.api.validation import Rule, ValidationReason, cel_string, matches
+from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME, LABEL_VALUE, label_keys_rule
+from nimify.api.validation import Rule, ValidationReason
 
-# A label key: an optional DNS subdomain prefix and a name of at most 63 characters.
-LABEL_KEY = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
 LabelSelector = dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]]
-
-
-def _keys_rule(field: str, alias: str) -> Rule:
-    return Rule(
-        cel=f"!has(self.{alias}) || self.{alias}.all(k, k.matches({cel_string(LABEL_KEY)}))",
-        message="label keys are a name of up to 63 characters, optionally prefixed by a DNS subdomain and /",
-        holds=lambda peer: all(matches(LABEL_KEY, key) for key in getattr(peer, field) or {}),
-        field_path=f".{alias}",
-    )
 
 
 class ServiceType(StrEnum):
@@ -90,8 +76,8 @@ class NetworkPeer(ApiModel):
             message="set namespaceSelector, podSelector or both",
             holds=lambda peer: peer.namespace_selector is not None or peer.pod_selector is not None,
         ),
-        _keys_rule("namespace_selector", "namespaceSelector"),
-        _keys_rule("pod_selector", "podSelector"),
+        label_keys_rule("namespace_selector", "namespaceSelector"),
+        label_keys_rule("pod_selector", "podSelector"),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, WithJsonSchema
 
-from nimify.api.validation import cel_string
+from nimify.api.validation import Rule, cel_string, matches
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
@@ -15,8 +15,15 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+# A label key (a "qualified name"): an optional DNS subdomain and /, then a name of up to 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
+# The exponent is an integer: the apiserver's parser (^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$) refuses
+# "1E2.5", which the grammar in its documentation seems to allow.
+QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 
 
 def _check_quantity(value: Any) -> int | str:
@@ -41,7 +48,18 @@ Quantity = Annotated[
 ]
 Dimension = Annotated[int, Field(ge=1, le=2**31 - 1)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
-NodeLabelValue = Annotated[str, Field(max_length=63)]
+NodeLabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]
+
+
+def label_keys_rule(field: str, alias: str) -> Rule:
+    """A CEL rule (with its Python twin) that every key of the map `field` is a label key: the schema of a
+    map cannot constrain its keys."""
+    return Rule(
+        cel=f"!has(self.{alias}) || self.{alias}.all(k, k.matches({cel_string(LABEL_KEY)}))",
+        message="label keys are a name of up to 63 characters, optionally prefixed by a DNS subdomain and /",
+        holds=lambda model: all(matches(LABEL_KEY, key) for key in getattr(model, field) or {}),
+        field_path=f".{alias}",
+    )
 
 
 def cel_list(values: tuple[str, ...]) -> str:
