@@ -3,9 +3,10 @@
 #   $NIMIFY_CACHE_DIR/bin/kubernetes-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   $NIMIFY_CACHE_DIR/bin/etcd-<v>/etcd
 #   $NIMIFY_CACHE_DIR/bin/kwok-<v>/kwok
+#   $NIMIFY_CACHE_DIR/bin/helm-<v>/helm
 # A component is built only when its directory is missing; a flock per component makes two
 # concurrent runs wait for each other, and a build lands with an atomic rename so nobody sees half of it.
-# Progress goes to stderr; the last line on stdout is the search path of the three directories.
+# Progress goes to stderr; the last line on stdout is the search path of the directories.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -115,7 +116,23 @@ build_kwok() {
   chmod u+w "$out"/stages/pod/*.yaml
 }
 
+# Helm from its own module (no replace directives, so `go install` works); the version ldflags are the ones
+# Helm's Makefile sets, so `helm version` and `.Capabilities.KubeVersion` report what a release build would.
+build_helm() {
+  local out="$1" version="$2"
+  local k8s_minor
+  k8s_minor="$(go mod download -json "helm.sh/helm/v3@$version" | python3 -c 'import json,re,sys
+mod = open(json.load(sys.stdin)["GoMod"]).read()
+print(re.search(r"k8s.io/client-go v0\.(\d+)\.", mod).group(1))')"
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s_minor"
+  ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
+  (GOBIN="$out" go install -v -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$version" 2>&1 | progress "helm $version")
+  [[ -x "$out/helm" ]] || { echo "ensure-binaries: helm was not built" >&2; exit 1; }
+}
+
 etcd_dir="$(build_component etcd "$ETCD_VERSION" build_etcd)"
 kwok_dir="$(build_component kwok "$KWOK_VERSION" build_kwok)"
 kube_dir="$(build_component kubernetes "$KUBERNETES_VERSION" build_kubernetes)"
-echo "$kube_dir:$etcd_dir:$kwok_dir"
+helm_dir="$(build_component helm "$HELM_VERSION" build_helm)"
+echo "$kube_dir:$etcd_dir:$kwok_dir:$helm_dir"

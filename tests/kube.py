@@ -47,13 +47,9 @@ def fresh_namespace(cluster: ExistingCluster, prefix: str) -> Iterator[str]:
     """A new namespace ready for pods (its default ServiceAccount exists), deleted afterwards (no waiting)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.metadata.name}=default",
-        "serviceaccount/default",
-        "-n",
-        name,
-        "--timeout=60s",
+    # `kubectl wait` gives up at once on an object that does not exist yet, so poll for it instead.
+    eventually(
+        lambda: cluster.kubectl("get", "serviceaccount/default", "-n", name, check=False).returncode == 0
     )
     try:
         yield name

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nimify import __version__
+from nimify.api.spec import DNS1123_SUBDOMAIN, Quantity
 from nimify.engine.address_policy import DEFAULT_DENIED_RANGES, parse_networks
+
+ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
 
 class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NIMIFY_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="NIMIFY_", frozen=True, use_attribute_docstrings=True)
 
     builder_image: str = f"ghcr.io/nimify/nimify-builder:{__version__}-trt{{release}}"
     """Image of the TensorRT conversion Job; `{release}` becomes the Triton release (e.g. 25.10), so the
@@ -28,6 +33,29 @@ class OperatorSettings(BaseSettings):
     build_backoff_limit: int = 1
     """Retries of a failed conversion pod before the Job fails."""
 
+    build_cpu: Quantity = "1"
+    """CPU request of conversion Jobs whose NimService sets no spec.engine.buildResources.cpu."""
+
+    build_memory: Quantity = "4Gi"
+    """Memory request of conversion Jobs (spec.engine.buildResources.memory overrides it)."""
+
+    build_memory_limit: Quantity = "16Gi"
+    """Memory limit of conversion Jobs (spec.engine.buildResources.memoryLimit overrides it); raised to the
+    request where that is larger."""
+
+    build_service_account: ObjectName | None = None
+    """ServiceAccount of conversion Jobs whose NimService names none (spec.model.serviceAccountName): one
+    that exists in every namespace with NimServices, e.g. bound to a cloud role that reads the model
+    buckets. The namespace's default ServiceAccount when unset."""
+
+    server_service_account: ObjectName | None = None
+    """ServiceAccount of Triton pods whose NimService names none (spec.triton.serviceAccountName)."""
+
+    image_pull_secrets: list[ObjectName] = Field(default_factory=list)
+    """Pull secrets added to every conversion and Triton pod (a mirror of nvcr.io, the registry of the
+    builder images); each must exist in every namespace with NimServices. A NimService adds its own
+    (spec.imagePullSecrets)."""
+
     engine_cache_claim: str = "nimify-engines"
     """The namespace-wide engine volume used when a NimService sets no spec.storage."""
 
@@ -43,7 +71,8 @@ class OperatorSettings(BaseSettings):
 
     model_uri_denied_ranges: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_RANGES))
     """Address ranges (CIDR) a model download may not connect to, checked in the conversion Job after DNS
-    resolution and on every redirect (engine/address_policy.py says why the defaults are what they are)."""
+    resolution and on every redirect. Defaults: link-local and cloud metadata addresses (docs/operator.md,
+    "Model downloads and SSRF"); an empty list allows every address."""
 
     @field_validator("model_uri_denied_ranges")
     @classmethod

@@ -162,6 +162,21 @@ INVALID = [
         "build-timeout-too-short", "spec.engine.buildTimeoutSeconds", {"engine": {"buildTimeoutSeconds": 5}}
     ),
     Case("workspace-not-a-quantity", "spec.engine.workspace", {"engine": {"workspace": "lots"}}),
+    Case(
+        "build-memory-limit-below-request",
+        "spec.engine.buildResources.memoryLimit",
+        {"engine": {"buildResources": {"memory": "32Gi", "memoryLimit": "16Gi"}}},
+    ),
+    Case(
+        "build-cpu-not-a-quantity",
+        "spec.engine.buildResources.cpu",
+        {"engine": {"buildResources": {"cpu": "four"}}},
+    ),
+    Case(
+        "build-service-account-upper-case",
+        "spec.model.serviceAccountName",
+        {"model": {"serviceAccountName": "Model-Reader"}},
+    ),
     # triton
     Case("image-without-tag", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver"}}),
     Case("image-latest", "spec.triton.image", {"triton": {"image": "nvcr.io/nvidia/tritonserver:latest"}}),
@@ -202,6 +217,11 @@ INVALID = [
         "response-cache-too-small",
         "spec.triton.responseCache.sizeBytes",
         {"triton": {"responseCache": {"sizeBytes": 10}}},
+    ),
+    Case(
+        "triton-service-account-with-slash",
+        "spec.triton.serviceAccountName",
+        {"triton": {"serviceAccountName": "kube-system/default"}},
     ),
     # resources and placement
     Case("tensorrt-without-gpu", "spec.resources.gpus", {"resources": {"gpus": 0}}),
@@ -308,6 +328,8 @@ INVALID = [
         {"storage": {"existingClaim": "models", "storageClassName": "fast"}},
     ),
     Case("paused-not-boolean", "spec.paused", {"paused": "yes"}),
+    Case("pull-secret-upper-case", "spec.imagePullSecrets", {"imagePullSecrets": ["Mirror"]}),
+    Case("pull-secret-twice", "spec.imagePullSecrets", {"imagePullSecrets": ["mirror", "mirror"]}),
     Case("unknown-field", "spec.modelUri", {"modelUri": "s3://models/resnet/model.onnx"}),
     Case("unknown-nested-field", "spec.engine.fp16", {"engine": {"fp16": True}}),
     Case("name-starts-with-digit", "metadata.name", name="7b-model"),
@@ -404,6 +426,26 @@ VALID = [
     ),
     Case("storage-existing-claim", "", {"storage": {"existingClaim": "models"}}),
     Case("storage-quantity-as-integer", "", {"storage": {"size": 1073741824}}),
+    Case(
+        "build-memory-limit-equal-in-other-units",
+        "",
+        {"engine": {"buildResources": {"memory": "16Gi", "memoryLimit": "16384Mi"}}},
+    ),
+    Case(
+        "build-memory-limit-as-integer",
+        "",
+        {"engine": {"buildResources": {"cpu": 8, "memory": "64G", "memoryLimit": 68719476736}}},
+    ),
+    Case("build-memory-without-limit", "", {"engine": {"buildResources": {"memory": "64Gi"}}}),
+    Case(
+        "identities-and-pull-secrets",
+        "",
+        {
+            "model": {"uri": "s3://models-prod/resnet/model.onnx", "serviceAccountName": "model-reader"},
+            "triton": {"serviceAccountName": "triton"},
+            "imagePullSecrets": ["nvcr-mirror", "registry.internal"],
+        },
+    ),
 ]
 
 # A status with every field set, as the operator would write it.

@@ -38,7 +38,7 @@ from nimify.api.semantics import semantic_errors
 from nimify.devcluster.cluster import get_json
 from nimify.model.errors import ModelError
 from nimify.settings import OperatorSettings
-from tests.chaos.children import engine_children, sample_model, serving_children
+from tests.chaos.children import desired_children, sample_model
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
 from tests.chaos.specs import generate
@@ -96,7 +96,8 @@ def _admission(client: Client, namespace: str, index: int, spec: Any) -> Verdict
     body = _body(namespace, index, spec)
     verdict = Verdict(index, spec)
     try:
-        verdict.stored = dict(client.create(from_dict(body)).to_dict())  # type: ignore[attr-defined]
+        created: Any = client.create(from_dict(body))
+        verdict.stored = dict(created.to_dict())
     except ApiError as error:
         verdict.code, verdict.message = error.status.code, str(error.status.message)
     try:
@@ -162,9 +163,9 @@ def test_every_child_of_an_admitted_spec_is_accepted(
                 continue
             metadata = _metadata(namespace, verdict.index)
             nim = NimService.model_validate(verdict.stored | {"metadata": metadata})
-            children = engine_children(nim, settings)
+            children = desired_children(nim, settings)
             try:
-                children += serving_children(nim, settings, model)
+                children += [c for c in desired_children(nim, settings, model) if c["kind"] != "Service"]
             except ModelError:
                 refused_by_job += 1  # the conversion refuses it with this reason, before serving exists
             for child in children:

@@ -26,10 +26,8 @@ from nimify.devcluster.cluster import get_json
 from nimify.devcluster.pki import create_pki
 from nimify.model.digest import file_sha256
 from nimify.model.samples import write_sample
-from nimify.render.build_job import render_build_job
-from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import engine_location
 from nimify.settings import OperatorSettings
+from tests.chaos.children import desired_children, sample_model
 from tests.chaos.conftest import RESTRICTED, restricted_namespace
 from tests.chaos.report import ChaosReport, Figure
 from tests.controller.conftest import OperatorProcess
@@ -461,20 +459,21 @@ def test_every_rendered_pod_is_admitted_by_restricted(cluster: ExistingCluster) 
             nim = NimService.model_validate(
                 {"metadata": {"name": variant, "namespace": ns, "uid": "u-" + variant}, "spec": base}
             )
-            location = engine_location(nim, settings)
-            job = render_build_job(nim, location, settings)
-            deployment = render_deployment(nim, ServedEngine(location, "config-hash", L4))
-            for kind, template in (
-                ("job", job["spec"]["template"]),
-                ("deployment", deployment["spec"]["template"]),
-            ):
+            children = desired_children(nim, settings) + desired_children(nim, settings, sample_model())
+            templates = {
+                child["kind"].lower(): child["spec"]["template"]
+                for child in children
+                if child["kind"] in ("Job", "Deployment")
+            }
+            assert set(templates) == {"job", "deployment"}
+            for kind, template in templates.items():
                 pod = pod_from_template(f"{variant}-{kind}", template)
                 # Created for real: PodSecurity admits or refuses pods (workloads only get warnings).
                 result = cluster.kubectl("create", "-n", ns, "-f", "-", check=False, input=json.dumps(pod))
                 verdicts[f"{variant} {kind}"] = (result.returncode, result.stderr.strip())
         assert verdicts == {key: (0, "") for key in verdicts}
         # The admission is live: the same pod with a root container is refused.
-        pod = pod_from_template("as-root", job["spec"]["template"])
+        pod = pod_from_template("as-root", templates["job"])
         pod["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
         pod["spec"].pop("securityContext", None)
         result = cluster.kubectl("create", "-n", ns, "-f", "-", check=False, input=json.dumps(pod))

@@ -11,11 +11,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
-from nimify.devcluster.cluster import free_ports
+from nimify.devcluster.cluster import free_ports, get_json
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
 from tests.kube import ExistingCluster, fresh_namespace
@@ -138,3 +140,65 @@ def e2e(
     models: dict[str, StoredModel],
 ) -> E2E:
     return E2E(cluster, operator, build_runner, e2e_namespace, models)
+
+
+# --- NimServices and what the e2e tests read back ------------------------------------------------------
+
+L4 = "NVIDIA-L4"
+
+
+def nimservice(name: str, stored: StoredModel, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "nimify.dev/v1alpha1",
+        "kind": "NimService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": stored.uri, "sha256": stored.sha256},
+            "engine": {"backend": "onnxruntime"},
+            "resources": {"gpus": 1, "gpuProduct": L4},
+        },
+    }
+    for key, value in spec.items():
+        body["spec"][key] = value
+    return body
+
+
+def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=e2e",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objects),
+    )
+
+
+def condition(cluster: ExistingCluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    status = get_json(cluster, f"nimservice/{name}", "-n", namespace).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
+def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 120) -> None:
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        f"nimservice/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def jobs(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:
+    return list(get_json(cluster, "jobs", "-n", namespace)["items"])
+
+
+def template_annotations(cluster: ExistingCluster, ns: str, name: str) -> dict[str, str]:
+    """The annotations of a Deployment's pod template: which engine and config it serves."""
+    return dict(
+        get_json(cluster, f"deployment/{name}", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
+    )

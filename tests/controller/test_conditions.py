@@ -12,6 +12,7 @@ from nimify.api import Condition, ConditionStatus
 from nimify.controller.conditions import (
     EngineState,
     Observation,
+    Problem,
     ServingState,
     desired_conditions,
     merge_conditions,
@@ -324,3 +325,37 @@ def test_message_only_change_is_not_a_transition() -> None:
     )
     current = merge_conditions(desired_conditions(scaled), previous, generation=5, now=T1)
     assert transitions(previous, current) == []
+
+
+# --- problems besides the engine: refusals, a stuck Deployment, pods in trouble ----------------------------
+
+REFUSED = Problem("ChildRejected", "Ingress resnet50 was refused: denied", stalled=True)
+CRASHING = Problem("CrashLoopBackOff", "pod resnet50-abc: container triton keeps crashing", stalled=False)
+
+
+def test_a_refusal_is_ready_false_and_stalled_even_when_everything_serves() -> None:
+    found = conditions(replace(HEALTHY, problem=REFUSED))
+    assert found["Ready"] == ("False", "ChildRejected", REFUSED.message)
+    assert found["Stalled"] == ("True", "ChildRejected", REFUSED.message)
+    assert found["Reconciling"][:2] == ("False", "ChildRejected")
+    assert found["Available"][0] == "True", "what runs keeps serving"
+    assert found["EngineReady"][0] == "True"
+
+
+def test_a_refusal_wins_over_a_building_engine() -> None:
+    found = conditions(replace(HEALTHY, engine=BUILDING, serving=NO_DEPLOYMENT, problem=REFUSED))
+    assert found["Ready"][1] == "ChildRejected"
+    assert found["EngineReady"][1] == "BuildingEngine"
+
+
+def test_pod_trouble_names_why_replicas_are_not_ready() -> None:
+    observation = replace(HEALTHY, serving=replace(SERVING, ready_replicas=1), problem=CRASHING)
+    found = conditions(observation)
+    assert found["Ready"] == ("False", "CrashLoopBackOff", CRASHING.message)
+    assert found["Reconciling"] == ("True", "CrashLoopBackOff", CRASHING.message), "Kubernetes keeps trying"
+    assert found["Stalled"][0] == "False"
+
+
+def test_pod_trouble_does_not_hide_a_building_engine_nor_a_ready_one() -> None:
+    assert reason(replace(HEALTHY, engine=BUILDING, problem=CRASHING), "Ready") == "BuildingEngine"
+    assert status(replace(HEALTHY, problem=CRASHING), "Ready") == "True", "every desired replica is ready"

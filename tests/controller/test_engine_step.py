@@ -10,11 +10,11 @@ import pytest
 from nimify.api import NimService, NimServiceStatus
 from nimify.controller.engine_step import engine_outcome, is_engine_ready, termination_result
 from nimify.controller.observed import Observed
+from nimify.engine.location import EngineLocation, engine_location
 from nimify.engine.parity import ParityReport
 from nimify.engine.result import ConversionResult
 from nimify.model.errors import ModelError
 from nimify.model.signature import Signature, TensorInfo
-from nimify.render.engine import EngineLocation, engine_location
 from nimify.render.identity import build_job_name
 from nimify.settings import OperatorSettings
 from tests.render.conftest import NAMESPACE, nimservice
@@ -22,7 +22,7 @@ from tests.render.conftest import NAMESPACE, nimservice
 SETTINGS = OperatorSettings(engine_cache_claim="nimify-engines")
 NIM = nimservice()
 LOCATION = engine_location(NIM, SETTINGS)
-JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key)
+JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key, LOCATION.conversion_key)
 LOCATION_TEXT = f"{LOCATION.claim}/{LOCATION.repository}"
 SIGNATURE = {
     "inputs": [{"name": "images", "dtype": "FLOAT", "shape": [-1, 3, 224, 224]}],

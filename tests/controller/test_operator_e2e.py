@@ -11,73 +11,23 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
 from nimify.devcluster.cluster import get_json
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
-from tests.controller.conftest import E2E, StoredModel
+from tests.controller.conftest import (
+    E2E,
+    L4,
+    StoredModel,
+    apply,
+    condition,
+    jobs,
+    nimservice,
+    template_annotations,
+    wait_ready,
+)
 from tests.kube import ExistingCluster, eventually
 
 pytestmark = pytest.mark.cluster
-
-L4 = "NVIDIA-L4"
-
-
-def nimservice(name: str, stored: StoredModel, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "nimify.dev/v1alpha1",
-        "kind": "NimService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": stored.uri, "sha256": stored.sha256},
-            "engine": {"backend": "onnxruntime"},
-            "resources": {"gpus": 1, "gpuProduct": L4},
-        },
-    }
-    for key, value in spec.items():
-        body["spec"][key] = value
-    return body
-
-
-def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=e2e",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(objects),
-    )
-
-
-def condition(cluster: ExistingCluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
-    status = get_json(cluster, f"nimservice/{name}", "-n", namespace).get("status") or {}
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
-
-
-def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 120) -> None:
-    cluster.kubectl(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Ready",
-        f"nimservice/{name}",
-        f"--timeout={timeout}s",
-        timeout=timeout + 10,
-    )
-
-
-def jobs(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:
-    return list(get_json(cluster, "jobs", "-n", namespace)["items"])
-
-
-def template_annotations(cluster: ExistingCluster, ns: str, name: str) -> dict[str, str]:
-    """The annotations of a Deployment's pod template: which engine and config it serves."""
-    return dict(
-        get_json(cluster, f"deployment/{name}", "-n", ns)["spec"]["template"]["metadata"]["annotations"]
-    )
 
 
 def test_apply_builds_engine_on_the_right_gpu_and_becomes_ready(e2e: E2E) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from nimify.engine.location import EngineLocation
 from nimify.render.autoscaler import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC, render_autoscaler
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import EngineLocation
+from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, nimservice
 
 ALL_TARGETS: dict[str, Any] = {
@@ -32,10 +33,12 @@ def test_none_without_autoscaling() -> None:
     assert render_autoscaler(nimservice({"replicas": 4})) is None
 
 
-def test_targets_the_deployment() -> None:
+def test_targets_the_deployment(settings: OperatorSettings) -> None:
     nim = nimservice(ALL_TARGETS)
     hpa = hpa_for(ALL_TARGETS)
-    deployment = render_deployment(nim, ServedEngine(EngineLocation("c" * 64, "nimify-engines"), "0" * 16))
+    deployment = render_deployment(
+        nim, ServedEngine(EngineLocation("c" * 64, "nimify-engines"), "0" * 16), settings
+    )
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["kind"] == "HorizontalPodAutoscaler"
     assert hpa["metadata"]["name"] == NAME
     assert hpa["spec"]["scaleTargetRef"] == {

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from nimify.api import NimServiceSpec
+from nimify.engine.location import ENGINE_MOUNT, engine_location
 from nimify.render.build_job import builder_image, model_claim, render_build_job
-from nimify.render.engine import ENGINE_MOUNT, engine_location
 from nimify.render.identity import ENGINE_KEY_ANNOTATION, build_job_name
 from nimify.settings import OperatorSettings
 from tests.render.conftest import nimservice
@@ -79,16 +79,18 @@ def test_name_and_engine_key_annotation(settings: OperatorSettings) -> None:
     nim = nimservice()
     location = engine_location(nim, settings)
     job = render_build_job(nim, location, settings)
-    assert job["metadata"]["name"] == build_job_name(location.claim, location.cache_key)
+    assert job["metadata"]["name"] == build_job_name(
+        location.claim, location.cache_key, location.conversion_key
+    )
     assert job["metadata"]["annotations"] == {ENGINE_KEY_ANNOTATION: location.cache_key}
     assert job["spec"]["template"]["metadata"]["annotations"] == {ENGINE_KEY_ANNOTATION: location.cache_key}
 
 
 def test_same_engine_same_job_other_engine_other_job(settings: OperatorSettings) -> None:
     name = job_for(None, settings)["metadata"]["name"]
-    assert (
-        job_for({"replicas": 3, "engine": {"buildTimeoutSeconds": 60}}, settings)["metadata"]["name"] == name
-    )
+    assert job_for({"replicas": 3}, settings)["metadata"]["name"] == name
+    # A new deadline or parity check is a new conversion of the same engine (a failed one is retried).
+    assert job_for({"engine": {"buildTimeoutSeconds": 60}}, settings)["metadata"]["name"] != name
     assert job_for({"engine": {"precision": "fp32"}}, settings)["metadata"]["name"] != name
     assert job_for({"storage": {"size": "20Gi"}}, settings)["metadata"]["name"] != name
 
@@ -122,6 +124,68 @@ def test_gpu_limit_only_for_tensorrt(
     assert resources["limits"].get(GPU) == gpu_limit
     assert GPU not in resources["requests"]
     assert resources["limits"]["memory"] and resources["requests"]["memory"]
+
+
+@pytest.mark.parametrize(
+    ("build_resources", "requests", "memory_limit"),
+    [
+        (None, {"cpu": "1", "memory": "4Gi"}, "16Gi"),
+        ({"cpu": 8, "memory": "24Gi", "memoryLimit": "48Gi"}, {"cpu": "8", "memory": "24Gi"}, "48Gi"),
+        # A larger request alone raises the default limit with it, never below the request.
+        ({"memory": "32Gi"}, {"cpu": "1", "memory": "32Gi"}, "32Gi"),
+        ({"memory": "2Gi"}, {"cpu": "1", "memory": "2Gi"}, "16Gi"),
+        ({"memoryLimit": "64Gi"}, {"cpu": "1", "memory": "4Gi"}, "64Gi"),
+    ],
+)
+def test_build_resources_from_the_spec_else_the_operator_defaults(
+    settings: OperatorSettings,
+    build_resources: dict[str, Any] | None,
+    requests: dict[str, str],
+    memory_limit: str,
+) -> None:
+    resources = container(job_for({"engine": {"buildResources": build_resources}}, settings))["resources"]
+    assert resources["requests"] == requests
+    assert resources["limits"]["memory"] == memory_limit
+
+
+def test_operator_default_build_resources(settings: OperatorSettings) -> None:
+    larger = settings.model_copy(
+        update={"build_cpu": "4", "build_memory": "16Gi", "build_memory_limit": "64Gi"}
+    )
+    resources = container(job_for(None, larger))["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert resources["limits"]["memory"] == "64Gi"
+
+
+def test_build_resources_stay_out_of_the_engine_cache_key(settings: OperatorSettings) -> None:
+    plain = job_for(None, settings)
+    bigger = job_for({"engine": {"buildResources": {"memory": "64Gi", "memoryLimit": "64Gi"}}}, settings)
+    assert plain["metadata"]["name"] == bigger["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("spec_account", "default_account", "expected"),
+    [(None, None, None), (None, "model-reader", "model-reader"), ("s3-reader", "model-reader", "s3-reader")],
+)
+def test_service_account_from_the_spec_else_the_operator_default(
+    settings: OperatorSettings, spec_account: str | None, default_account: str | None, expected: str | None
+) -> None:
+    configured = settings.model_copy(update={"build_service_account": default_account})
+    pod = pod_spec(job_for({"model": {"serviceAccountName": spec_account}}, configured))
+    assert pod.get("serviceAccountName") == expected
+    # Workload identity needs no Kubernetes API token; its webhooks project their own.
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_pull_secrets_operator_first_then_the_spec_each_once(settings: OperatorSettings) -> None:
+    configured = settings.model_copy(update={"image_pull_secrets": ["builder-registry", "nvcr-mirror"]})
+    assert "imagePullSecrets" not in pod_spec(job_for(None, settings))
+    pod = pod_spec(job_for({"imagePullSecrets": ["nvcr-mirror", "team-registry"]}, configured))
+    assert pod["imagePullSecrets"] == [
+        {"name": "builder-registry"},
+        {"name": "nvcr-mirror"},
+        {"name": "team-registry"},
+    ]
 
 
 def test_gpu_toleration_first_then_user_tolerations(settings: OperatorSettings) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from nimify.engine.location import EngineLocation
 from nimify.render.deployment import MODEL_REPOSITORY, ServedEngine, render_deployment, triton_args
-from nimify.render.engine import EngineLocation
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, labels, server_selector
+from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, nimservice
 
 LOCATION = EngineLocation(cache_key="c" * 64, claim="nimify-engines")
@@ -19,8 +20,12 @@ GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 AUTOSCALING: dict[str, Any] = {"autoscaling": {"maxReplicas": 4, "targetQueueTimeMicroseconds": 20000}}
 
 
-def deployment_for(spec: dict[str, Any] | None = None, engine: ServedEngine = ENGINE) -> dict[str, Any]:
-    return render_deployment(nimservice(spec), engine)
+def deployment_for(
+    spec: dict[str, Any] | None = None,
+    engine: ServedEngine = ENGINE,
+    settings: OperatorSettings | None = None,
+) -> dict[str, Any]:
+    return render_deployment(nimservice(spec), engine, settings or OperatorSettings())
 
 
 def pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -41,9 +46,15 @@ def test_kind_and_name() -> None:
     assert deployment["metadata"]["name"] == NAME
 
 
-@pytest.mark.parametrize(("spec", "replicas"), [(None, 1), ({"replicas": 3}, 3), ({"replicas": 0}, 0)])
+@pytest.mark.parametrize(("spec", "replicas"), [({"replicas": 3}, 3), ({"replicas": 0}, 0)])
 def test_replicas_from_spec(spec: dict[str, Any] | None, replicas: int) -> None:
     assert deployment_for(spec)["spec"]["replicas"] == replicas
+
+
+def test_replicas_absent_when_the_spec_sets_none() -> None:
+    # Kubernetes starts the Deployment with 1; later the count stays whatever it is (e.g. the HPA's last one
+    # when autoscaling is turned off) instead of jumping back to 1.
+    assert "replicas" not in deployment_for(None)["spec"]
 
 
 def test_replicas_absent_when_autoscaled() -> None:
@@ -283,3 +294,26 @@ def test_triton_extra_args_come_last_in_order() -> None:
     args = triton_args(nimservice({"triton": {"extraArgs": extra}}))
     assert args[-2:] == extra
     assert triton(deployment_for({"triton": {"extraArgs": extra}}))["args"] == args
+
+
+def test_service_account_and_pull_secrets(settings: OperatorSettings) -> None:
+    assert "serviceAccountName" not in pod(deployment_for(settings=settings))
+    defaults = settings.model_copy(
+        update={
+            "server_service_account": "triton",
+            "build_service_account": "model-reader",
+            "image_pull_secrets": ["nvcr-mirror"],
+        }
+    )
+    served = pod(deployment_for(settings=defaults))
+    # The serving pods never get the conversion's account (and with it the model bucket).
+    assert served["serviceAccountName"] == "triton"
+    assert served["imagePullSecrets"] == [{"name": "nvcr-mirror"}]
+    own = pod(
+        deployment_for(
+            {"triton": {"serviceAccountName": "edge"}, "imagePullSecrets": ["team"]}, settings=defaults
+        )
+    )
+    assert own["serviceAccountName"] == "edge"
+    assert own["imagePullSecrets"] == [{"name": "nvcr-mirror"}, {"name": "team"}]
+    assert own["automountServiceAccountToken"] is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nimify.render.engine import engine_claim
+from nimify.engine.location import engine_claim
 from nimify.render.engine_claim import render_engine_claim
 from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, NAMESPACE, UID, nimservice

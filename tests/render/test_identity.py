@@ -8,18 +8,17 @@ from typing import Any
 import pytest
 
 from nimify.api import API_VERSION, KIND, NimService
+from nimify.engine.location import dedicated_claim_name, engine_location
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.disruption_budget import render_disruption_budget
-from nimify.render.engine import engine_location
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import (
     COMPONENT_BUILD,
     COMPONENT_SERVER,
     COMPONENT_STORAGE,
     build_job_name,
-    dedicated_claim_name,
     labels,
     owner_reference,
     server_name,
@@ -51,7 +50,7 @@ def children(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str,
         "Job": render_build_job(nim, location, settings),
         "PersistentVolumeClaim": render_engine_claim(nim, location.claim, settings),
         "ConfigMap": render_triton_config(nim, "name: 'resnet50'\n"),
-        "Deployment": render_deployment(nim, ServedEngine(location, "0123456789abcdef")),
+        "Deployment": render_deployment(nim, ServedEngine(location, "0123456789abcdef"), settings),
         "Service": render_service(nim),
         "HorizontalPodAutoscaler": render_autoscaler(nim),
         "PodDisruptionBudget": render_disruption_budget(nim),
@@ -124,7 +123,7 @@ def test_names_are_deterministic(settings: OperatorSettings) -> None:
     names = {kind: obj["metadata"]["name"] for kind, obj in first.items()}
     location = engine_location(nimservice(FULL_SPEC), settings)
     assert names == {
-        "Job": build_job_name(location.claim, location.cache_key),
+        "Job": build_job_name(location.claim, location.cache_key, location.conversion_key),
         "PersistentVolumeClaim": f"{NAME}-engines",
         "ConfigMap": f"{NAME}-triton-config",
         "Deployment": NAME,
@@ -176,6 +175,12 @@ KEY_A, KEY_B = "a" * 64, "b" * 64
 def test_build_job_name_follows_claim_and_key(claim: str, key: str, same: bool) -> None:
     reference = build_job_name("nimify-engines", KEY_A)
     assert (build_job_name(claim, key) == reference) is same
+
+
+def test_build_job_name_follows_the_conversion_key() -> None:
+    assert build_job_name("nimify-engines", KEY_A, "check-1") != build_job_name(
+        "nimify-engines", KEY_A, "check-2"
+    )
 
 
 def test_build_job_name_is_a_valid_job_name() -> None:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from nimify.engine.location import engine_location
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import engine_location
 from nimify.render.identity import server_selector
 from nimify.render.network_policy import render_network_policy
 from nimify.settings import OperatorSettings
@@ -70,7 +70,7 @@ def test_clients_and_metrics_clients() -> None:
 def test_the_ports_it_names_are_the_pods_ports() -> None:
     settings = OperatorSettings()
     nim = nimservice({"expose": {"networkPolicy": {}, "httpPort": 9000}})
-    deployment = render_deployment(nim, ServedEngine(engine_location(nim, settings), "hash", None))
+    deployment = render_deployment(nim, ServedEngine(engine_location(nim, settings), "hash", None), settings)
     names = {
         p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
     }

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from nimify.engine.location import EngineLocation
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.engine import EngineLocation
 from nimify.render.service import render_service, service_endpoints
+from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, NAMESPACE, nimservice
 
 ENGINE = ServedEngine(EngineLocation(cache_key="c" * 64, claim="nimify-engines"), config_hash="0" * 16)
@@ -18,9 +19,9 @@ ENGINE = ServedEngine(EngineLocation(cache_key="c" * 64, claim="nimify-engines")
     "expose",
     [{}, {"httpPort": 9000, "grpcPort": 9001, "metricsPort": 9002}, {"serviceType": "LoadBalancer"}],
 )
-def test_ports_and_selector_meet_the_deployment(expose: dict[str, Any]) -> None:
+def test_ports_and_selector_meet_the_deployment(expose: dict[str, Any], settings: OperatorSettings) -> None:
     nim = nimservice({"expose": expose})
-    service, deployment = render_service(nim), render_deployment(nim, ENGINE)
+    service, deployment = render_service(nim), render_deployment(nim, ENGINE, settings)
     template = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

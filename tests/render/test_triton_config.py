@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nimify.api import ModelSignature, NimService
-from nimify.render.engine import engine_location
+from nimify.engine.location import engine_location
 from nimify.render.identity import COMPONENT_SERVER
 from nimify.render.triton_config import (
     CONFIG_KEY,

@@ -1,4 +1,8 @@
-"""Condition types and reasons the operator reports on a NimService (kstatus-style, no phase machine)."""
+"""Condition types and reasons the operator reports on a NimService (kstatus-style, no phase machine).
+
+Every reason here is emitted by the controller (a test checks); the conversion Job adds its own, more
+specific failure reasons (`ModelNotFound`, `NotOnnx`, ...), which the conditions carry as they are.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ class ConditionType(StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
-    MODEL_VALIDATED = "ModelValidated"
     ENGINE_READY = "EngineReady"
     AVAILABLE = "Available"
 
@@ -25,24 +28,31 @@ class ConditionReason(StrEnum):
     REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
     PAUSED = "Paused"
     # Reconciling
-    FETCHING_MODEL = "FetchingModel"
     BUILDING_ENGINE = "BuildingEngine"
     DEPLOYING = "Deploying"
     SCALING = "Scaling"
     # Stalled and failures
     INVALID_SPEC = "InvalidSpec"
     MODEL_FETCH_FAILED = "ModelFetchFailed"
-    MODEL_INVALID = "ModelInvalid"
     CHECKSUM_MISMATCH = "ChecksumMismatch"
     ENGINE_BUILD_FAILED = "EngineBuildFailed"
     ENGINE_BUILD_TIMED_OUT = "EngineBuildTimedOut"
     PARITY_FAILED = "ParityFailed"
-    PARITY_INPUTS_REQUIRED = "ParityInputsRequired"  # generated data is not valid for the model: give inputs
-    INSUFFICIENT_GPUS = "InsufficientGpus"
+    PARITY_INPUTS_REQUIRED = "ParityInputsRequired"
+    """The conversion could not generate inputs the model accepts for the parity check: give parity inputs."""
+    CHILD_REJECTED = "ChildRejected"
+    """The apiserver refused a child (admission, validation, quota, permissions); retried with backoff."""
+    GATEWAY_API_MISSING = "GatewayApiMissing"
+    """spec.expose.httpRoute asks for an HTTPRoute, but the cluster does not serve the Gateway API."""
     DEPLOYMENT_FAILED = "DeploymentFailed"
+    """The Deployment reports it cannot progress (ProgressDeadlineExceeded, or pods it may not create)."""
+    # Triton pods in trouble (from the pods' own status)
+    INSUFFICIENT_GPUS = "InsufficientGpus"
+    UNSCHEDULABLE = "Unschedulable"
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    OOM_KILLED = "OOMKilled"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
     # Success of the intermediate steps
-    MODEL_VALID = "ModelValid"
     ENGINE_BUILT = "EngineBuilt"
     ENGINE_CACHE_HIT = "EngineCacheHit"
-    ENGINE_NOT_NEEDED = "EngineNotNeeded"
     RECONCILED = "Reconciled"

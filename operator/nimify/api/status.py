@@ -29,7 +29,7 @@ class Condition(StatusModel):
     """One aspect of the NimService's state (the shape of metav1.Condition)."""
 
     type: str = Field(pattern=CONDITION_TYPE, max_length=316)
-    """Ready, Reconciling, Stalled, ModelValidated, EngineReady or Available."""
+    """Ready, Reconciling, Stalled, EngineReady or Available."""
 
     status: ConditionStatus
     """True, False or Unknown."""
@@ -130,6 +130,10 @@ class Endpoints(StatusModel):
 
     metrics: str | None = Field(default=None, max_length=2048)
     """Prometheus metrics URL."""
+
+    external: str | None = Field(default=None, max_length=253)
+    """Host name of the Ingress or HTTPRoute, once applied; its scheme and port are those of the ingress
+    controller or Gateway listener."""
 
 
 class NimServiceStatus(StatusModel):

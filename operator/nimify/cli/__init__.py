@@ -24,6 +24,7 @@ def _register_commands() -> None:
     # Each command group lives in its own module; importing it registers its commands on `app`.
     from nimify.cli import crd  # noqa: F401, I001
     from nimify.cli import devcluster  # noqa: F401
+    from nimify.cli import chart  # noqa: F401
     from nimify.cli import run  # noqa: F401
     from nimify.cli import convert, doctor, model, serve  # noqa: F401
 

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nimify.cli import app
+
+if TYPE_CHECKING:
+    import kopf
+
+
+def kopf_settings(namespaces: list[str]) -> kopf.OperatorSettings:
+    """kopf's settings for watching `namespaces` (none: the whole cluster).
+
+    Exact namespace names need no discovery: kopf would otherwise list and watch Namespaces and CRDs, both
+    cluster-scoped, and the chart's namespaced mode grants nothing outside the watched namespaces.
+    """
+    import kopf  # here, not at the top: every nimify command imports this module
+
+    settings = kopf.OperatorSettings()
+    if namespaces and not any(set(pattern) & set("!*?,") for pattern in namespaces):  # kopf's glob syntax
+        settings.scanning.disabled = True
+    return settings
 
 
 @app.command("run")
 def run(
     namespace: Annotated[
         list[str] | None,
-        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all)."),
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Watch only these namespaces (default: all); globs allowed (then kopf lists Namespaces).",
+        ),
     ] = None,
     liveness: Annotated[
         str | None, typer.Option("--liveness", help="Liveness endpoint, e.g. http://0.0.0.0:8081/healthz.")
@@ -33,6 +54,7 @@ def run(
     redact_logs("kopf.objects")
     asyncio.run(
         kopf.operator(
+            settings=kopf_settings(namespace or []),
             standalone=True,
             clusterwide=not namespace,
             namespaces=namespace or (),

@@ -1,7 +1,9 @@
 """From what the reconcile observed to `status.conditions`: pure, so every combination is unit-tested.
 
-Ready is never True unless the engine for the current spec is ready AND every replica runs it; Available says
-whether anything is serving at all (an older engine keeps serving while a new one builds).
+Ready is never True unless the engine for the current spec is ready, every child was taken by the apiserver
+AND every replica runs the engine; Available says whether anything is serving at all (an older engine keeps
+serving while a new one builds). A `Problem` (a refused child, a Deployment that cannot progress, Triton pods
+in trouble) names why Ready is False when the engine is not the reason.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ class ServingState:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Something other than the engine that keeps the NimService from Ready."""
+
+    reason: str
+    message: str
+    stalled: bool  # nothing changes until someone acts (a refusal); otherwise Kubernetes keeps trying
+
+
+@dataclass(frozen=True)
 class Observation:
     generation: int
     invalid_spec: str | None
     paused: bool
     engine: EngineState
     serving: ServingState
+    problem: Problem | None = None
 
 
 def _condition(kind: ConditionType, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
@@ -57,15 +69,19 @@ def desired_conditions(observation: Observation) -> list[tuple[str, str, str, st
             _condition(ConditionType.STALLED, True, invalid, observation.invalid_spec),
         ]
     desired = serving.desired_replicas
+    problem = observation.problem
     all_ready = (
         desired is not None and serving.ready_replicas >= desired and serving.updated_replicas >= desired
     )
-    ready = engine.ready and serving.serves_current_engine and serving.rolled_out and all_ready
+    rolled_out = engine.ready and serving.serves_current_engine and serving.rolled_out and all_ready
+    ready = rolled_out and (problem is None or not problem.stalled)
     if ready:
         ready_reason, ready_message = (
             ConditionReason.SERVING.value,
             f"{serving.ready_replicas} replica(s) serving",
         )
+    elif problem is not None and (problem.stalled or engine.ready):
+        ready_reason, ready_message = problem.reason, problem.message
     elif not engine.ready:
         ready_reason, ready_message = engine.reason, engine.message
     elif desired == 0:
@@ -80,15 +96,20 @@ def desired_conditions(observation: Observation) -> list[tuple[str, str, str, st
             ConditionReason.PAUSED.value,
             "spec.paused: children are left as they are",
         )
+    elif problem is not None and problem.stalled:
+        reconciling = _condition(
+            ConditionType.RECONCILING, False, problem.reason, "retrying with backoff until it is accepted"
+        )
     elif ready or engine.failed:
         reconciling = _condition(ConditionType.RECONCILING, False, ConditionReason.RECONCILED.value, "")
     else:
         reconciling = _condition(ConditionType.RECONCILING, True, ready_reason, ready_message)
-    stalled = (
-        _condition(ConditionType.STALLED, True, engine.reason, engine.message)
-        if engine.failed
-        else _condition(ConditionType.STALLED, False, ConditionReason.RECONCILED.value, "")
-    )
+    if problem is not None and problem.stalled:
+        stalled = _condition(ConditionType.STALLED, True, problem.reason, problem.message)
+    elif engine.failed:
+        stalled = _condition(ConditionType.STALLED, True, engine.reason, engine.message)
+    else:
+        stalled = _condition(ConditionType.STALLED, False, ConditionReason.RECONCILED.value, "")
     return [
         _condition(ConditionType.READY, ready, ready_reason, ready_message),
         _condition(ConditionType.ENGINE_READY, engine.ready, engine.reason, engine.message),

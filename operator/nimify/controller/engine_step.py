@@ -12,8 +12,8 @@ from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.status import ConditionStatus
 from nimify.controller.conditions import EngineState
 from nimify.controller.observed import Body, Observed
+from nimify.engine.location import EngineLocation
 from nimify.engine.result import decode_termination_message
-from nimify.render.engine import EngineLocation
 from nimify.render.identity import build_job_name
 
 # Error reasons `nimify convert` reports that have a condition reason of their own; others keep theirs.
@@ -124,7 +124,7 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
             record,
         )
 
-    job_name = build_job_name(location.claim, location.cache_key)
+    job_name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     job = observed.get("Job", namespace, job_name)
     if job is None:
         return EngineOutcome(

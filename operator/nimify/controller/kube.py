@@ -1,4 +1,5 @@
-"""Writes to the Kubernetes API: server-side apply of children and merge patches of NimService status.
+"""Writes to the Kubernetes API: server-side apply, create, delete and patches of children, NimService status
+and Events. Nothing here decides anything; `desired.py` says what to write, `writes.py` runs it.
 
 Reads come from kopf's watch-fed indexes (see observed.py), never from list calls. Every write is counted, so
 "a steady-state operator sends no writes" is something a test can check.
@@ -6,13 +7,15 @@ Reads come from kopf's watch-fed indexes (see observed.py), never from list call
 
 from __future__ import annotations
 
-import hashlib
-import json
+import socket
+from datetime import UTC, datetime
+from functools import cache
 from http import HTTPStatus
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
+from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import PersistentVolumeClaim
@@ -20,41 +23,25 @@ from lightkube.types import PatchType
 
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
 from nimify.controller import metrics
-from nimify.render.identity import ANNOTATION_PREFIX, FIELD_MANAGER
+from nimify.controller.children import CHILD_BY_KIND, ChildKind
+from nimify.controller.drift import with_applied_hash
+from nimify.render.identity import FIELD_MANAGER
 
-APPLIED_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/applied-hash"
 REPLICAS_HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
-
-
-def owns_replicas(deployment: dict[str, Any]) -> bool:
-    """Whether nimify's field manager owns the Deployment's spec.replicas (from its managedFields)."""
-    for entry in deployment.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
-    return False
-
 
 NimServiceResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
 
-def applied_hash(desired: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(desired, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
-        :20
-    ]
+@cache
+def _resource(child: ChildKind) -> Any:
+    """lightkube's class for a child kind: its own model for built-in kinds, a generic one for CRDs."""
+    if child.optional:
+        return create_namespaced_resource(child.group, child.version, child.kind, child.plural)
+    return resource_registry.load(child.api_version, child.kind)
 
 
-def with_applied_hash(desired: dict[str, Any]) -> dict[str, Any]:
-    """The object stamped with the hash of its own desired content, so an unchanged child needs no request."""
-    stamped: dict[str, Any] = json.loads(json.dumps(desired))
-    stamped["metadata"].setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(desired)
-    return stamped
-
-
-def is_current(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-    if live is None:
-        return False
-    annotations = live.get("metadata", {}).get("annotations") or {}
-    return bool(annotations.get(APPLIED_HASH_ANNOTATION) == applied_hash(desired))
+def resource_of(kind: str) -> Any:
+    return _resource(CHILD_BY_KIND[kind])
 
 
 class KubeWriter:
@@ -67,24 +54,26 @@ class KubeWriter:
             self._client = AsyncClient(field_manager=FIELD_MANAGER)
         return self._client
 
-    async def apply(self, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-        """Server-side apply `desired` unless `live` already carries it; True when a request was sent."""
-        if is_current(desired, live):
-            return False
+    async def apply(self, desired: dict[str, Any]) -> None:
+        """Server-side apply `desired`, stamped with its applied hash, taking over fields others changed."""
+        meta = desired["metadata"]
         metrics.API_WRITES.labels(verb="apply", kind=desired["kind"]).inc()
-        await self.client.apply(
-            from_dict(with_applied_hash(desired)), field_manager=FIELD_MANAGER, force=True
+        await self.client.patch(
+            resource_of(desired["kind"]),
+            meta["name"],
+            with_applied_hash(desired),
+            namespace=meta["namespace"],
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
         )
-        return True
 
-    async def create_if_absent(self, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-        """Create an immutable, deterministically named object (a conversion Job) unless it exists.
+    async def create(self, desired: dict[str, Any]) -> bool:
+        """Create an immutable, deterministically named object (a conversion Job); False if it exists.
 
         Never applied: its pod template is immutable, and another NimService with the same engine may have
         created it a moment ago (not yet in our watch): "already exists" then just means "being built".
         """
-        if live is not None:
-            return False
         metrics.API_WRITES.labels(verb="create", kind=desired["kind"]).inc()
         try:
             await self.client.create(from_dict(desired), field_manager=FIELD_MANAGER)
@@ -94,12 +83,33 @@ class KubeWriter:
             raise
         return True
 
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child; one that is already gone is fine."""
+        metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
+        try:
+            await self.client.delete(resource_of(kind), name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code != HTTPStatus.NOT_FOUND:
+                raise
+
+    async def remove_elements(self, kind: str, namespace: str, name: str, pointers: list[str]) -> None:
+        """JSON-patch away list elements (last first), so that an apply can put nimify's own back."""
+        metrics.API_WRITES.labels(verb="patch", kind=kind).inc()
+        await self.client.patch(
+            resource_of(kind),
+            name,
+            [{"op": "remove", "path": pointer} for pointer in pointers],
+            namespace=namespace,
+            patch_type=PatchType.JSON,
+            field_manager=FIELD_MANAGER,
+        )
+
     async def hand_over_replicas(self, namespace: str, name: str, replicas: int) -> None:
-        """Give spec.replicas a second owner before nimify stops applying it (autoscaling turned on).
+        """Give spec.replicas a second owner before nimify stops applying it.
 
         Server-side apply removes a field its only manager stops sending, and the Deployment would fall back
         to one replica before the HPA acts. Kubernetes' documented hand-over: another manager applies the live
-        value first, so the field survives; the HPA's updates then take it over.
+        value first, so the field survives; the HPA's updates (or nobody's) then keep it.
         """
         metrics.API_WRITES.labels(verb="apply", kind="Deployment").inc()
         body = {
@@ -139,6 +149,40 @@ class KubeWriter:
             patch_type=PatchType.MERGE,
         )
 
+    async def post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event about a NimService, posted from wherever the reconcile runs."""
+        metrics.API_WRITES.labels(verb="create", kind="Event").inc()
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": FIELD_MANAGER, "host": _host()},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": _host(),
+        }
+        await self.client.create(from_dict(event))
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+@cache
+def _host() -> str:
+    return socket.gethostname()[:128]

@@ -20,6 +20,12 @@ ENGINE_BUILD_SECONDS = Histogram(
 API_WRITES = Counter(
     "nimify_api_write_requests_total", "Write requests sent to the Kubernetes API.", ["verb", "kind"]
 )
+DRIFT_CORRECTIONS = Counter(
+    "nimify_drift_corrections_total", "Children re-applied because someone else changed them.", ["kind"]
+)
+CHILD_REFUSALS = Counter(
+    "nimify_child_refusals_total", "Child writes the apiserver refused (admission, quota, ...).", ["kind"]
+)
 
 
 class ReadyTracker:

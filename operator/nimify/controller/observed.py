@@ -1,10 +1,13 @@
-"""What kopf's watches last saw of children and peers, read without a single API request."""
+"""What kopf's watches last saw of children, pods and peers, read without a single API request."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from nimify.controller.children import CHILD_KINDS, Index
+from nimify.controller.pods import PodTrouble, worst_trouble
 
 ObjectKey = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -20,9 +23,19 @@ def first(index: Mapping[Any, Any], key: Any) -> Any:
 class Observed:
     """Views over kopf indexes (or plain dicts in unit tests), keyed by (namespace, name) per kind."""
 
-    children: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
+    children: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)  # by kind
     build_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # keyed by (namespace, job name)
+    server_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # troubles by (namespace, NimService)
     ready_engines: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, claim, key)
+
+    @classmethod
+    def from_indexes(cls, indexes: Mapping[str, Any]) -> Observed:
+        return cls(
+            children={child.kind: indexes[child.index] for child in CHILD_KINDS},
+            build_pods=indexes[Index.BUILD_PODS],
+            server_pods=indexes[Index.SERVER_PODS],
+            ready_engines=indexes[Index.READY_ENGINES],
+        )
 
     def get(self, kind: str, namespace: str, name: str) -> Body | None:
         index = self.children.get(kind)
@@ -34,6 +47,11 @@ class Observed:
         store = self.build_pods.get((namespace, job_name))
         pods = list(store) if store is not None else []
         return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+
+    def pod_trouble(self, namespace: str, nimservice: str) -> PodTrouble | None:
+        """What is wrong with the NimService's Triton pods, if anything."""
+        store = self.server_pods.get((namespace, nimservice))
+        return worst_trouble(store if store is not None else ())
 
     def ready_engine(self, namespace: str, claim: str, cache_key: str, *, besides: str) -> Body | None:
         """A ready engine record served by a NimService other than `besides`."""

@@ -1,7 +1,7 @@
 """The autoscaling/v2 HorizontalPodAutoscaler of the Triton Deployment.
 
 Triton's queue time and the GPU utilization reach the HPA as Pods metrics through a metrics adapter
-(prometheus-adapter; see docs/autoscaling.md for the rules that define these names).
+(prometheus-adapter; charts/nimify/files/prometheus-adapter-rules.yaml defines these names).
 """
 
 from __future__ import annotations

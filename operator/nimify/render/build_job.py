@@ -8,10 +8,11 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.api.releases import builder_label
-from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
+from nimify.api.spec import GPU_PRODUCT_LABEL, Backend, BuildResourcesSpec, quantity_value
 from nimify.engine.address_policy import DENIED_RANGES_ENV
-from nimify.render.engine import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
+from nimify.render.pod_identity import build_pod_identity
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
 from nimify.settings import OperatorSettings
 
@@ -23,6 +24,19 @@ def builder_image(nim: NimService, settings: OperatorSettings) -> str:
     if nim.spec.engine.backend == Backend.ONNXRUNTIME:
         return settings.onnxruntime_builder_image
     return settings.builder_image.format(release=builder_label(nim.spec.triton.image))
+
+
+def build_resources(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str, Any]]:
+    """Requests and memory limit of the conversion: the spec's, else the operator's defaults; a default
+    limit below the requested memory is raised to it, so a larger request alone is enough."""
+    spec = nim.spec.engine.build_resources or BuildResourcesSpec()
+    memory = spec.memory if spec.memory is not None else settings.build_memory
+    limit = spec.memory_limit
+    if limit is None:
+        default = settings.build_memory_limit
+        limit = default if quantity_value(default) >= quantity_value(memory) else memory
+    cpu = spec.cpu if spec.cpu is not None else settings.build_cpu
+    return {"requests": {"cpu": str(cpu), "memory": str(memory)}, "limits": {"memory": str(limit)}}
 
 
 def model_claim(nim: NimService) -> str | None:
@@ -38,10 +52,7 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
     node_selector = dict(spec.placement.node_selector or {}) if spec.placement else {}
     if product := requested_gpu_product(nim):
         node_selector[GPU_PRODUCT_LABEL] = product
-    resources: dict[str, dict[str, Any]] = {
-        "requests": {"cpu": "1", "memory": "4Gi"},
-        "limits": {"memory": "16Gi"},
-    }
+    resources = build_resources(nim, settings)
     if tensorrt:
         resources["limits"]["nvidia.com/gpu"] = 1
     mounts: list[dict[str, Any]] = [
@@ -94,7 +105,7 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
         container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        **build_pod_identity(nim, settings),
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
@@ -112,7 +123,7 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
             pod_spec["priorityClassName"] = spec.placement.priority_class_name
         if spec.placement.runtime_class_name:
             pod_spec["runtimeClassName"] = spec.placement.runtime_class_name
-    name = build_job_name(location.claim, location.cache_key)
+    name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

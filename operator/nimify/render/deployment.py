@@ -7,7 +7,7 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.api.spec import GPU_PRODUCT_LABEL
-from nimify.render.engine import REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.engine.location import REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import (
     COMPONENT_SERVER,
     CONFIG_HASH_ANNOTATION,
@@ -18,8 +18,10 @@ from nimify.render.identity import (
     server_selector,
     triton_config_name,
 )
+from nimify.render.pod_identity import server_pod_identity
 from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
 from nimify.render.triton_config import CONFIG_KEY
+from nimify.settings import OperatorSettings
 
 MODEL_REPOSITORY = "/models"
 SHM_SIZE = "1Gi"  # the python backend and large tensors need more than the runtime's 64 MiB default
@@ -61,7 +63,7 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
+def render_deployment(nim: NimService, engine: ServedEngine, settings: OperatorSettings) -> dict[str, Any]:
     spec, expose = nim.spec, nim.spec.expose
     model = nim.triton_model_name
     model_dir = f"{MODEL_REPOSITORY}/{model}"
@@ -117,7 +119,7 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
             t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.placement.tolerations
         ]
     pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
+        **server_pod_identity(nim, settings),
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
@@ -160,9 +162,10 @@ def render_deployment(nim: NimService, engine: ServedEngine) -> dict[str, Any]:
             "spec": pod_spec,
         },
     }
-    if spec.autoscaling is None:
-        # With autoscaling the HPA owns replicas: leaving the field out keeps apply from fighting it.
-        deployment_spec["replicas"] = spec.replicas if spec.replicas is not None else 1
+    if spec.replicas is not None:
+        # Left out (autoscaling, or no count asked for), nimify does not own the count: the HPA does, or the
+        # Deployment keeps what it has (1 when created; the HPA's last count once autoscaling is turned off).
+        deployment_spec["replicas"] = spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -17,6 +17,7 @@ from nimify.api.spec.engine import (
     BUILDER_FLAG_PRECISIONS,
     ONNXRUNTIME_PRECISIONS,
     Backend,
+    BuildResourcesSpec,
     EngineSpec,
     GeneratedInput,
     ParityInputs,
@@ -44,6 +45,7 @@ from nimify.api.spec.fields import (
     Dimension,
     NodeLabelValue,
     Quantity,
+    quantity_value,
 )
 from nimify.api.spec.model import (
     DOT_DOT_SEGMENT,
@@ -90,6 +92,7 @@ __all__ = [
     "AutoscalingSpec",
     "Backend",
     "BatchSize",
+    "BuildResourcesSpec",
     "Dimension",
     "DynamicBatchingSpec",
     "EngineSpec",
@@ -124,4 +127,5 @@ __all__ = [
     "TolerationOperator",
     "TritonSpec",
     "WarmupSpec",
+    "quantity_value",
 ]

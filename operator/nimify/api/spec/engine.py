@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import Dimension, Quantity, cel_list
+from nimify.api.spec.fields import Dimension, Quantity, cel_list, quantity_value
 from nimify.api.spec.model import DOT_DOT_SEGMENT, MODEL_URI
 from nimify.api.validation import Rule, cel_string, list_map, matches
 
@@ -160,6 +160,36 @@ class ParitySpec(ApiModel):
         return generated
 
 
+class BuildResourcesSpec(ApiModel):
+    """CPU and memory of the conversion Job's pod. What is left out comes from the operator's defaults
+    (NIMIFY_BUILD_CPU, NIMIFY_BUILD_MEMORY, NIMIFY_BUILD_MEMORY_LIMIT: 1 CPU, 4Gi, 16Gi). Large models need
+    more: the conversion holds the model in ONNX Runtime and, for parity, the engine next to it."""
+
+    cpu: Quantity | None = None
+    """CPU request (e.g. 4 or 500m); the limit is left open."""
+
+    memory: Quantity | None = None
+    """Memory request (e.g. 8Gi): what the scheduler reserves."""
+
+    memory_limit: Quantity | None = None
+    """Memory limit (e.g. 64Gi), at least memory: the conversion is OOM-killed beyond it and the NimService
+    reports EngineBuildFailed. Left out, the operator's default, or memory where that is larger."""
+
+    cel_rules = (
+        Rule(
+            cel="!has(self.memory) || !has(self.memoryLimit)"
+            " || quantity(string(self.memoryLimit)).compareTo(quantity(string(self.memory))) >= 0",
+            message="memoryLimit must be at least memory",
+            holds=lambda resources: (
+                resources.memory is None
+                or resources.memory_limit is None
+                or quantity_value(resources.memory_limit) >= quantity_value(resources.memory)
+            ),
+            field_path=".memoryLimit",
+        ),
+    )
+
+
 class EngineSpec(ApiModel):
     """How the model becomes what Triton runs. Left out, the model is built into a TensorRT engine at full
     precision for the GPU it will run on."""
@@ -196,6 +226,10 @@ class EngineSpec(ApiModel):
 
     workspace: Quantity | None = None
     """GPU memory TensorRT may use as scratch space while building (e.g. 4Gi); all of it when left out."""
+
+    build_resources: BuildResourcesSpec | None = None
+    """CPU and memory of the conversion Job; the operator's defaults when left out. Not part of the engine
+    cache key: the same engine comes out."""
 
     cel_rules = (
         Rule(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, WithJsonSchema
@@ -46,6 +47,27 @@ Quantity = Annotated[
         }
     ),
 ]
+_SUFFIX_FACTORS = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"),
+    "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}  # fmt: skip
+
+
+def quantity_value(value: int | str) -> Decimal:
+    """A quantity (already matched against QUANTITY) as a number, to compare two of them as CEL's
+    quantity() does in the apiserver."""
+    if isinstance(value, int):
+        return Decimal(value)
+    number = re.match(rf"^{_DECIMAL}", value)
+    assert number is not None, value
+    mantissa, suffix = Decimal(number.group(0)), value[number.end() :]
+    if suffix[:1] in ("e", "E"):
+        return mantissa * Decimal(10) ** int(suffix[1:])
+    return mantissa * _SUFFIX_FACTORS[suffix]
+
+
 Dimension = Annotated[int, Field(ge=1, le=2**31 - 1)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 NodeLabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]

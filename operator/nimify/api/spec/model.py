@@ -52,6 +52,13 @@ class ModelSpec(ApiModel):
     AWS_SECRET_ACCESS_KEY (s3), GOOGLE_APPLICATION_CREDENTIALS_JSON (gs), HF_TOKEN (hf), or AUTHORIZATION (an
     HTTP Authorization header value for https)."""
 
+    service_account_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    """ServiceAccount (same namespace) the conversion Job runs as, so that workload identity (EKS IRSA or Pod
+    Identity, GKE Workload Identity, Azure Workload Identity) grants it read access to the model's bucket
+    without a credentialsSecret. The operator's default (NIMIFY_BUILD_SERVICE_ACCOUNT) when left out, else
+    the namespace's default. The pod gets no Kubernetes API token either way: identity webhooks mount their
+    own."""
+
     name: str | None = Field(default=None, pattern=DNS1123_LABEL, max_length=63)
     """Model name inside Triton (the /v2/models/NAME endpoints). Defaults to the NimService's name."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
 from nimify.api.releases import (
@@ -14,13 +16,15 @@ from nimify.api.releases import (
 from nimify.api.spec.autoscaling import AutoscalingSpec
 from nimify.api.spec.engine import BUILDER_FLAG_PRECISIONS, Backend, EngineSpec, Precision
 from nimify.api.spec.expose import ExposeSpec
-from nimify.api.spec.fields import GPU_PRODUCT_LABEL, cel_list
+from nimify.api.spec.fields import DNS1123_SUBDOMAIN, GPU_PRODUCT_LABEL, cel_list
 from nimify.api.spec.model import PLAN_SUFFIX, ModelFormat, ModelSpec
 from nimify.api.spec.placement import PlacementSpec
 from nimify.api.spec.resources import ResourcesSpec
 from nimify.api.spec.storage import StorageSpec
 from nimify.api.spec.triton import TritonSpec
-from nimify.api.validation import Rule, ValidationReason, cel_string
+from nimify.api.validation import LIST_SET, Rule, ValidationReason, cel_string
+
+SecretName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
 _IS_PLAN = (
     f"(has(self.model.format) ? self.model.format == 'tensorrt-plan'"
@@ -71,8 +75,9 @@ class NimServiceSpec(ApiModel):
     """Node selection, tolerations, affinity and scheduling classes."""
 
     replicas: int | None = Field(default=None, ge=0, le=1000)
-    """Fixed number of replicas (1 when neither replicas nor autoscaling is set); excludes autoscaling.
-    kubectl scale sets it."""
+    """Fixed number of replicas; excludes autoscaling. kubectl scale sets it. Left out, the operator does not
+    manage the count: the Deployment starts with 1 and keeps what it has (the autoscaler's last count when
+    autoscaling is turned off)."""
 
     autoscaling: AutoscalingSpec | None = None
     """Let a HorizontalPodAutoscaler set the replica count; excludes replicas."""
@@ -82,6 +87,13 @@ class NimServiceSpec(ApiModel):
 
     storage: StorageSpec | None = None
     """Persistent volume for the model repository and engine cache."""
+
+    image_pull_secrets: list[SecretName] | None = Field(
+        default=None, max_length=16, json_schema_extra=LIST_SET
+    )
+    """Secrets (same namespace, type kubernetes.io/dockerconfigjson) for pulling the Triton and conversion
+    images from a private registry or a mirror of nvcr.io. Added to the operator's own
+    (NIMIFY_IMAGE_PULL_SECRETS) on both the Triton pods and the conversion Job."""
 
     paused: bool = False
     """Stop changing the children (Job, Deployment, Service, autoscaler) and keep what runs, e.g. during an
@@ -187,6 +199,13 @@ class NimServiceSpec(ApiModel):
             field_path=".autoscaling.targetGpuUtilization",
         ),
     )
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secrets_once(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("each pull secret may be named once")
+        return names
 
     @property
     def desired_replicas(self) -> int:

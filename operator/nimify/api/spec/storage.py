@@ -29,7 +29,8 @@ def _positive(size: int | str | None) -> bool:
 
 class StorageSpec(ApiModel):
     """A PersistentVolumeClaim for the model repository and engine cache, so restarts and new replicas skip
-    the download and build. Left out, each replica uses an emptyDir."""
+    the download and build. Left out, engines go to the namespace's shared engine cache claim, which the
+    operator creates and every NimService without storage uses."""
 
     size: Quantity | None = None
     """Size of a PVC the operator creates (e.g. 20Gi); excludes existingClaim."""

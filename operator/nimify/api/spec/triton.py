@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import BatchSize, unique
+from nimify.api.spec.fields import DNS1123_SUBDOMAIN, BatchSize, unique
 from nimify.api.validation import LIST_SET, Rule, ValidationReason, cel_string, matches
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
@@ -123,6 +123,11 @@ class TritonSpec(ApiModel):
 
     warmup: WarmupSpec | None = None
     """Warm-up requests before the model reports ready; none when left out."""
+
+    service_account_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    """ServiceAccount (same namespace) of the Triton pods, kept apart from the conversion Job's so that the
+    serving pods hold no bucket access. The operator's default (NIMIFY_SERVER_SERVICE_ACCOUNT) when left
+    out, else the namespace's default. The pods get no Kubernetes API token either way."""
 
     extra_args: list[Annotated[str, Field(pattern=TRITON_ARG, max_length=256)]] | None = Field(
         default=None, max_length=32

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nimify.render.engine import (
+from nimify.engine.location import (
     ENGINE_MOUNT,
     EngineLocation,
     engine_claim,
@@ -17,6 +17,7 @@ from nimify.render.engine import (
 )
 from nimify.settings import OperatorSettings
 from tests.render.conftest import MODEL_SHA256, MODEL_URI, merged, nimservice
+from tests.render.conftest import settings as settings  # the fixture: operator settings with the defaults
 
 ONNXRUNTIME: dict[str, Any] = {"engine": {"backend": "onnxruntime"}, "resources": {"gpus": 0}}
 PROFILE = [{"input": "images", "min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [8, 3, 224, 224]}]
@@ -84,6 +85,38 @@ def test_cache_key_ignores_what_does_not_shape_the_engine(
     settings: OperatorSettings, changed: dict[str, Any]
 ) -> None:
     assert key(settings) == key(settings, changed)
+
+
+def conversion(settings: OperatorSettings, spec: dict[str, Any] | None = None) -> str:
+    return engine_location(nimservice(spec), settings).conversion_key
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param({"engine": {"parity": {"atol": 0.5}}}, id="parity-tolerance"),
+        pytest.param({"engine": {"parity": {"samples": 0}}}, id="parity-samples"),
+        pytest.param({"engine": {"buildTimeoutSeconds": 7200}}, id="build-timeout"),
+    ],
+)
+def test_conversion_key_follows_what_decides_the_verdict(
+    settings: OperatorSettings, changed: dict[str, Any]
+) -> None:
+    # A conversion that failed its check runs again (a new Job) once the check's settings change.
+    assert conversion(settings) != conversion(settings, changed)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param({"replicas": 4}, id="replicas"),
+        pytest.param({"triton": {"instancesPerGpu": 2}}, id="instances"),
+        pytest.param({"engine": {"precision": "fp32"}}, id="precision-is-in-the-cache-key-instead"),
+    ],
+)
+def test_conversion_key_ignores_the_rest(settings: OperatorSettings, changed: dict[str, Any]) -> None:
+    # A spec change that leaves the conversion as it is must never start a second Job for the same engine.
+    assert conversion(settings) == conversion(settings, changed)
 
 
 def test_cache_key_ignores_the_nimservice_identity(settings: OperatorSettings) -> None:

@@ -1,15 +1,16 @@
-"""Which engine a NimService needs and where it lives: decided from the spec alone, before any build."""
+"""Which engine a NimService needs and where it lives (cache key, claim, folder): decided from the spec alone,
+before any build, by the operator and by the renderers of the Job and the Deployment."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from nimify.api import NimService
 from nimify.api.releases import tensorrt_identity as image_tensorrt_identity
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend
 from nimify.engine.cache_key import engine_cache_key
-from nimify.render.identity import dedicated_claim_name
 from nimify.settings import OperatorSettings
 
 ENGINE_MOUNT = "/engines"
@@ -19,6 +20,10 @@ ENGINE_MOUNT = "/engines"
 class EngineLocation:
     cache_key: str
     claim: str
+    conversion_key: str = ""
+    """What else decides a conversion's verdict besides the engine (the parity check, the deadline): part of
+    the Job's name, so a failed conversion is retried once those settings change, while the engine's cache
+    key stays the same."""
 
     @property
     def directory(self) -> str:
@@ -33,6 +38,11 @@ class EngineLocation:
 # The conversion writes the model under this fixed name; each Deployment mounts it under its own model name,
 # so NimServices with different Triton model names can share one engine.
 REPOSITORY_MODEL_DIR = "model"
+
+
+def dedicated_claim_name(nim: NimService) -> str:
+    """The claim the operator creates for one NimService's engines (spec.storage.size)."""
+    return f"{nim.metadata.name}-engines"
 
 
 def engine_claim(nim: NimService, settings: OperatorSettings) -> str:
@@ -67,7 +77,20 @@ def requested_gpu_product(nim: NimService) -> str | None:
     return (selector or {}).get(GPU_PRODUCT_LABEL)
 
 
+# Spec fields that change whether a conversion succeeds but not the engine it builds.
+CONVERSION_FIELDS = ("parity", "buildTimeoutSeconds")
+
+
+def conversion_key(nim: NimService) -> str:
+    engine = nim.spec.engine.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document = {name: engine.get(name) for name in CONVERSION_FIELDS}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def engine_location(nim: NimService, settings: OperatorSettings) -> EngineLocation:
     gpu_product = requested_gpu_product(nim) if nim.spec.engine.backend == Backend.TENSORRT else None
     key = engine_cache_key(model_identity(nim), nim.spec.engine, tensorrt_identity(nim), gpu_product)
-    return EngineLocation(cache_key=key, claim=engine_claim(nim, settings))
+    return EngineLocation(
+        cache_key=key, claim=engine_claim(nim, settings), conversion_key=conversion_key(nim)
+    )

@@ -1,0 +1,93 @@
+"""What is wrong with a Triton pod, read from its status as the scheduler and the kubelet report it. Pure.
+
+The operator never reads logs or nodes: the pod's own conditions and container states say enough to name the
+trouble (no GPU free, a crash loop, a killed-for-memory container, an image that cannot be pulled), and the
+message is the one Kubernetes wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from nimify.api.conditions import ConditionReason
+
+GPU_RESOURCE = "nvidia.com/gpu"
+IMAGE_PULL_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    reason: str  # a ConditionReason value
+    message: str
+    pod: str
+
+    def describe(self) -> str:
+        return f"pod {self.pod}: {self.message}"
+
+
+def _unschedulable(pod: dict[str, Any]) -> PodTrouble | None:
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            message = condition.get("message") or "no node fits the pod"
+            reason = (
+                ConditionReason.INSUFFICIENT_GPUS
+                if f"Insufficient {GPU_RESOURCE}" in message
+                else ConditionReason.UNSCHEDULABLE
+            )
+            return PodTrouble(reason.value, message, pod["metadata"].get("name", ""))
+    return None
+
+
+def _container_trouble(name: str, container: dict[str, Any]) -> PodTrouble | None:
+    state = container.get("state") or {}
+    waiting = state.get("waiting") or {}
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    terminated = state.get("terminated") or {}
+    label = f"container {container.get('name', '?')}"
+    if waiting.get("reason") in IMAGE_PULL_WAITING:
+        message = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
+        return PodTrouble(ConditionReason.IMAGE_PULL_BACK_OFF.value, f"{label}: {message}", name)
+    if terminated.get("reason") == "OOMKilled" or (
+        waiting.get("reason") == "CrashLoopBackOff" and last.get("reason") == "OOMKilled"
+    ):
+        restarts = container.get("restartCount", 0)
+        return PodTrouble(
+            ConditionReason.OOM_KILLED.value,
+            f"{label} was killed for using more memory than its limit (restarts: {restarts});"
+            " raise spec.resources.memory",
+            name,
+        )
+    if waiting.get("reason") == "CrashLoopBackOff":
+        exit_code = last.get("exitCode")
+        detail = f", last exit code {exit_code}" if exit_code is not None else ""
+        tail = (last.get("message") or "").strip()[-500:]
+        message = f"{label} keeps crashing (restarts: {container.get('restartCount', 0)}{detail})"
+        return PodTrouble(
+            ConditionReason.CRASH_LOOP_BACK_OFF.value, f"{message}: {tail}" if tail else message, name
+        )
+    return None
+
+
+def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
+    """The first thing keeping this pod from serving that someone must act on, or None."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return None  # going away: its replacement is what matters
+    if (trouble := _unschedulable(pod)) is not None:
+        return trouble
+    status = pod.get("status", {})
+    name = pod.get("metadata", {}).get("name", "")
+    for container in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
+        if (trouble := _container_trouble(name, container)) is not None:
+            return trouble
+    return None
+
+
+def worst_trouble(troubles: Iterable[PodTrouble]) -> PodTrouble | None:
+    """One trouble to report for a NimService: the same one every time (by pod name), not a flicker."""
+    return min(troubles, key=lambda trouble: trouble.pod, default=None)

@@ -1,0 +1,148 @@
+"""The status one reconcile reports, from the desired set, how its writes went and what the watches saw. Pure.
+
+Refusals come first: a child the apiserver would not take is what the user must act on, whatever else is
+going on. Then a Deployment that says it cannot progress, then trouble of the Triton pods; without any of them
+the conditions follow the engine and the rollout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from nimify.api import Condition, NimService, NimServiceStatus
+from nimify.api.conditions import ConditionReason
+from nimify.controller.children import CLAIM, DEPLOYMENT, JOB
+from nimify.controller.conditions import (
+    EngineState,
+    Observation,
+    Problem,
+    ServingState,
+    desired_conditions,
+    merge_conditions,
+)
+from nimify.controller.desired import DesiredSet
+from nimify.controller.observed import Body, Observed
+from nimify.controller.writes import Written
+from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, server_name, server_selector
+from nimify.render.routes import route_host
+from nimify.render.service import service_endpoints
+
+# Children the engine cannot be built without: their refusal is the engine's failure too.
+ENGINE_KINDS = (JOB.kind, CLAIM.kind)
+
+
+@dataclass(frozen=True)
+class Report:
+    status: dict[str, Any]
+    conditions: list[Condition]
+
+
+def serving_state(deployment: Body | None, engine_key: str | None, config: str | None) -> ServingState:
+    if deployment is None:
+        return ServingState(None, 0, 0, rolled_out=False, serves_current_engine=False)
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    annotations = spec.get("template", {}).get("metadata", {}).get("annotations") or {}
+    updated = status.get("updatedReplicas", 0)
+    rolled_out = (
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and status.get("replicas", 0) == updated
+    )
+    return ServingState(
+        desired_replicas=spec.get("replicas", 1),
+        ready_replicas=status.get("readyReplicas", 0),
+        updated_replicas=updated,
+        rolled_out=rolled_out,
+        serves_current_engine=engine_key is not None
+        and annotations.get(ENGINE_KEY_ANNOTATION) == engine_key
+        and annotations.get(CONFIG_HASH_ANNOTATION) == config,
+    )
+
+
+def deployment_problem(deployment: Body | None) -> Problem | None:
+    """The Deployment's own word that it cannot progress: its deadline passed, or it may not create pods."""
+    for condition in (deployment or {}).get("status", {}).get("conditions") or []:
+        kind, status, reason = condition.get("type"), condition.get("status"), condition.get("reason")
+        if kind == "Progressing" and status == "False" and reason == "ProgressDeadlineExceeded":
+            message = condition.get("message") or "the rollout passed its progress deadline"
+            return Problem(ConditionReason.DEPLOYMENT_FAILED.value, message, stalled=True)
+        if kind == "ReplicaFailure" and status == "True":
+            message = condition.get("message") or f"pods cannot be created ({reason})"
+            return Problem(ConditionReason.DEPLOYMENT_FAILED.value, message, stalled=False)
+    return None
+
+
+def _problem(
+    nim: NimService, written: Written, observed: Observed, deployment: Body | None
+) -> Problem | None:
+    if written.refusals:
+        refused = written.refusals[0]
+        more = f" (and {len(written.refusals) - 1} more)" if len(written.refusals) > 1 else ""
+        return Problem(refused.reason, refused.message + more, stalled=True)
+    if (problem := deployment_problem(deployment)) is not None:
+        return problem
+    trouble = observed.pod_trouble(nim.metadata.namespace or "", nim.metadata.name or "")
+    if trouble is not None:
+        return Problem(trouble.reason, trouble.describe(), stalled=False)
+    return None
+
+
+def _engine(engine: EngineState, written: Written) -> EngineState:
+    refused = next((r for r in written.refusals if r.kind in ENGINE_KINDS), None)
+    if refused is None:
+        return engine
+    return EngineState(False, refused.reason, refused.message, failed=True)
+
+
+def desired_status(
+    nim: NimService,
+    previous: NimServiceStatus,
+    desired: DesiredSet,
+    written: Written,
+    observed: Observed,
+    now: datetime,
+) -> Report:
+    namespace, name = nim.metadata.namespace or "", server_name(nim)
+    generation = nim.metadata.generation or 0
+    status = previous.model_dump(mode="json", by_alias=True, exclude_none=True)
+    record = desired.outcome.engine_status if desired.outcome is not None else None
+    if record is not None:
+        status |= record
+    engine_key = desired.location.cache_key if record is not None and desired.location is not None else None
+    deployment = observed.get(DEPLOYMENT.kind, namespace, name)
+    problem = _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None
+    observation = Observation(
+        generation,
+        desired.invalid_spec,
+        nim.spec.paused,
+        _engine(desired.engine, written),
+        serving_state(deployment, engine_key, desired.config_hash),
+        problem,
+    )
+    conditions = merge_conditions(desired_conditions(observation), previous.conditions, generation, now)
+    status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+    status["observedGeneration"] = generation
+    if deployment is not None:
+        status["replicas"] = deployment.get("status", {}).get("replicas", 0)
+        status["readyReplicas"] = deployment.get("status", {}).get("readyReplicas", 0)
+        endpoints: dict[str, str] = service_endpoints(nim)
+        host = route_host(nim)
+        if host is not None and _route_in_place(nim, desired, written, observed):
+            endpoints["external"] = host
+        status["endpoints"] = endpoints
+    status["selector"] = ",".join(f"{k}={v}" for k, v in server_selector(nim).items())
+    return Report(status, conditions)
+
+
+def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> bool:
+    """The route the spec asks for exists (or was just applied) with nothing refused about it."""
+    namespace, name = nim.metadata.namespace or "", server_name(nim)
+    return all(
+        written.ok((kind, name))
+        and (
+            observed.get(kind, namespace, name) is not None
+            or any(a.target == (kind, name) for a in desired.actions)
+        )
+        for kind in desired.routes
+    )

@@ -1,0 +1,65 @@
+"""Routes from outside the cluster to Triton's HTTP port: a networking.k8s.io/v1 Ingress or a Gateway API
+HTTPRoute (spec.expose.ingress / spec.expose.httpRoute; at most one of them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nimify.api import NimService
+from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name
+
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+
+
+def render_ingress(nim: NimService) -> dict[str, Any] | None:
+    ingress = nim.spec.expose.ingress
+    if ingress is None:
+        return None
+    backend = {"service": {"name": server_name(nim), "port": {"number": nim.spec.expose.http_port}}}
+    spec: dict[str, Any] = {
+        "rules": [
+            {
+                "host": ingress.host,
+                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+            }
+        ]
+    }
+    if ingress.class_name:
+        spec["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret:
+        spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
+        "spec": spec,
+    }
+
+
+def render_http_route(nim: NimService) -> dict[str, Any] | None:
+    route = nim.spec.expose.http_route
+    if route is None:
+        return None
+    parent: dict[str, Any] = {"name": route.gateway_ref.name}
+    if route.gateway_ref.namespace:
+        parent["namespace"] = route.gateway_ref.namespace
+    if route.gateway_ref.section_name:
+        parent["sectionName"] = route.gateway_ref.section_name
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
+        "spec": {
+            "parentRefs": [parent],
+            "hostnames": [route.host],
+            "rules": [{"backendRefs": [{"name": server_name(nim), "port": nim.spec.expose.http_port}]}],
+        },
+    }
+
+
+def route_host(nim: NimService) -> str | None:
+    """The host name clients outside the cluster use; its scheme and port are those of the ingress controller
+    or the Gateway listener, which the operator does not read."""
+    expose = nim.spec.expose
+    route = expose.ingress or expose.http_route
+    return route.host if route is not None else None
