@@ -138,6 +138,7 @@ SETTINGS: dict[str, Any] = {
     "engineCacheSize": "200Gi",
     "engineCacheAccessMode": "ReadWriteOnce",
     "resyncSeconds": 30.5,
+    "modelUriDeniedRanges": ["169.254.0.0/16", "fd00:ec2::254/128", "10.0.0.0/8"],
 }
 
 
