@@ -22,15 +22,17 @@ LABEL_KEY = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 _DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-# The exponent is an integer: the apiserver's parser (^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$) refuses
-# "1E2.5", which the grammar in its documentation seems to allow.
-QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
+# The exponent is an integer (the apiserver's parser, ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$, refuses
+# "1E2.5", which the grammar in its documentation seems to allow) of two digits at most: no real size needs
+# more, and "1e999999999" is a number no arithmetic here (or in CEL's quantity()) should be asked to hold.
+QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{{1,2}}))?$"
+QUANTITY_MAX_LENGTH = 64
 
 
 def _check_quantity(value: Any) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and re.fullmatch(QUANTITY, value):
+    if isinstance(value, str) and len(value) <= QUANTITY_MAX_LENGTH and re.fullmatch(QUANTITY, value):
         return value
     raise ValueError(f"{value!r} is not a Kubernetes quantity such as 4, 500m or 16Gi")
 
@@ -43,6 +45,7 @@ Quantity = Annotated[
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "minimum": 0,
             "pattern": QUANTITY,
+            "maxLength": QUANTITY_MAX_LENGTH,
             "x-kubernetes-int-or-string": True,
         }
     ),
@@ -63,9 +66,9 @@ def quantity_value(value: int | str) -> Decimal:
     number = re.match(rf"^{_DECIMAL}", value)
     assert number is not None, value
     mantissa, suffix = Decimal(number.group(0)), value[number.end() :]
-    if suffix[:1] in ("e", "E"):
-        return mantissa * Decimal(10) ** int(suffix[1:])
-    return mantissa * _SUFFIX_FACTORS[suffix]
+    if suffix in _SUFFIX_FACTORS:  # "E" and "Ei" are suffixes (exa, exbi), not an exponent
+        return mantissa * _SUFFIX_FACTORS[suffix]
+    return mantissa.scaleb(int(suffix[1:]))
 
 
 Dimension = Annotated[int, Field(ge=1, le=2**31 - 1)]

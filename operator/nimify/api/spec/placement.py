@@ -56,11 +56,10 @@ class Toleration(ApiModel):
             reason=ValidationReason.FORBIDDEN,
         ),
         Rule(
-            cel="has(self.key) || self.operator == 'Exists'",
+            # An empty key is no key: the apiserver refuses it with Equal when the operator creates the pod.
+            cel="has(self.key) && self.key != '' || self.operator == 'Exists'",
             message="a toleration without a key must use operator Exists",
-            holds=lambda toleration: (
-                toleration.key is not None or toleration.operator == TolerationOperator.EXISTS
-            ),
+            holds=lambda toleration: bool(toleration.key) or toleration.operator == TolerationOperator.EXISTS,
             field_path=".operator",
         ),
         Rule(
