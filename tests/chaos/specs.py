@@ -152,18 +152,47 @@ _REALISTIC_URIS = st.builds(
 )
 
 
+# Values the semantic checks (nimify.api.semantics: the TensorRT of a Triton release, what a GPU computes)
+# have opinions on, which random strings would never hit.
+_IMAGES = st.sampled_from(
+    [
+        f"nvcr.io/nvidia/tritonserver:{release}-py3"
+        for release in ("23.01", "24.01", "25.10", "26.06", "99.12")
+    ]
+)
+_GPU_PRODUCTS = st.sampled_from(["Tesla-T4", "NVIDIA-L4", "NVIDIA-A100-SXM4-40GB", "NVIDIA-H100-80GB-HBM3"])
+
+
 @st.composite
-def _with_realistic_uri(draw: st.DrawFn, specs: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+def _steered(draw: st.DrawFn, specs: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
     spec = draw(specs)
     model = spec.get("model")
     if isinstance(model, dict):
         spec = {**spec, "model": {**model, "uri": draw(_REALISTIC_URIS)}}
+    if draw(st.booleans()):
+        engine = spec.get("engine") or {}
+        triton = spec.get("triton") or {}
+        resources = spec.get("resources") or {}
+        spec = {
+            **spec,
+            "engine": {
+                **engine,
+                "backend": "tensorrt",
+                "precision": draw(st.sampled_from(["fp8", "bf16", "int8"])),
+            },
+            "triton": {**triton, "image": draw(_IMAGES)},
+            "resources": {
+                **resources,
+                "gpus": max(resources.get("gpus", 1), 1),
+                "gpuProduct": draw(_GPU_PRODUCTS),
+            },
+        }
     return spec
 
 
 def hostile_specs() -> st.SearchStrategy[dict[str, Any]]:
     valid = from_structural(crd_spec_schema())
-    steered = _with_realistic_uri(valid)
+    steered = _steered(valid)
     return st.one_of(valid, steered, steered, _mutated(steered))
 
 

@@ -27,10 +27,13 @@ _DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
 # more, and "1e999999999" is a number no arithmetic here (or in CEL's quantity()) should be asked to hold.
 QUANTITY = rf"^{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{{1,2}}))?$"
 QUANTITY_MAX_LENGTH = 64
+# The largest integer a spec may hold: the apiserver refuses JSON numbers beyond int64 (they decode as
+# floats), and keeps a schema's bounds as float64, which holds integers exactly up to 2^53.
+MAX_INTEGER = 2**53
 
 
 def _check_quantity(value: Any) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER:
         return value
     if isinstance(value, str) and len(value) <= QUANTITY_MAX_LENGTH and re.fullmatch(QUANTITY, value):
         return value
@@ -44,6 +47,7 @@ Quantity = Annotated[
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "minimum": 0,
+            "maximum": MAX_INTEGER,
             "pattern": QUANTITY,
             "maxLength": QUANTITY_MAX_LENGTH,
             "x-kubernetes-int-or-string": True,

@@ -8,7 +8,14 @@ from typing import Any
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, NodeLabelValue, label_keys_rule
+from nimify.api.spec.fields import (
+    DNS1123_SUBDOMAIN,
+    LABEL_KEY,
+    LABEL_VALUE,
+    MAX_INTEGER,
+    NodeLabelValue,
+    label_keys_rule,
+)
 from nimify.api.validation import Rule, ValidationReason
 
 
@@ -42,7 +49,7 @@ class Toleration(ApiModel):
     effect: TaintEffect | None = Field(default=None, strict=False)
     """Taint effect to match; every effect when left out."""
 
-    toleration_seconds: int | None = Field(default=None, ge=0)
+    toleration_seconds: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     """How long a replica stays on a node after a NoExecute taint appears; forever when left out."""
 
     cel_rules = (
