@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nimify import __version__
 from nimify.api.spec import DNS1123_SUBDOMAIN, Quantity
 from nimify.api.spec.autoscaling import Autoscaler
+from nimify.engine.address_policy import DEFAULT_DENIED_RANGES, parse_networks
 
 ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
@@ -86,3 +87,14 @@ class OperatorSettings(BaseSettings):
 
     keda_query_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
     """Range of the queue-time query (increase over this window); at least twice the scrape interval."""
+
+    model_uri_denied_ranges: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_RANGES))
+    """Address ranges (CIDR) a model download may not connect to, checked in the conversion Job after DNS
+    resolution and on every redirect. Defaults: link-local and cloud metadata addresses (docs/operator.md,
+    "Model downloads and SSRF"); an empty list allows every address."""
+
+    @field_validator("model_uri_denied_ranges")
+    @classmethod
+    def _ranges(cls, ranges: list[str]) -> list[str]:
+        parse_networks(ranges)  # a ValueError names the entry that is not a range
+        return ranges

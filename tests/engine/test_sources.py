@@ -52,3 +52,9 @@ def test_pvc_path(tmp_path: Path) -> None:
     assert (
         pvc_path(parse_uri("pvc://data/x/m.onnx"), tmp_path) == (tmp_path / "data" / "x" / "m.onnx").resolve()
     )
+
+
+def test_invalid_uris_are_quoted_without_their_query() -> None:
+    with pytest.raises(ModelError) as error:
+        parse_uri("https://h/a/../m.onnx?X-Amz-Signature=s3cr3t")
+    assert "s3cr3t" not in str(error.value) and "https://h/a/../m.onnx?<redacted>" in error.value.message

@@ -227,7 +227,10 @@ def test_spec_env_round_trips(settings: OperatorSettings, spec: dict[str, Any] |
 def test_credentials_only_through_secret_ref(settings: OperatorSettings) -> None:
     job = job_for({"model": {"credentialsSecret": "models-prod-s3"}}, settings)
     assert container(job)["envFrom"] == [{"secretRef": {"name": "models-prod-s3"}}]
-    assert [item["name"] for item in container(job)["env"]] == ["NIMIFY_SPEC"]
+    assert [item["name"] for item in container(job)["env"]] == [
+        "NIMIFY_SPEC",
+        "NIMIFY_MODEL_URI_DENIED_RANGES",
+    ]
     # Nothing reads the Secret's data: no secretKeyRef values, no secret volumes.
     text = json.dumps(job)
     assert "secretKeyRef" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -133,11 +134,16 @@ def convert_command(
 
     from nimify.api import EngineSpec, TritonSpec
     from nimify.cli.model import load_signature, parse_parity_generated, parse_profile
+    from nimify.engine.address_policy import policy_from_environment
     from nimify.engine.convert import ConvertRequest, run_conversion
     from nimify.engine.fetch import FetchOptions
     from nimify.engine.result import ConversionResult
+    from nimify.redaction import redact_logs
     from nimify.triton.local_repository import model_name_for
 
+    # Client libraries (huggingface_hub, botocore) warn with the URL at hand: the Job's log stays clean.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    redact_logs()
     result = ConversionResult(backend=backend, model_name=name)
     workspace = work_dir or Path(tempfile.mkdtemp(prefix="nimify-convert-"))
     try:
@@ -170,7 +176,7 @@ def convert_command(
             gpus=gpus if gpus is not None else _default_gpus(spec, backend or engine.backend.value),
             gpu_product=gpu_product or (spec.resources.gpu_product if spec is not None else None),
             cache_dir=cache_dir,
-            fetch=FetchOptions(pvc_root=pvc_root, env=os.environ),
+            fetch=FetchOptions(pvc_root=pvc_root, env=os.environ, address_policy=policy_from_environment()),
             signature_hint=load_signature(signature),
             cache_key=cache_key,
         )

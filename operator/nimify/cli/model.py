@@ -39,6 +39,7 @@ FormatOption = Annotated[
 @contextlib.contextmanager
 def local_model(model: str, *, show_progress: bool = True) -> Iterator[Path]:
     """The model as a local file: a path as given, or a URI downloaded (with progress) to a temp folder."""
+    from nimify.engine.address_policy import policy_from_environment
     from nimify.engine.fetch import FetchOptions, fetch_model
     from nimify.engine.sources import parse_uri
 
@@ -49,7 +50,8 @@ def local_model(model: str, *, show_progress: bool = True) -> Iterator[Path]:
         tempfile.TemporaryDirectory(prefix="nimify-model-") as work,
         pipeline_progress(show_progress) as progress,
     ):
-        fetched = fetch_model(model, Path(work), options=FetchOptions(progress=progress.on_download))
+        options = FetchOptions(progress=progress.on_download, address_policy=policy_from_environment())
+        fetched = fetch_model(model, Path(work), options=options)
         yield fetched.path
 
 

@@ -48,12 +48,15 @@ def run(
     import kopf
 
     import nimify.controller.operator  # noqa: F401  - registers the handlers
+    from nimify.redaction import redact_logs
 
     kopf.configure(verbose=verbose)
     if not verbose:
         # A line per request and per handler call: at a thousand NimServices, more log than operator.
         for name in ("httpx", "httpx2", "kopf.objects"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # kopf's debug log prints whole NimServices (the model URI with a presigned query string among them).
+    redact_logs("kopf.objects")
     asyncio.run(
         kopf.operator(
             settings=kopf_settings(namespace or []),

@@ -8,6 +8,7 @@ build pods (NIMIFY_BUILD_POD_LABELS), so everything else about the Job stays rea
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -98,12 +99,26 @@ def _local_args(cluster: Kubectl, pod: dict[str, Any], scratch: Path) -> tuple[l
     return args, termination_log
 
 
+def _container_env(cluster: Kubectl, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """The environment a kubelet gives the container: envFrom Secrets and ConfigMaps, then env values."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        for key, kind in (("secretRef", "secret"), ("configMapRef", "configmap")):
+            if (ref := source.get(key)) is None:
+                continue
+            data = get_json(cluster, kind, ref["name"], "-n", pod["metadata"]["namespace"]).get("data") or {}
+            if kind == "secret":
+                data = {name: base64.b64decode(value).decode() for name, value in data.items()}
+            env |= {source.get("prefix", "") + name: value for name, value in data.items()}
+    return env | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
 def run_build_pod(cluster: Kubectl, pod: dict[str, Any]) -> dict[str, Any]:
     """Runs one conversion pod to completion and reports it through the pod's status."""
     container = pod["spec"]["containers"][0]
     with tempfile.TemporaryDirectory(prefix="nimify-kubelet-") as tmp:
         args, termination_log = _local_args(cluster, pod, Path(tmp))
-        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        env = _container_env(cluster, pod, container)
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         nimify = Path(sys.executable).parent / "nimify"
         result = subprocess.run(

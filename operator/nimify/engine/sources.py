@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from nimify.model.errors import ModelError
+from nimify.redaction import redact
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
@@ -63,11 +64,19 @@ class ModelSource:
 def _checked_path(path: str, uri: str) -> str:
     parts = PurePosixPath(path).parts
     if ".." in parts:
-        raise ModelError("InvalidModelUri", f"{uri}: '..' segments are not allowed")
+        raise ModelError("InvalidModelUri", f"{redact(uri)}: '..' segments are not allowed")
     return path.lstrip("/")
 
 
 def parse_uri(uri: str) -> ModelSource:
+    """The source a URI names; an InvalidModelUri error quotes it without query string or user-info."""
+    try:
+        return _parse_uri(uri)
+    except ModelError as error:
+        raise ModelError(error.reason, redact(error.message)) from None
+
+
+def _parse_uri(uri: str) -> ModelSource:
     if "://" not in uri:
         return ModelSource("local", str(Path(uri).expanduser()))
     scheme, rest = uri.split("://", 1)

@@ -9,6 +9,7 @@ from typing import Any
 from nimify.api import NimService
 from nimify.api.releases import builder_label
 from nimify.api.spec import GPU_PRODUCT_LABEL, Backend, BuildResourcesSpec, quantity_value
+from nimify.engine.address_policy import DENIED_RANGES_ENV
 from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
 from nimify.render.pod_identity import build_pod_identity
@@ -90,7 +91,8 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
                     sort_keys=True,
                     separators=(",", ":"),
                 ),
-            }
+            },
+            {"name": DENIED_RANGES_ENV, "value": json.dumps(settings.model_uri_denied_ranges)},
         ],
         "resources": resources,
         "volumeMounts": mounts,

@@ -26,7 +26,15 @@ from nimify.api.spec.engine import (
     Precision,
     ShapeProfile,
 )
-from nimify.api.spec.expose import ExposeSpec, GatewayRef, HttpRouteSpec, IngressSpec, ServiceType
+from nimify.api.spec.expose import (
+    ExposeSpec,
+    GatewayRef,
+    HttpRouteSpec,
+    IngressSpec,
+    NetworkPeer,
+    NetworkPolicySpec,
+    ServiceType,
+)
 from nimify.api.spec.fields import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
@@ -97,6 +105,8 @@ __all__ = [
     "IngressSpec",
     "ModelFormat",
     "ModelSpec",
+    "NetworkPeer",
+    "NetworkPolicySpec",
     "NimServiceSpec",
     "NodeLabelValue",
     "ParityInputs",

@@ -1,14 +1,18 @@
-"""spec.expose: the Service ports and type, and an optional Ingress or Gateway API HTTPRoute."""
+"""spec.expose: the Service ports and type, an optional Ingress or Gateway API HTTPRoute, and an optional
+NetworkPolicy for the Triton pods."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME
+from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME, LABEL_VALUE, label_keys_rule
 from nimify.api.validation import Rule, ValidationReason
+
+LabelSelector = dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]]
 
 
 class ServiceType(StrEnum):
@@ -55,6 +59,40 @@ class HttpRouteSpec(ApiModel):
     """The Gateway to attach to."""
 
 
+class NetworkPeer(ApiModel):
+    """Pods allowed to reach Triton, chosen as a NetworkPolicy peer chooses them: by the labels of their
+    namespace, of the pod, or both (both must match)."""
+
+    namespace_selector: LabelSelector | None = Field(default=None, max_length=16)
+    """Labels of the namespaces the clients run in (matchLabels); this NimService's namespace when left
+    out. `{}` is every namespace."""
+
+    pod_selector: LabelSelector | None = Field(default=None, max_length=16)
+    """Labels of the client pods (matchLabels); every pod of those namespaces when left out."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            message="set namespaceSelector, podSelector or both",
+            holds=lambda peer: peer.namespace_selector is not None or peer.pod_selector is not None,
+        ),
+        label_keys_rule("namespace_selector", "namespaceSelector"),
+        label_keys_rule("pod_selector", "podSelector"),
+    )
+
+
+class NetworkPolicySpec(ApiModel):
+    """A networking.k8s.io/v1 NetworkPolicy for the Triton pods: traffic in only on the HTTP, gRPC and
+    metrics ports, from the clients listed. Takes effect where the cluster's network plugin enforces
+    NetworkPolicies."""
+
+    clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
+    """Who may send inference requests (HTTP and gRPC ports); anyone when left out."""
+
+    metrics_clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
+    """Who may scrape the metrics port (Prometheus, the autoscaler's adapter); anyone when left out."""
+
+
 class ExposeSpec(ApiModel):
     """How clients reach Triton: a Service with the HTTP, gRPC and metrics ports, optionally an Ingress or an
     HTTPRoute."""
@@ -76,6 +114,9 @@ class ExposeSpec(ApiModel):
 
     http_route: HttpRouteSpec | None = None
     """Gateway API HTTPRoute for the HTTP port; excludes ingress."""
+
+    network_policy: NetworkPolicySpec | None = None
+    """A NetworkPolicy admitting traffic to the Triton pods on their ports only; none when left out."""
 
     cel_rules = (
         Rule(

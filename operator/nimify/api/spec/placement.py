@@ -8,7 +8,14 @@ from typing import Any
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_SUBDOMAIN, NodeLabelValue
+from nimify.api.spec.fields import (
+    DNS1123_SUBDOMAIN,
+    LABEL_KEY,
+    LABEL_VALUE,
+    MAX_INTEGER,
+    NodeLabelValue,
+    label_keys_rule,
+)
 from nimify.api.validation import Rule, ValidationReason
 
 
@@ -30,19 +37,19 @@ class TaintEffect(StrEnum):
 class Toleration(ApiModel):
     """A core/v1 Toleration: lets replicas run on nodes with a matching taint."""
 
-    key: str | None = Field(default=None, max_length=316)
-    """Taint key to match; empty with operator Exists matches every taint."""
+    key: str | None = Field(default=None, pattern=f"^$|{LABEL_KEY}", max_length=316)
+    """Taint key to match (a label key); empty with operator Exists matches every taint."""
 
     operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, strict=False)
     """Exists matches any value; Equal matches value."""
 
-    value: str | None = Field(default=None, max_length=63)
-    """Taint value to match (operator Equal)."""
+    value: str | None = Field(default=None, pattern=LABEL_VALUE, max_length=63)
+    """Taint value to match (operator Equal; a label value)."""
 
     effect: TaintEffect | None = Field(default=None, strict=False)
     """Taint effect to match; every effect when left out."""
 
-    toleration_seconds: int | None = Field(default=None, ge=0)
+    toleration_seconds: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     """How long a replica stays on a node after a NoExecute taint appears; forever when left out."""
 
     cel_rules = (
@@ -56,11 +63,10 @@ class Toleration(ApiModel):
             reason=ValidationReason.FORBIDDEN,
         ),
         Rule(
-            cel="has(self.key) || self.operator == 'Exists'",
+            # An empty key is no key: the apiserver refuses it with Equal when the operator creates the pod.
+            cel="has(self.key) && self.key != '' || self.operator == 'Exists'",
             message="a toleration without a key must use operator Exists",
-            holds=lambda toleration: (
-                toleration.key is not None or toleration.operator == TolerationOperator.EXISTS
-            ),
+            holds=lambda toleration: bool(toleration.key) or toleration.operator == TolerationOperator.EXISTS,
             field_path=".operator",
         ),
         Rule(
@@ -93,3 +99,5 @@ class PlacementSpec(ApiModel):
 
     runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     """RuntimeClass of the replicas (e.g. nvidia where the GPU runtime is not the default)."""
+
+    cel_rules = (label_keys_rule("node_selector", "nodeSelector"),)
