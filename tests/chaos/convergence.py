@@ -12,6 +12,7 @@ duplicate build).
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from nimify.devcluster.cluster import Kubectl, get_json
 from nimify.engine.location import engine_location
 from nimify.render.identity import ENGINE_KEY_ANNOTATION, MANAGED_BY_SELECTOR, triton_config_name
 from nimify.settings import OperatorSettings
+from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 MANAGED = ",".join(f"{key}={value}" for key, value in MANAGED_BY_SELECTOR.items())
 CHILD_KINDS = "deployments,services,configmaps,jobs,poddisruptionbudgets,horizontalpodautoscalers,pvc"
@@ -128,3 +130,41 @@ def job_creates(audit_log: Path, namespace: str) -> int:
             ):
                 count += 1
     return count
+
+
+def wait_for_garbage_collection(cluster: ExistingCluster, timeout: float = 120) -> float:
+    """Returns (the seconds it took) once the garbage collector deletes what a deleted NimService owned.
+
+    kube-controller-manager's garbage collector learns of a new CRD at its next discovery resync (every
+    30 s); a NimService deleted before then leaves its children until a retry, minutes later. A cluster whose
+    CRD was just installed is that fresh; the fault tests measure the operator, so they start after it.
+    """
+    started = time.monotonic()
+    with fresh_namespace(cluster, "chaos-gc-probe") as namespace:  # not one the operator watches
+        owner = {
+            "apiVersion": "nimify.dev/v1alpha1",
+            "kind": "NimService",
+            "metadata": {"name": "probe", "namespace": namespace},
+            "spec": {"model": {"uri": "pvc://models/probe.onnx"}},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(owner))
+        uid = get_json(cluster, "nimservice/probe", "-n", namespace)["metadata"]["uid"]
+        dependent = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "probe",
+                "namespace": namespace,
+                "ownerReferences": [
+                    {"apiVersion": "nimify.dev/v1alpha1", "kind": "NimService", "name": "probe", "uid": uid}
+                ],
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(dependent))
+        cluster.kubectl("delete", "nimservice/probe", "-n", namespace)
+        eventually(
+            lambda: cluster.kubectl("get", "configmap/probe", "-n", namespace, check=False).returncode != 0,
+            timeout=timeout,
+            interval=1,
+        )
+    return time.monotonic() - started

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.model.digest import file_sha256
-from nimify.model.samples import build_cnn, build_mlp, write_model
+from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.settings import OperatorSettings
-from tests.chaos.convergence import duplicate_job_creates, job_creates, not_converged
+from tests.chaos.convergence import (
+    duplicate_job_creates,
+    job_creates,
+    not_converged,
+    wait_for_garbage_collection,
+)
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
+from tests.chaos.workload import Model, apply_specs, cpu_spec, store_models
 from tests.controller.conftest import OperatorProcess
 from tests.kube import ExistingCluster, fresh_namespace
 
@@ -53,7 +56,7 @@ class Step:
     spec: dict[str, Any] | None  # the whole spec applied (None for a delete)
 
 
-def script(rng: random.Random, models: dict[str, dict[str, str]]) -> list[Step]:
+def script(rng: random.Random, models: dict[str, Model]) -> list[Step]:
     """OPERATIONS steps over a pool of NAMES NimServices: a create where one is absent, else mostly updates
     (replicas, Triton's queue delay, the model or its batch size: a new engine to build) and some deletes."""
     live: dict[str, dict[str, Any]] = {}
@@ -62,7 +65,7 @@ def script(rng: random.Random, models: dict[str, dict[str, str]]) -> list[Step]:
         name = f"kill-{rng.randrange(NAMES):02d}"
         if name not in live:
             model = models[rng.choice(sorted(models))]
-            live[name] = spec = _spec(model, rng.choice(BATCHES), rng.randint(1, 2), rng.choice(DELAYS))
+            live[name] = spec = cpu_spec(model, rng.choice(BATCHES), rng.randint(1, 2), rng.choice(DELAYS))
             steps.append(Step("create", name, spec))
             continue
         if rng.random() < 0.25:
@@ -82,20 +85,9 @@ def script(rng: random.Random, models: dict[str, dict[str, str]]) -> list[Step]:
             replicas = rng.randint(1, 3)
         else:
             delay = rng.choice(DELAYS)
-        live[name] = spec = _spec(model, batch, replicas, delay)
+        live[name] = spec = cpu_spec(model, batch, replicas, delay)
         steps.append(Step("update", name, spec))
     return steps
-
-
-def _spec(model: dict[str, str], batch: int, replicas: int, delay: int) -> dict[str, Any]:
-    # CPU replicas (no GPU pool is drained by a hundred NimServices); kwok runs them.
-    return {
-        "model": dict(model),
-        "engine": {"backend": "onnxruntime", "maxBatchSize": batch},
-        "replicas": replicas,
-        "resources": {"gpus": 0, "cpu": "10m", "memory": "64Mi"},
-        "triton": {"dynamicBatching": {"maxQueueDelayMicroseconds": delay}},
-    }
 
 
 def expected_state(steps: list[Step]) -> dict[str, dict[str, Any]]:
@@ -162,17 +154,9 @@ class Killer:
                 self.advanced.notify_all()
 
 
-def nimservice(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "nimify.dev/v1alpha1",
-        "kind": "NimService",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 @pytest.fixture
 def kill_namespace(cluster: ExistingCluster, nimservice_crd: str) -> Iterator[str]:
+    wait_for_garbage_collection(cluster)
     with fresh_namespace(cluster, "e2e-chaos-kill") as namespace:
         yield namespace
 
@@ -186,11 +170,7 @@ def test_operator_killed_at_random_points_converges_with_nothing_duplicated_or_l
 ) -> None:
     assert cluster.audit_log is not None, "needs the local cluster's audit log"
     namespace = kill_namespace
-    root = create_local_claim(cluster, namespace, "models")
-    models = {}
-    for label, model in (("mlp", build_mlp()), ("cnn", build_cnn())):
-        path = write_model(model, root / f"{label}.onnx")
-        models[label] = {"uri": f"pvc://models/{label}.onnx", "sha256": file_sha256(path)}
+    models = store_models(cluster, namespace)
 
     rng = random.Random(SEED)
     steps = script(rng, models)
@@ -207,10 +187,7 @@ def test_operator_killed_at_random_points_converges_with_nothing_duplicated_or_l
             if step.spec is None:
                 cluster.kubectl("delete", "nimservice", step.name, "-n", namespace, "--wait=false")
             else:
-                cluster.kubectl(
-                    "apply", "--server-side", "--field-manager=chaos-script", "-n", namespace, "-f", "-",
-                    input=yaml.safe_dump(nimservice(step.name, step.spec)),
-                )  # fmt: skip
+                apply_specs(cluster, namespace, {step.name: step.spec})
             killer.at(index)
             time.sleep(rng.uniform(0, 0.3))
         killer.at(len(steps))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,18 +158,32 @@ def run_build_pod(cluster: Kubectl, pod: dict[str, Any]) -> dict[str, Any]:
             }
         ],
     }
-    cluster.kubectl(
-        "patch",
-        "pod",
-        pod["metadata"]["name"],
-        "-n",
-        pod["metadata"]["namespace"],
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    _report(cluster, pod, status)
     return {"returncode": result.returncode, "message": message, "stderr": result.stderr}
+
+
+def _report(cluster: Kubectl, pod: dict[str, Any], status: dict[str, Any], timeout: float = 120) -> None:
+    """Patch the pod's status as a kubelet does: again and again while the apiserver is away (a restart,
+    a throttled request), until it takes or the pod is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = cluster.kubectl(
+                "patch", "pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"],
+                "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
+                check=False, timeout=30,
+            )  # fmt: skip
+            if result.returncode == 0 or "NotFound" in result.stderr:
+                return
+            error = result.stderr.strip()
+        except subprocess.TimeoutExpired:
+            error = "kubectl patch timed out"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pod status not reported: {error}")
+        time.sleep(1)
+
+
+ATTEMPTS = 5
 
 
 class BuildPodKubelet:
@@ -178,6 +193,7 @@ class BuildPodKubelet:
         self.cluster = cluster
         self.interval = interval
         self.handled: dict[str, dict[str, Any]] = {}
+        self._attempts: dict[str, int] = {}
         #: While set, pods wait (a build that takes its time); clear it to let them run.
         self.hold = threading.Event()
         self._stop = threading.Event()
@@ -208,4 +224,7 @@ class BuildPodKubelet:
                 try:
                     self.handled[uid] = run_build_pod(self.cluster, pod)
                 except Exception as error:  # a failure here must show up in the test, not kill the thread
-                    self.handled[uid] = {"error": repr(error)}
+                    # Tried again a few times: the apiserver may be away for a moment (fault tests).
+                    self._attempts[uid] = attempts = self._attempts.get(uid, 0) + 1
+                    if attempts >= ATTEMPTS:
+                        self.handled[uid] = {"error": repr(error)}

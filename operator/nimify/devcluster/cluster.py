@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import yaml
 
 from nimify.devcluster.aggregation import front_proxy_apiserver_args
-from nimify.devcluster.node_config import HOST_IP, RUN_DIR
+from nimify.devcluster.node_config import HOST_IP, KUBELET_HEALTHZ_PORT, RUN_DIR
 from nimify.devcluster.pki import CLIENTS, Pki, create_pki
 from nimify.devcluster.real_node import (
     ENVIRONMENT,
@@ -82,6 +82,8 @@ class LocalCluster:
     bin_path: str
     audit_log: Path
     pids: dict[str, int] = field(default_factory=dict)
+    #: How each component was started (binary, arguments, user): what `start_component` starts it again with.
+    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The real node (state of `nimify.devcluster.real_node.RealNodeInfo`), when the cluster has one.
     real_node: dict[str, Any] | None = None
     #: Why the cluster has no real node (root, packages, NIMIFY_REAL_NODE=off), when it has none.
@@ -289,11 +291,18 @@ class _Launcher:
         self.pass_fds: tuple[int, ...] = ()
 
     def start(
-        self, name: str, args: list[str], *, binary: str | None = None, user: int | None = None
+        self,
+        name: str,
+        args: list[str],
+        *,
+        binary: str | None = None,
+        user: int | None = None,
+        append: bool = False,
     ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.cluster.directory / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
         executable = binary or self.binaries[name]
+        command = {"binary": executable, "args": list(args), "user": user}
         pass_fds = self.pass_fds
         opened = None
         if user is not None:
@@ -301,7 +310,7 @@ class _Launcher:
             # descriptor opened here, which needs only the file's own execute bit.
             opened = os.open(executable, os.O_RDONLY)
             executable, pass_fds = f"/proc/self/fd/{opened}", (*pass_fds, opened)
-        with log.open("wb") as out:
+        with log.open("ab" if append else "wb") as out:
             # A session of its own: Ctrl-C in the terminal that ran `up` must not take the cluster down.
             try:
                 process = subprocess.Popen(
@@ -322,8 +331,61 @@ class _Launcher:
                     os.close(opened)
         self.processes[name] = process
         self.cluster.pids[name] = process.pid
+        self.cluster.commands.setdefault(name, command)
         self.cluster.save()
         return process, log
+
+
+def stop_component(cluster: LocalCluster, name: str, sig: int = signal.SIGTERM, grace: float = 30) -> None:
+    """Stop one process of a running cluster (`sig`, SIGKILL after `grace` seconds), as a crash or an
+    operator's restart would: the rest of the cluster keeps running. Fault tests use it (tests/chaos)."""
+    pid = cluster.pids.get(name)
+    if pid is None or name not in cluster.commands:
+        raise ClusterError(f"cluster {cluster.name!r} has no component {name!r} to stop")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def start_component(
+    cluster: LocalCluster, name: str, extra_args: tuple[str, ...] = (), timeout: float = 120
+) -> subprocess.Popen[bytes]:
+    """Start a component stopped by `stop_component` again: the same binary, arguments and user as at the
+    cluster's start (plus `extra_args`, which later flags of the same name override), its log appended to.
+    Returns once it answers its health check (etcd, kube-apiserver, kubelet) or, for the others, has not
+    exited for a second."""
+    command = cluster.commands.get(name)
+    if command is None:
+        raise ClusterError(f"cluster {cluster.name!r} has no component {name!r} to start")
+    if _alive(cluster.pids.get(name, -1)):
+        raise ClusterError(f"{name} of cluster {cluster.name!r} is running; stop it first")
+    launcher = _Launcher(cluster, {})
+    args = [*command["args"], *extra_args]
+    process, log = launcher.start(name, args, binary=command["binary"], user=command["user"], append=True)
+    _wait(name, _health_probe(cluster, name, process), timeout, log, process)
+    return process
+
+
+def _health_probe(cluster: LocalCluster, name: str, process: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    args = cluster.commands[name]["args"]
+    if name == "etcd":
+        url = next(a.split("=", 1)[1] for a in args if a.startswith("--listen-client-urls="))
+        return lambda: _http_ok(f"{url}/health")
+    if name == "kube-apiserver":
+        pki = Pki(cluster.directory / "pki")
+        return lambda: _https_ok(f"{cluster.server}/readyz", pki)
+    if name == "kubelet":
+        return lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz")
+    since = time.monotonic()
+    return lambda: process.poll() is None and time.monotonic() - since > 1
 
 
 def start_cluster(
