@@ -35,6 +35,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section(f"chaos figures (NIMIFY_CHAOS_SCALE={SCALE})")
         for line in _REPORT.table():
             terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            "Triton's process killed, a replica OOMKilled (real node): tests/controller/test_real_pods.py"
+        )
 
 
 @pytest.fixture(scope="module")

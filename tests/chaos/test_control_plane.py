@@ -33,6 +33,7 @@ import yaml
 from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.devcluster.cluster import (
     LocalCluster,
+    get_json,
     start_cluster,
     start_component,
     stop_cluster,
@@ -47,6 +48,7 @@ from tests.chaos.scale import scaled
 from tests.chaos.workload import Model, apply_specs, cpu_spec, store_models
 from tests.conftest import REPO_ROOT, _bin_path
 from tests.controller.conftest import OperatorProcess
+from tests.controller.test_real_pods import operator_rbac
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -55,7 +57,9 @@ NIMSERVICES = scaled(ci=8, full=24)
 RESTARTS = scaled(ci=2, full=6)
 CUTS = scaled(ci=4, full=12)
 CONVERGE_SECONDS = 240
-OPERATOR_USER = "nimify-operator"  # the common name of the operator's client certificate (devcluster/pki.py)
+#: The common name of the operator's client certificate (devcluster/pki.py), whose requests the audit log
+#: records in full.
+OPERATOR_USER = "nimify-operator"
 #: Fewer seats in all (the default is 400 + 200), so that one share of them is one seat: see the APF test.
 APISERVER_ARGS = ("--max-requests-inflight=50", "--max-mutating-requests-inflight=25")
 #: Watches served from etcd, whose history is compacted every two seconds: a watch resumed from a
@@ -79,7 +83,9 @@ class Faulty:
         return self.operator.process.pid
 
     def restart(self, component: str, sig: int, down: float, extra: tuple[str, ...] = ()) -> None:
-        stop_component(self.local, component, sig)
+        """Stop `component` with `sig` (SIGKILL after 5 s, as a kubelet's short grace period would: the
+        apiserver drains for longer), keep it down `down` seconds, start it again."""
+        stop_component(self.local, component, sig, grace=5)
         time.sleep(down)
         args = (*APISERVER_ARGS, *extra) if component == "kube-apiserver" else extra
         start_component(self.local, component, args)
@@ -137,46 +143,52 @@ def _specs(models: dict[str, Model], prefix: str, replicas: int = 1) -> dict[str
     }
 
 
-def _converge(faulty: Faulty, namespace: str, expected: dict[str, dict[str, Any]], since: float) -> float:
+def _converge(
+    faulty: Faulty,
+    namespace: str,
+    expected: dict[str, dict[str, Any]],
+    since: float,
+    operator: OperatorProcess | None = None,
+) -> float:
     """Waits for every NimService to converge; returns the seconds since `since`. Fails with what differs,
-    or when the operator restarted (its process ended)."""
+    or when the operator (the module's unless given) restarted: its process ended."""
+    operator = operator or faulty.operator
     settings = OperatorSettings()
     problems = ["not checked yet"]
     deadline = time.monotonic() + CONVERGE_SECONDS
     while problems and time.monotonic() < deadline:
-        assert faulty.operator.process is not None and faulty.operator.process.poll() is None, (
-            "the operator exited:\n" + faulty.operator.log.read_text(errors="replace")[-4000:]
+        assert operator.process is not None and operator.process.poll() is None, (
+            "the operator exited:\n" + operator.log.read_text(errors="replace")[-4000:]
         )
         time.sleep(2)
         try:
             problems = not_converged(faulty.cluster, namespace, expected, settings)
         except Exception as error:  # a slow answer is no verdict
             problems = [repr(error)]
-    assert not problems, "\n".join(problems) + "\n--- operator log\n" + _log_tail(faulty)
+    log = operator.log.read_text(errors="replace")[-4000:]
+    assert not problems, "\n".join(problems) + "\n--- operator log\n" + log
     assert faulty.local.audit_log is not None
     duplicates = duplicate_job_creates(faulty.local.audit_log, namespace)
     assert not duplicates, "\n".join(duplicates)
     return time.monotonic() - since
 
 
-def _log_tail(faulty: Faulty) -> str:
-    return faulty.operator.log.read_text(errors="replace")[-4000:]
-
-
-def _operator_requests(faulty: Faulty, verb: str, resource: str, code: int | None = None) -> int:
-    """Requests of the operator in the audit log, by verb and resource (and response code)."""
-    count = 0
+def _operator_lists(faulty: Faulty, namespace: str) -> dict[str, int]:
+    """The operator's list requests in `namespace` by resource, from the audit log: one per watched kind
+    when it starts watching there, one more each time a watch had to start over (410 Gone)."""
+    counts: dict[str, int] = {}
     assert faulty.local.audit_log is not None
     with faulty.local.audit_log.open() as log:
         for line in log:
             event = json.loads(line)
-            if event.get("user", {}).get("username") != OPERATOR_USER:
-                continue
-            if event.get("verb") != verb or (event.get("objectRef") or {}).get("resource") != resource:
-                continue
-            if code is None or (event.get("responseStatus") or {}).get("code") == code:
-                count += 1
-    return count
+            ref = event.get("objectRef") or {}
+            if (
+                event.get("user", {}).get("username") == OPERATOR_USER
+                and event.get("verb") == "list"
+                and ref.get("namespace") == namespace
+            ):
+                counts[ref["resource"]] = counts.get(ref["resource"], 0) + 1
+    return counts
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
@@ -213,57 +225,11 @@ def test_a_restarted_control_plane_component_during_reconciles_converges(
     )
 
 
-def test_watches_that_expire_are_listed_again_and_converge_without_a_restart(
-    faulty: Faulty, workload: tuple[str, dict[str, Model]], chaos_report: ChaosReport
-) -> None:
-    namespace, models = workload
-    pid = faulty.pid
-    faulty.restart("kube-apiserver", signal.SIGTERM, down=0, extra=EXPIRING_WATCHES)
-    try:
-        # The apiserver itself says 410 to a watch from a compacted resourceVersion.
-        eventually(lambda: "410" in _old_watch(faulty), timeout=60, interval=2)
-        lists_before = _operator_requests(faulty, "list", "nimservices")
-        expected = _specs(models, "expiry")
-        apply_specs(faulty.cluster, namespace, expected)
-        cut = 0
-        for cut in range(1, CUTS + 1):
-            time.sleep(6)  # longer than etcd keeps history: the next resume is from a compacted version
-            faulty.proxy.cut()
-            if cut == 1:
-                expected |= {name: spec | {"replicas": 2} for name, spec in list(expected.items())[::2]}
-                apply_specs(faulty.cluster, namespace, expected)
-        seconds = _converge(faulty, namespace, expected, time.monotonic())
-        relists = _operator_requests(faulty, "list", "nimservices") - lists_before
-        assert relists >= 1, "no watch was answered 410 and listed again"
-        assert faulty.pid == pid, "the operator was restarted"
-    finally:
-        faulty.restart("kube-apiserver", signal.SIGTERM, down=0)
-    print(f"\n{cut} cuts; NimServices listed again {relists}x; converged {seconds:.1f}s after the last cut")
-    chaos_report.add(
-        Figure(
-            "watches expired (410 Gone: etcd compacted every 2 s, connections cut)",
-            cut,
-            len(expected),
-            f"listed again ({relists}x), converged, operator not restarted",
-            seconds,
-        )
-    )
-
-
-def _old_watch(faulty: Faulty) -> str:
-    """A watch of ConfigMaps from resourceVersion 1, as the apiserver answers it."""
-    result = faulty.cluster.kubectl(
-        "get", "--raw", "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=2",
-        check=False, timeout=20,
-    )  # fmt: skip
-    return result.stdout + result.stderr
-
-
-def throttle(user: str) -> list[dict[str, Any]]:
-    """A priority level of the smallest share (one seat here) that rejects what does not fit (429 with
-    Retry-After, no queueing), and a FlowSchema sending every request of `user` there. The user is in
-    system:masters, which the mandatory `exempt` FlowSchema (precedence 1) exempts from APF: ours has the same
-    precedence and a name that sorts first, so it matches first."""
+def throttle(account: tuple[str, str]) -> list[dict[str, Any]]:
+    """A priority level of the smallest share (one seat with APISERVER_ARGS) that rejects what does not fit
+    (429 with Retry-After, no queueing), and a FlowSchema sending every request of the ServiceAccount
+    `account` (namespace, name) there, ahead of the built-in schemas."""
+    namespace, name = account
     return [
         {
             "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
@@ -282,14 +248,19 @@ def throttle(user: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
             "kind": "FlowSchema",
-            "metadata": {"name": "a-chaos-throttled"},
+            "metadata": {"name": "chaos-throttled"},
             "spec": {
                 "priorityLevelConfiguration": {"name": "chaos-throttled"},
-                "matchingPrecedence": 1,
+                "matchingPrecedence": 100,
                 "distinguisherMethod": {"type": "ByUser"},
                 "rules": [
                     {
-                        "subjects": [{"kind": "User", "user": {"name": user}}],
+                        "subjects": [
+                            {
+                                "kind": "ServiceAccount",
+                                "serviceAccount": {"name": name, "namespace": namespace},
+                            }
+                        ],
                         "resourceRules": [
                             {
                                 "verbs": ["*"],
@@ -307,30 +278,72 @@ def throttle(user: str) -> list[dict[str, Any]]:
     ]
 
 
+def _service_account_kubeconfig(faulty: Faulty, home: str) -> Path:
+    """A kubeconfig (through the proxy) for the ServiceAccount nimify-operator in `home`, with the operator's
+    generated least-privilege RBAC and the namespace listing a pattern of namespaces needs. The operator's
+    own identity is in system:masters, which API Priority and Fairness always exempts."""
+    name = f"chaos-throttled-{home}"
+    objects = [*operator_rbac(name, home)]
+    objects[1]["rules"].append({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]})
+    faulty.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    token = faulty.cluster.kubectl(
+        "create", "token", "nimify-operator", "-n", home, "--duration=2h"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{faulty.proxy.port}",
+                    "certificate-authority": str(faulty.local.directory / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "local",
+    }
+    path = faulty.local.directory / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 def test_priority_and_fairness_throttling_the_operator_backs_off_and_converges(
     faulty: Faulty, workload: tuple[str, dict[str, Model]], chaos_report: ChaosReport
 ) -> None:
     namespace, models = workload
-    pid = faulty.pid
-    objects = throttle(OPERATOR_USER)
-    faulty.cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
-    try:
-        rejected_before = _throttled(faulty)
-        started = time.monotonic()
-        expected = _specs(models, "apf", replicas=2)
-        apply_specs(faulty.cluster, namespace, expected)
-        seconds = _converge(faulty, namespace, expected, started)
-        rejected = _throttled(faulty) - rejected_before
-        assert rejected > 0, "the priority level rejected nothing: no throttling happened"
-        assert faulty.pid == pid, "the operator was restarted"
-    finally:
-        faulty.cluster.kubectl(
-            "delete", "flowschema/a-chaos-throttled", "prioritylevelconfiguration/chaos-throttled"
-        )
-    print(f"\n{rejected} requests of the operator rejected (429); converged {seconds:.1f}s after the apply")
+    cluster = faulty.cluster
+    with fresh_namespace(cluster, "chaos-operator") as home:
+        kubeconfig = _service_account_kubeconfig(faulty, home)
+        user = f"system:serviceaccount:{home}:nimify-operator"
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(throttle((home, "nimify-operator"))))
+        # The same operator under an identity APF can throttle, for the length of this test.
+        faulty.operator.stop()
+        throttled = OperatorProcess(kubeconfig, faulty.local.directory / "operator-throttled.log")
+        try:
+            throttled.start()
+            pid = throttled.process.pid if throttled.process else 0
+            rejected_before = _throttled(faulty, user)
+            started = time.monotonic()
+            expected = _specs(models, "apf", replicas=2)
+            apply_specs(cluster, namespace, expected)
+            seconds = _converge(faulty, namespace, expected, started, throttled)
+            rejected = _throttled(faulty, user) - rejected_before
+            assert rejected > 0, "the priority level rejected nothing: no throttling happened"
+            assert throttled.process is not None and throttled.process.pid == pid
+        finally:
+            throttled.stop()
+            cluster.kubectl(
+                "delete", "flowschema/chaos-throttled", "prioritylevelconfiguration/chaos-throttled"
+            )
+            faulty.operator.start()
+    print(f"\n{rejected} writes of the operator rejected (429); converged {seconds:.1f}s after the apply")
     chaos_report.add(
         Figure(
-            "API Priority and Fairness: the operator's user at one seat, the rest rejected (429)",
+            "API Priority and Fairness: the operator's ServiceAccount at one seat, the rest rejected (429)",
             rejected,
             len(expected),
             "backed off, converged, operator not restarted",
@@ -339,15 +352,15 @@ def test_priority_and_fairness_throttling_the_operator_backs_off_and_converges(
     )
 
 
-def _throttled(faulty: Faulty) -> int:
-    """Requests of the operator answered 429 (any verb, any resource), from the audit log."""
+def _throttled(faulty: Faulty, user: str) -> int:
+    """Writes of `user` answered 429, from the audit log (it records every write)."""
     count = 0
     assert faulty.local.audit_log is not None
     with faulty.local.audit_log.open() as log:
         for line in log:
             event = json.loads(line)
             if (
-                event.get("user", {}).get("username") == OPERATOR_USER
+                event.get("user", {}).get("username") == user
                 and (event.get("responseStatus") or {}).get("code") == 429
             ):
                 count += 1
@@ -369,3 +382,57 @@ def test_stopped_and_started_components_keep_their_arguments(faulty: Faulty) -> 
     assert log.stat().st_size >= size  # appended to, not truncated
     stored = LocalCluster.load(local.directory)
     assert stored.pids["kube-scheduler"] == process.pid  # what stopping the cluster stops
+
+
+def test_watches_that_expire_are_listed_again_and_converge_without_a_restart(
+    faulty: Faulty, workload: tuple[str, dict[str, Model]], chaos_report: ChaosReport
+) -> None:
+    namespace, models = workload
+    pid = faulty.pid
+    # Last in the module: the cluster keeps these flags until it is stopped. (Restarting the apiserver once
+    # more without them left kube-controller-manager's informers silent for minutes.)
+    faulty.restart("kube-apiserver", signal.SIGTERM, down=0, extra=EXPIRING_WATCHES)
+    # The apiserver itself says 410 to a watch from a compacted resourceVersion.
+    eventually(lambda: '"code":410' in _old_watch(faulty), timeout=60, interval=1)
+    expected = _specs(models, "expiry")
+    apply_specs(faulty.cluster, namespace, expected)
+    cut = 0
+    for cut in range(1, CUTS + 1):
+        time.sleep(6)  # longer than etcd keeps history: the next resume is from a compacted version
+        faulty.proxy.cut()
+        if cut == 1:
+            expected |= {name: spec | {"replicas": 2} for name, spec in list(expected.items())[::2]}
+            apply_specs(faulty.cluster, namespace, expected)
+    seconds = _converge(faulty, namespace, expected, time.monotonic())
+    lists = _operator_lists(faulty, namespace)
+    relists = sum(count - 1 for count in lists.values())
+    assert lists.get("nimservices", 0) >= 2, f"NimServices were never listed again after a 410: {lists}"
+    assert faulty.pid == pid, "the operator was restarted"
+    print(f"\n{cut} cuts; lists by kind {lists}; converged {seconds:.1f}s after the last cut")
+    chaos_report.add(
+        Figure(
+            "watches expired (410 Gone: etcd compacted every 2 s, connections cut)",
+            cut,
+            len(expected),
+            f"{relists} watches listed again, converged, operator not restarted",
+            seconds,
+        )
+    )
+
+
+def _old_watch(faulty: Faulty) -> str:
+    """The apiserver's answer to a watch resumed from a resourceVersion five seconds old (a ConfigMap
+    written then): a `410 Gone` once etcd has compacted that version away and no watch cache holds it."""
+    cluster = faulty.cluster
+    cluster.kubectl("create", "configmap", f"probe-{time.monotonic_ns()}", "-n", "default")
+    version = max(
+        int(item["metadata"]["resourceVersion"])
+        for item in get_json(cluster, "configmaps", "-n", "default")["items"]
+    )
+    time.sleep(5)
+    result = cluster.kubectl(
+        "get", "--raw",
+        f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={version}&timeoutSeconds=2",
+        check=False, timeout=20,
+    )  # fmt: skip
+    return result.stdout + result.stderr
