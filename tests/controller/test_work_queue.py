@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from nimify.controller.work_queue import WorkQueue, failure_delay
+import httpx2
+from lightkube import ApiError
+
+from nimify.controller.work_queue import WorkQueue, failure_delay, retry_after
 
 
 class Recorder:
@@ -128,3 +131,36 @@ async def test_the_earlier_of_two_delayed_runs_wins_and_forget_drops_it() -> Non
 
 def test_failure_backoff_doubles_up_to_the_cap() -> None:
     assert [failure_delay(n, 60) for n in (1, 2, 3, 7, 20)] == [1, 2, 4, 60, 60]
+
+
+def _api_error(code: int, headers: dict[str, str]) -> ApiError:
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": "slow down"}
+    request = httpx2.Request("PATCH", "https://127.0.0.1/apis/apps/v1/namespaces/x/deployments/y")
+    return ApiError(
+        request=request, response=httpx2.Response(code, headers=headers, json=status, request=request)
+    )
+
+
+def test_the_wait_an_apiserver_asks_for_is_read_from_retry_after() -> None:
+    assert retry_after(_api_error(429, {"Retry-After": "7"})) == 7
+    assert retry_after(_api_error(429, {})) is None
+    assert retry_after(_api_error(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
+    assert retry_after(RuntimeError("not the API's")) is None
+
+
+async def test_a_throttled_reconcile_waits_at_least_as_long_as_the_apiserver_asked() -> None:
+    runs: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def throttled(key: str) -> float | None:
+        runs.append(loop.time())
+        if len(runs) == 1:
+            raise _api_error(429, {"Retry-After": "0.3"})
+        return None
+
+    queue: WorkQueue[str] = WorkQueue(throttled, workers=1, max_delay=60, first_delay=0.01)
+    queue.start()
+    queue.add("a")
+    await until(lambda: len(runs) == 2)
+    await queue.stop()
+    assert runs[1] - runs[0] >= 0.3  # not the 0.01 s of the first backoff step

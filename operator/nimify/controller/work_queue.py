@@ -111,7 +111,9 @@ class WorkQueue(Generic[Key]):
                 raise
             except Exception as error:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = failure_delay(failures, self._max_delay, self._first_delay)
+                delay = max(
+                    failure_delay(failures, self._max_delay, self._first_delay), retry_after(error) or 0.0
+                )
                 logger.warning(
                     "reconcile of %s failed (%d in a row), retrying in %.0fs: %s: %s",
                     key,
@@ -134,6 +136,18 @@ class WorkQueue(Generic[Key]):
 
 # Answers that say "not now": the apiserver is busy, or another writer got there first.
 TRANSIENT_CODES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+def retry_after(error: Exception) -> float | None:
+    """The wait an apiserver asked for with its answer (429 from API Priority and Fairness, 503 while it
+    shuts down): the Retry-After header, in seconds; None when it asked for none."""
+    if not isinstance(error, ApiError) or error.response is None:
+        return None
+    value = error.response.headers.get("Retry-After", "")
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # absent, or an HTTP date (the apiserver sends seconds)
 
 
 def _transient(error: Exception) -> bool:
