@@ -154,10 +154,10 @@ def _node_ready(cluster: ExistingCluster, node: str) -> str:
     return str(next(c["status"] for c in conditions if c["type"] == "Ready"))
 
 
-def _build_pods(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:
-    return list(
-        get_json(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=engine-build")["items"]
-    )
+def _build_pods(cluster: ExistingCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The conversion pods of NimService `name`."""
+    selector = f"app.kubernetes.io/component=engine-build,app.kubernetes.io/instance={name}"
+    return list(get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"])
 
 
 def test_a_lost_node_is_reported_its_job_retried_and_service_restored_when_it_returns(
@@ -183,21 +183,29 @@ def test_a_lost_node_is_reported_its_job_retried_and_service_restored_when_it_re
         # The node still looks Ready for the grace period: the new Job's pod is bound there and never starts.
         apply(cluster, namespace, real_nimservice("building", models["v2"], real_node, placement=placement))
         (first_build,) = eventually(
-            lambda: [p for p in _build_pods(cluster, namespace) if p["spec"].get("nodeName")], timeout=60
+            lambda: [p for p in _build_pods(cluster, namespace, "building") if p["spec"].get("nodeName")],
+            timeout=60,
         )
         eventually(lambda: _node_ready(cluster, real_node.name) != "True", timeout=120, interval=1)
         not_ready = time.monotonic() - lost
 
+        seen: list[dict[str, Any]] = []
+
         def reported() -> dict[str, Any] | None:
             ready = condition(get_json(cluster, "nimservice/serving", "-n", namespace), "Ready")
-            message = ready.get("message", "")
-            named = "node.kubernetes.io/unreachable" in message
+            seen.append(ready)
+            named = "node.kubernetes.io/unreachable" in ready.get("message", "")
             return ready if ready["status"] == "False" and named else None
 
-        serving = eventually(reported, timeout=120, interval=1)
+        try:
+            serving = eventually(reported, timeout=120, interval=1)
+        except AssertionError:
+            raise AssertionError(f"the status never named the lost node; last: {seen[-1:]}") from None
         lost_uid = first_build["metadata"]["uid"]
         retried = eventually(
-            lambda: [p for p in _build_pods(cluster, namespace) if p["metadata"]["uid"] != lost_uid],
+            lambda: [
+                p for p in _build_pods(cluster, namespace, "building") if p["metadata"]["uid"] != lost_uid
+            ],
             timeout=60,
         )
         building = condition(get_json(cluster, "nimservice/building", "-n", namespace), "Ready")
@@ -224,7 +232,9 @@ def test_a_lost_node_is_reported_its_job_retried_and_service_restored_when_it_re
         restored = time.monotonic() - back
         first_answer(service_url(cluster, namespace, "serving"), "serving", timeout=60)
         first_answer(service_url(cluster, namespace, "building"), "building", timeout=60)
-        (job,) = get_json(cluster, "jobs", "-n", namespace)["items"]
+        (job,) = get_json(cluster, "jobs", "-n", namespace, "-l", "app.kubernetes.io/instance=building")[
+            "items"
+        ]
         assert job["status"].get("succeeded") == 1
     finally:
         if kubelet_stopped:
