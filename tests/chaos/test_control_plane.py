@@ -125,7 +125,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
             finally:
                 operator.stop()
     finally:
-        stop_cluster(local.directory)
+        stop_cluster(local.directory, remove=False)  # its logs stay in pytest's temporary directory
 
 
 @pytest.fixture
@@ -166,7 +166,11 @@ def _converge(
         except Exception as error:  # a slow answer is no verdict
             problems = [repr(error)]
     log = operator.log.read_text(errors="replace")[-4000:]
-    assert not problems, "\n".join(problems) + "\n--- operator log\n" + log
+    builds = [f"{uid}: {run}" for uid, run in faulty.builds.handled.items() if "error" in run]
+    assert not problems, (
+        "\n".join(problems) + "\n--- conversion pods the runner could not run\n" + "\n".join(builds)
+        + f"\n--- cluster logs in {faulty.local.directory / 'logs'}\n--- operator log\n" + log
+    )  # fmt: skip
     assert faulty.local.audit_log is not None
     duplicates = duplicate_job_creates(faulty.local.audit_log, namespace)
     assert not duplicates, "\n".join(duplicates)
