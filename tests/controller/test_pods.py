@@ -124,3 +124,41 @@ def test_one_trouble_per_nimservice_and_always_the_same_one() -> None:
     troubles = [PodTrouble("OOMKilled", "b", "mlp-b"), PodTrouble("CrashLoopBackOff", "a", "mlp-a")]
     assert worst_trouble(troubles) == worst_trouble(reversed(troubles)) == troubles[1]
     assert worst_trouble([]) is None
+
+
+def test_a_replica_evicted_from_a_lost_node_names_the_node_even_while_it_terminates() -> None:
+    body = pod(
+        conditions=[
+            {"type": "Ready", "status": "False"},
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "DeletionByTaintManager",
+                "message": "Taint manager: deleting due to NoExecute taint",
+            },
+        ],
+        container={"ready": True, "state": {"running": {}}},  # the kubelet that would say otherwise is gone
+        deletionTimestamp="2025-01-01T00:00:00Z",
+    )
+    body["spec"] = {"nodeName": "gpu-node-3"}
+    trouble = pod_trouble(body)
+    assert trouble is not None and trouble.reason == "Evicted"
+    assert "node gpu-node-3" in trouble.message and "NoExecute" in trouble.message
+    replacement = PodTrouble("Unschedulable", "0/9 nodes are available: 1 untolerated taint(s)", "mlp-0")
+    assert worst_trouble([replacement, trouble]) == trouble  # the cause, not what follows from it
+
+
+def test_a_replica_the_kubelet_evicted_under_pressure_says_what_ran_short() -> None:
+    body = {
+        "metadata": {"name": "mlp-1"},
+        "spec": {"nodeName": "n1"},
+        "status": {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": "The node was low on resource: memory.",
+        },
+    }
+    trouble = pod_trouble(body)
+    assert (
+        trouble is not None and trouble.reason == "Evicted" and "low on resource: memory" in trouble.message
+    )

@@ -57,6 +57,9 @@ class ConditionReason(StrEnum):
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
     OOM_KILLED = "OOMKilled"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    EVICTED = "Evicted"
+    """A Triton replica was evicted from its node: by the node's NoExecute taint (the node is NotReady or
+    unreachable: lost), or by its kubelet under resource pressure."""
     # Success of the intermediate steps
     ENGINE_BUILT = "EngineBuilt"
     ENGINE_CACHE_HIT = "EngineCacheHit"

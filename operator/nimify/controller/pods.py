@@ -74,8 +74,34 @@ def _container_trouble(name: str, container: dict[str, Any]) -> PodTrouble | Non
     return None
 
 
+def _evicted(pod: dict[str, Any]) -> PodTrouble | None:
+    """Evicted from its node: by a NoExecute taint (kube-controller-manager's taint manager marks the pod
+    DisruptionTarget before deleting it; a lost node's pods stay, terminating, until it returns) or by the
+    kubelet under resource pressure (phase Failed, reason Evicted)."""
+    status = pod.get("status", {})
+    name, node = pod.get("metadata", {}).get("name", ""), pod.get("spec", {}).get("nodeName", "?")
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "DisruptionTarget"
+            and condition.get("status") == "True"
+            and condition.get("reason") == "DeletionByTaintManager"
+        ):
+            return PodTrouble(
+                ConditionReason.EVICTED.value,
+                f"evicted from node {node} by a NoExecute taint (a node that is NotReady or unreachable"
+                f" has one): {condition.get('message') or 'deleted by the taint manager'}",
+                name,
+            )
+    if status.get("phase") == "Failed" and status.get("reason") == "Evicted":
+        message = status.get("message") or "the node was low on a resource"
+        return PodTrouble(ConditionReason.EVICTED.value, f"evicted from node {node}: {message}", name)
+    return None
+
+
 def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
     """The first thing keeping this pod from serving that someone must act on, or None."""
+    if (trouble := _evicted(pod)) is not None:
+        return trouble  # why its replacement (if any) has to start over, perhaps unschedulable
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return None  # going away: its replacement is what matters
     if (trouble := _unschedulable(pod)) is not None:
@@ -89,5 +115,10 @@ def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
 
 
 def worst_trouble(troubles: Iterable[PodTrouble]) -> PodTrouble | None:
-    """One trouble to report for a NimService: the same one every time (by pod name), not a flicker."""
-    return min(troubles, key=lambda trouble: trouble.pod, default=None)
+    """One trouble to report for a NimService: an eviction first (the cause of what its replacement goes
+    through), then by pod name: the same one every time, not a flicker."""
+    return min(
+        troubles,
+        key=lambda trouble: (trouble.reason != ConditionReason.EVICTED.value, trouble.pod),
+        default=None,
+    )
