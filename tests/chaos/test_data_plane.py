@@ -216,8 +216,10 @@ def test_a_lost_node_is_reported_its_job_retried_and_service_restored_when_it_re
             f"conversion pods: {first_build['metadata']['name']} (lost), "
             f"then {retried[0]['metadata']['name']}"
         )
+
         def evicted_event() -> bool:
-            events = get_json(cluster, "events", "-n", namespace, "--field-selector=involvedObject.name=serving")
+            selector = "--field-selector=involvedObject.name=serving"
+            events = get_json(cluster, "events", "-n", namespace, selector)
             return any(e["reason"] == "Evicted" and real_node.name in e["message"] for e in events["items"])
 
         eventually(evicted_event, timeout=30)  # posted by the reconcile that wrote the status

@@ -183,7 +183,8 @@ def _report(cluster: Kubectl, pod: dict[str, Any], status: dict[str, Any], timeo
         time.sleep(1)
 
 
-ATTEMPTS = 5
+#: How long a pod that cannot be run (the apiserver away) is tried again before it counts as failed.
+RETRY_SECONDS = 60.0
 
 
 class BuildPodKubelet:
@@ -193,7 +194,7 @@ class BuildPodKubelet:
         self.cluster = cluster
         self.interval = interval
         self.handled: dict[str, dict[str, Any]] = {}
-        self._attempts: dict[str, int] = {}
+        self._failing_since: dict[str, float] = {}
         #: While set, pods wait (a build that takes its time); clear it to let them run.
         self.hold = threading.Event()
         self._stop = threading.Event()
@@ -224,7 +225,7 @@ class BuildPodKubelet:
                 try:
                     self.handled[uid] = run_build_pod(self.cluster, pod)
                 except Exception as error:  # a failure here must show up in the test, not kill the thread
-                    # Tried again a few times: the apiserver may be away for a moment (fault tests).
-                    self._attempts[uid] = attempts = self._attempts.get(uid, 0) + 1
-                    if attempts >= ATTEMPTS:
+                    # Tried again for a while: the apiserver may be away for a moment (fault tests).
+                    first = self._failing_since.setdefault(uid, time.monotonic())
+                    if time.monotonic() - first > RETRY_SECONDS:
                         self.handled[uid] = {"error": repr(error)}
