@@ -7,8 +7,8 @@ module's own (the session's cluster is never disturbed).
   2 s, and a proxy between the operator and the apiserver cuts every connection now and then (as a load
   balancer's idle timeout does); kopf resumes each watch from its last resourceVersion, which etcd no longer
   holds: `410 Gone`, and kopf lists again;
-- API Priority and Fairness throttling the operator: a FlowSchema sends its user to a priority level of one
-  seat that rejects the rest (429 with Retry-After).
+- API Priority and Fairness throttling the operator: a FlowSchema sends its ServiceAccount to a priority
+  level of one seat and a queue of four, which rejects the rest (429 with Retry-After).
 
 Each time the operator must converge with no restart of its own (one process, one pid throughout), no
 duplicate conversion Job and nothing left behind; figures go into the chaos table.
@@ -230,9 +230,9 @@ def test_a_restarted_control_plane_component_during_reconciles_converges(
 
 
 def throttle(account: tuple[str, str]) -> list[dict[str, Any]]:
-    """A priority level of the smallest share (one seat with APISERVER_ARGS) that rejects what does not fit
-    (429 with Retry-After, no queueing), and a FlowSchema sending every request of the ServiceAccount
-    `account` (namespace, name) there, ahead of the built-in schemas."""
+    """A priority level of the smallest share (one seat with APISERVER_ARGS) and a queue of four, beyond which
+    requests are rejected (429 with Retry-After), and a FlowSchema sending every request of the
+    ServiceAccount `account` (namespace, name) there, ahead of the built-in schemas."""
     namespace, name = account
     return [
         {
@@ -245,7 +245,11 @@ def throttle(account: tuple[str, str]) -> list[dict[str, Any]]:
                     "nominalConcurrencyShares": 1,
                     "lendablePercent": 0,
                     "borrowingLimitPercent": 0,
-                    "limitResponse": {"type": "Reject"},
+                    # One queue of four: what waits longer, or does not fit, is rejected (429).
+                    "limitResponse": {
+                        "type": "Queue",
+                        "queuing": {"queues": 1, "handSize": 1, "queueLengthLimit": 4},
+                    },
                 },
             },
         },
@@ -347,7 +351,7 @@ def test_priority_and_fairness_throttling_the_operator_backs_off_and_converges(
     print(f"\n{rejected} writes of the operator rejected (429); converged {seconds:.1f}s after the apply")
     chaos_report.add(
         Figure(
-            "API Priority and Fairness: the operator's ServiceAccount at one seat, the rest rejected (429)",
+            "API Priority and Fairness: the operator's ServiceAccount at one seat and 4 queued, the rest 429",
             rejected,
             len(expected),
             "backed off, converged, operator not restarted",

@@ -146,6 +146,10 @@ def test_the_wait_an_apiserver_asks_for_is_read_from_retry_after() -> None:
     assert retry_after(_api_error(429, {})) is None
     assert retry_after(_api_error(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
     assert retry_after(RuntimeError("not the API's")) is None
+    # API Priority and Fairness answers in plain text: lightkube raises httpx's error, not ApiError.
+    request = httpx2.Request("GET", "https://127.0.0.1/api/v1/pods")
+    plain = httpx2.Response(429, headers={"Retry-After": "2"}, text="Too many requests", request=request)
+    assert retry_after(httpx2.HTTPStatusError("429", request=request, response=plain)) == 2
 
 
 async def test_a_throttled_reconcile_waits_at_least_as_long_as_the_apiserver_asked() -> None:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+import httpx2
 from lightkube import ApiError
 
 Key = TypeVar("Key", bound=Hashable)
@@ -140,8 +141,9 @@ TRANSIENT_CODES = frozenset({409, 429, 500, 502, 503, 504})
 
 def retry_after(error: Exception) -> float | None:
     """The wait an apiserver asked for with its answer (429 from API Priority and Fairness, 503 while it
-    shuts down): the Retry-After header, in seconds; None when it asked for none."""
-    if not isinstance(error, ApiError) or error.response is None:
+    shuts down): the Retry-After header, in seconds; None when it asked for none. APF's 429 comes as plain
+    text, which lightkube raises as httpx's HTTPStatusError rather than its ApiError (a subclass)."""
+    if not isinstance(error, httpx2.HTTPStatusError):
         return None
     value = error.response.headers.get("Retry-After", "")
     try:
@@ -154,6 +156,8 @@ def _transient(error: Exception) -> bool:
     """Errors of the API or the connection to it, not of our code: their traceback says nothing new."""
     if isinstance(error, ApiError):
         return int(error.status.code or 0) in TRANSIENT_CODES
+    if isinstance(error, httpx2.HTTPStatusError):  # an answer without a Status body (APF's 429)
+        return error.response.status_code in TRANSIENT_CODES
     return isinstance(error, OSError | TimeoutError) or type(error).__module__.startswith(
         ("httpx", "httpcore")
     )
