@@ -324,6 +324,10 @@ def test_priority_and_fairness_throttling_the_operator_backs_off_and_converges(
 ) -> None:
     namespace, models = workload
     cluster = faulty.cluster
+    # The earlier tests' namespaces gone first: throttling alone is the fault here. (Twice in six runs, an
+    # operator started under this throttle while two of them were still terminating never saw its Jobs
+    # complete: kopf left events of those namespaces' objects unprocessed. Not diagnosed further yet.)
+    eventually(lambda: _other_namespaces(cluster, namespace) == [], timeout=180, interval=2)
     with fresh_namespace(cluster, "chaos-operator") as home:
         kubeconfig = _service_account_kubeconfig(faulty, home)
         user = f"system:serviceaccount:{home}:nimify-operator"
@@ -358,6 +362,11 @@ def test_priority_and_fairness_throttling_the_operator_backs_off_and_converges(
             seconds,
         )
     )
+
+
+def _other_namespaces(cluster: ExistingCluster, namespace: str) -> list[str]:
+    names = [item["metadata"]["name"] for item in get_json(cluster, "namespaces")["items"]]
+    return [name for name in names if name.startswith("e2e-") and name != namespace]
 
 
 def _throttled(faulty: Faulty, user: str) -> int:
