@@ -63,6 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluste
             local.audit_log,
             real_node=local.node,
             real_node_absent=local.real_node_absent,
+            directory=local.directory,
         )
     finally:
         stop_cluster(local.directory)

@@ -28,6 +28,9 @@ class ExistingCluster(KubectlClient):
     real_node: RealNodeInfo | None = None
     #: Why it has none (`NIMIFY_REAL_NODE=off`, not root, missing packages, another cluster holds it).
     real_node_absent: str | None = None
+    #: The local cluster's directory (state, logs), when this session started it: helpers that join the
+    #: cluster as host processes (the metrics stack) load it from there.
+    directory: Path | None = None
 
 
 def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) -> None:

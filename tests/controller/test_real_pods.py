@@ -50,6 +50,10 @@ class HostOperator:
     node: RealNodeInfo
     log: Path
     metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
+    #: The namespaces it watches (a glob): each module's operator its own.
+    namespaces: str = WATCHED
+    #: More NIMIFY_* settings.
+    settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -61,11 +65,15 @@ class HostOperator:
                 "NIMIFY_METRICS_PORT": str(self.metrics_port),
                 "NIMIFY_RESYNC_SECONDS": "10",
             }
+            | self.settings
         )
         nimify = Path(sys.executable).parent / "nimify"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(nimify), "run", "--namespace", WATCHED], env=env, stdout=out, stderr=subprocess.STDOUT
+                [str(nimify), "run", "--namespace", self.namespaces],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def stop(self) -> None:
