@@ -3,8 +3,9 @@
 Two paths, one test each, on the same loop: a NimService with minReplicas 1 / maxReplicas 3 Ready on one
 replica; its autoscaler reports the metric (ScalingActive True); a bounded load through the Service's
 ClusterIP scales it to at least 2 replicas, each of which answers an inference sent to its own pod IP; after
-the load stops it scales back to 1. Meanwhile the operator writes nothing to the Deployment (the
-apiserver's audit log), while the autoscaler's writes to deployments/scale show up there.
+the load stops it scales back to 1, and the NimService's status.autoscaler follows. Meanwhile the operator
+writes nothing to the Deployment (the apiserver's audit log), while the autoscaler's writes to
+deployments/scale show up there.
 
 - Queue time: KEDA's ScaledObject with the Prometheus trigger; Prometheus scrapes the Triton pods' metrics
   port on the real node; KEDA's metrics adapter serves the value to KEDA's HPA.
@@ -14,7 +15,9 @@ apiserver's audit log), while the autoscaler's writes to deployments/scale show 
 Why Triton's queue fills on CPU: the clients send full batches (batch size = the model's max_batch_size 8),
 so the dynamic batcher cannot merge requests, and one model instance (the default instancesPerGpu) runs one
 request at a time: every request that arrives while the instance is busy waits in Triton's queue, which is
-what nv_inference_queue_duration_us measures. More replicas split the same concurrency, so each queue shrinks.
+what nv_inference_queue_duration_us measures (about 3 ms per request at concurrency 16 here; the target is
+1 ms). More replicas split the same concurrency; on one 2-core machine they also share the same CPUs, so the
+queue shrinks less than it would on separate nodes, and the autoscaler goes to maxReplicas.
 
 The load reconnects every few seconds, as a fleet of clients would; kube-proxy balances connections, so new
 connections reach the new replicas. Short HPA behaviour windows (spec.autoscaling.behavior, which KEDA
@@ -34,14 +37,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import get_json
-from nimify.devcluster.metrics_stack import MetricsStack, metrics_stack_logs
+from nimify.devcluster.cluster import LocalCluster, get_json
+from nimify.devcluster.metrics_stack import BINARIES, MetricsStack, metrics_stack_logs
 from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
@@ -83,8 +87,11 @@ BOUNDS = {"minReplicas": 1, "maxReplicas": 3, "behavior": BEHAVIOR}
 #: The load: at most this long, in chunks of new connections.
 LOAD_SECONDS = 120.0
 CHUNK_SECONDS = 5.0
-CONCURRENCY = int(os.environ.get("NIMIFY_TEST_SCALING_CONCURRENCY", "16"))
+CONCURRENCY = 16
 BATCH_SIZE = 8
+#: Targets: 1 ms of queue per request; half the CPU request.
+QUEUE_TIME_TARGET = 1000
+CPU_TARGET = 50
 #: The Triton pods' CPU request (the HPA's 100 %); no limit, as the operator renders it.
 CPU_REQUEST = "100m"
 READ_VERBS = ("get", "list", "watch")
@@ -92,11 +99,33 @@ READ_VERBS = ("get", "list", "watch")
 
 @pytest.fixture(scope="module")
 def stack(cluster: ExistingCluster, real_node: RealNodeInfo) -> Iterator[MetricsStack]:
+    started_at = time.monotonic()
     with metrics_stack_on(cluster) as started:
+        print(f"\n== metrics stack up on the session's cluster in {time.monotonic() - started_at:.1f}s")
         yield started
+        print("\n== metrics stack, at the end: " + process_costs(cluster, started))
     # The session's cluster lives on: no aggregated API of the stack may remain (it would fail discovery).
     left = cluster.kubectl("get", "apiservices", "-o", "name").stdout
     assert "metrics.k8s.io" not in left, left
+
+
+def process_costs(cluster: ExistingCluster, stack: MetricsStack) -> str:
+    """Resident memory and CPU time so far of each of the stack's processes (what it costs a CI run)."""
+    assert cluster.directory is not None
+    pids = LocalCluster.load(cluster.directory).pids
+    ticks = os.sysconf("SC_CLK_TCK")
+    costs = []
+    for component in stack.components:
+        for binary in BINARIES[component]:
+            proc = Path(f"/proc/{pids[binary]}")
+            rss = next(
+                line for line in (proc / "status").read_text().splitlines() if line.startswith("VmRSS")
+            )
+            # utime and stime are fields 14 and 15 of stat; the command name (field 2) has no spaces here.
+            fields = (proc / "stat").read_text().split()
+            cpu = (int(fields[13]) + int(fields[14])) / ticks
+            costs.append(f"{binary} {int(rss.split()[1]) // 1024} MiB, {cpu:.1f}s CPU")
+    return "; ".join(costs)
 
 
 @pytest.fixture(scope="module")
@@ -221,14 +250,26 @@ def prometheus_value(stack: MetricsStack, query: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def hpa_metric(hpa: dict[str, Any]) -> str:
-    """The HPA's view of its first metric (currentMetrics), as it reports it."""
+def hpa_metric(hpa: dict[str, Any]) -> float | None:
+    """The HPA's view of its first metric (status.currentMetrics): a utilization in percent, or a value."""
     current = (hpa.get("status", {}).get("currentMetrics") or [{}])[0]
     for kind in ("external", "resource", "pods"):
         if kind in current:
             value = current[kind]["current"]
-            return str(value.get("averageUtilization", value.get("averageValue", value.get("value"))))
-    return "?"
+            if "averageUtilization" in value:
+                return float(value["averageUtilization"])
+            return _quantity(value.get("averageValue") or value["value"])
+    return None
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # seconds since the load started
+    replicas: int  # the Deployment's spec.replicas (the autoscaler's)
+    ready: int
+    nimservice: str  # status.autoscaler current/desired, as the NimService reports them
+    hpa: float | None  # the HPA's own view of its metric
+    metric: float | None  # the metric at its source (Prometheus, metrics-server)
 
 
 @dataclass
@@ -236,28 +277,33 @@ class Figures:
     """What one scaling run saw, seconds since the load started."""
 
     path: str
-    samples: list[tuple[float, int, int, str, float | None]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     scaled_to_two: float | None = None
     two_ready: float | None = None
     load_stopped: float | None = None
     scaled_to_one: float | None = None
     load: dict[str, Any] = field(default_factory=dict)
+    #: Pod -> seconds since the load started when it answered on its own address.
+    served: dict[str, float] = field(default_factory=dict)
     scale_writes: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"== autoscaling on real pods: {self.path}"]
-        lines += [
+        lines = [
+            f"== autoscaling on real pods: {self.path}",
             f"  scale-up: replicas >= 2 at {self.scaled_to_two}s, 2 Ready at {self.two_ready}s after the "
             f"load started; load stopped at {self.load_stopped}s; back to 1 replica "
             f"{self.scale_down_seconds}s after the load stopped",
             f"  load: {self.load}",
+            f"  served on their pod IPs: {self.served}",
             f"  deployments/scale writes: {self.scale_writes}",
-            "  t(s)  replicas  ready  hpa-metric  metric",
+            "   t(s)  replicas  ready  nimservice(cur/des)  hpa-metric  source-metric",
         ]
-        lines += [
-            f"  {t:5.1f}  {replicas:8d}  {ready:5d}  {hpa:>10}  {'-' if value is None else round(value, 1)}"
-            for t, replicas, ready, hpa, value in self.samples
-        ]
+        for s in self.samples:
+            hpa = "-" if s.hpa is None else f"{s.hpa:.1f}"
+            metric = "-" if s.metric is None else f"{s.metric:.1f}"
+            lines.append(
+                f"  {s.at:5.1f}  {s.replicas:8d}  {s.ready:5d}  {s.nimservice:>19}  {hpa:>10}  {metric:>13}"
+            )
         return "\n".join(lines)
 
     @property
@@ -265,6 +311,9 @@ class Figures:
         if self.scaled_to_one is None or self.load_stopped is None:
             return None
         return round(self.scaled_to_one - self.load_stopped, 1)
+
+    def peak(self, of: str) -> float:
+        return max((getattr(s, of) or 0.0) for s in self.samples)
 
 
 def operator_writes(
@@ -336,17 +385,47 @@ def scale_up_and_down(
         raise AssertionError(
             f"ScalingActive: {nimservice_condition(cluster, namespace, 'ScalingActive')}\n{diagnose()}"
         ) from None
+    # spec.autoscaling.behavior reached the HPA that computes the replicas (KEDA's, for a ScaledObject).
+    live_behavior = get_json(cluster, f"hpa/{hpa_name}", "-n", namespace)["spec"]["behavior"]
+    assert live_behavior["scaleDown"]["stabilizationWindowSeconds"] == 10, live_behavior
 
     load = ChunkedLoad(urllib.parse.urlsplit(url).netloc, NAME)
     since = time.time()
     load.start()
 
+    expected = OnnxRuntimeModel(model.path).run({"input": INPUT})["logits"]
+
+    def serve_new_pods(at: float) -> None:
+        """An inference on its own address for every Ready replica not asked yet: each pod the autoscaler
+        adds serves, as ONNX Runtime answers."""
+        for pod in serving_pods(cluster, namespace, NAME):
+            name, status = pod["metadata"]["name"], pod.get("status", {})
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+            if name in figures.served or not ready or pod["metadata"].get("deletionTimestamp"):
+                continue
+            assert pod["spec"]["nodeName"] == node.name
+            answer = infer(f"http://{status['podIP']}:8000", NAME, INPUT)
+            np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+            figures.served[name] = at
+
     def sample() -> tuple[int, int]:
+        """Record one sample; (replicas, ready) once the HPA wants what the Deployment has, else ready -1."""
         live = deployment(cluster, namespace)
         replicas, ready = live["spec"].get("replicas", 1), live.get("status", {}).get("readyReplicas", 0)
         hpa = get_json(cluster, f"hpa/{hpa_name}", "-n", namespace)
+        reported = get_json(cluster, f"nimservice/{NAME}", "-n", namespace)["status"].get("autoscaler", {})
         at = round(time.monotonic() - load.started, 1)
-        figures.samples.append((at, replicas, ready, hpa_metric(hpa), metric()))
+        figures.samples.append(
+            Sample(
+                at,
+                replicas,
+                ready,
+                f"{reported.get('currentReplicas')}/{reported.get('desiredReplicas')}",
+                hpa_metric(hpa),
+                metric(),
+            )
+        )
+        serve_new_pods(at)
         if replicas >= 2 and figures.scaled_to_two is None:
             figures.scaled_to_two = at
         if ready >= 2 and figures.two_ready is None:
@@ -366,28 +445,32 @@ def scale_up_and_down(
             raise AssertionError(
                 f"no scale-up within the load's {LOAD_SECONDS:.0f}s\n{figures.report()}\n{diagnose()}"
             )
-
-        # Every replica, the new ones included, answers on its own address what ONNX Runtime answers.
-        expected = OnnxRuntimeModel(model.path).run({"input": INPUT})["logits"]
-        pods = [
-            p for p in serving_pods(cluster, namespace, NAME) if not p["metadata"].get("deletionTimestamp")
-        ]
-        assert len(pods) >= 2, pods
-        for pod in pods:
-            assert pod["spec"]["nodeName"] == node.name
-            answer = infer(f"http://{pod['status']['podIP']}:8000", NAME, INPUT)
-            np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
     finally:
         load.finish()
     figures.load_stopped = round(load.ended - load.started, 1)
     figures.load = load.summary()
 
+    # Back to minReplicas; replicas the autoscaler still adds meanwhile (its metric window) must serve too.
     deadline = time.monotonic() + 240
     while figures.scaled_to_one is None and time.monotonic() < deadline:
         sample()
         time.sleep(3)
     assert figures.scaled_to_one is not None, f"no scale-down\n{figures.report()}\n{diagnose()}"
     eventually(lambda: len(serving_pods(cluster, namespace, NAME)) == 1, timeout=90, interval=2)
+    assert len(figures.served) >= 2, figures.report()
+    # The NimService reported the autoscaler's replicas on the way up and on the way down.
+    counts = [s.nimservice for s in figures.samples]
+    assert any(c.endswith(("/2", "/3")) for c in counts), figures.report()
+    eventually(
+        lambda: (
+            get_json(cluster, f"nimservice/{NAME}", "-n", namespace)["status"]["autoscaler"].get(
+                "desiredReplicas"
+            )
+            == 1
+        ),
+        timeout=60,
+        interval=2,
+    )
 
     writes, figures.scale_writes = operator_writes(cluster, namespace, since)
     print("\n" + figures.report())
@@ -401,7 +484,7 @@ def test_queue_time_scales_a_keda_scaled_object_up_and_down(
     cluster: ExistingCluster, real_node: RealNodeInfo, stack: MetricsStack, scaling: tuple[str, Model]
 ) -> None:
     namespace, model = scaling
-    autoscaling = {**BOUNDS, "autoscaler": "KEDA", "targetQueueTimeMicroseconds": 2000}
+    autoscaling = {**BOUNDS, "autoscaler": "KEDA", "targetQueueTimeMicroseconds": QUEUE_TIME_TARGET}
 
     def queue_time() -> float | None:
         (trigger,) = get_json(cluster, f"scaledobject/{NAME}", "-n", namespace)["spec"]["triggers"]
@@ -426,15 +509,16 @@ def test_queue_time_scales_a_keda_scaled_object_up_and_down(
         Figures("KEDA, queue time (µs)"),
         diagnose,
     )
-    peak = max(value or 0 for *_, value in figures.samples)
-    assert peak > 2000, f"the queue time never exceeded its target: {figures.report()}"
+    assert figures.peak("metric") > QUEUE_TIME_TARGET, (
+        f"the queue never exceeded its target: {figures.report()}"
+    )
 
 
 def test_cpu_utilization_scales_an_hpa_up_and_down(
     cluster: ExistingCluster, real_node: RealNodeInfo, stack: MetricsStack, scaling: tuple[str, Model]
 ) -> None:
     namespace, model = scaling
-    autoscaling = {**BOUNDS, "autoscaler": "HorizontalPodAutoscaler", "targetCpuUtilization": 50}
+    autoscaling = {**BOUNDS, "autoscaler": "HorizontalPodAutoscaler", "targetCpuUtilization": CPU_TARGET}
 
     def cpu_millicores() -> float | None:
         """The serving pods' CPU use in millicores, summed, as metrics-server reports it."""
@@ -469,13 +553,17 @@ def test_cpu_utilization_scales_an_hpa_up_and_down(
         Figures("HPA, CPU utilization (% of 100m; metric column: millicores, all pods)"),
         diagnose,
     )
-    peak = max(int(hpa) for _, _, _, hpa, _ in figures.samples if hpa.isdigit())
-    assert peak > 50, f"CPU utilization never exceeded its target: {figures.report()}"
+    assert figures.peak("hpa") > CPU_TARGET, f"CPU utilization never exceeded its target: {figures.report()}"
 
 
 def _millicores(quantity: str) -> float:
     """A CPU quantity as metrics.k8s.io writes it (nanocores `n`, microcores `u`, millicores `m`, cores)."""
-    for suffix, scale in (("n", 1e-6), ("u", 1e-3), ("m", 1.0)):
+    return _quantity(quantity) * 1000
+
+
+def _quantity(quantity: str) -> float:
+    """A Kubernetes quantity as the metrics APIs write it (`n`, `u`, `m` suffixes, or none)."""
+    for suffix, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3)):
         if quantity.endswith(suffix):
             return float(quantity[: -len(suffix)]) * scale
-    return float(quantity) * 1000
+    return float(quantity)
