@@ -31,6 +31,7 @@ import asyncio
 import datetime
 import json
 import os
+import shutil
 import threading
 import time
 import urllib.parse
@@ -98,26 +99,38 @@ READ_VERBS = ("get", "list", "watch")
 
 
 @pytest.fixture(scope="module")
-def stack(cluster: ExistingCluster, real_node: RealNodeInfo) -> Iterator[MetricsStack]:
+def stack(
+    cluster: ExistingCluster, real_node: RealNodeInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MetricsStack]:
     started_at = time.monotonic()
     with metrics_stack_on(cluster) as started:
         print(f"\n== metrics stack up on the session's cluster in {time.monotonic() - started_at:.1f}s")
         yield started
-        print("\n== metrics stack, at the end: " + process_costs(cluster, started))
+        costs, exited = process_costs(cluster, started)
+        print("\n== metrics stack, at the end: " + "; ".join(costs))
+        # The logs outlive the session's cluster directory, for a look afterwards.
+        shutil.copytree(
+            started.directory / "logs", tmp_path_factory.mktemp("metrics-stack-logs"), dirs_exist_ok=True
+        )
+        assert not exited, f"{exited} exited while the tests ran:\n{metrics_stack_logs(started, 40)}"
     # The session's cluster lives on: no aggregated API of the stack may remain (it would fail discovery).
     left = cluster.kubectl("get", "apiservices", "-o", "name").stdout
     assert "metrics.k8s.io" not in left, left
 
 
-def process_costs(cluster: ExistingCluster, stack: MetricsStack) -> str:
-    """Resident memory and CPU time so far of each of the stack's processes (what it costs a CI run)."""
+def process_costs(cluster: ExistingCluster, stack: MetricsStack) -> tuple[list[str], list[str]]:
+    """Resident memory and CPU time so far of each of the stack's processes (what it costs a CI run), and
+    the processes that are no longer there."""
     assert cluster.directory is not None
     pids = LocalCluster.load(cluster.directory).pids
     ticks = os.sysconf("SC_CLK_TCK")
-    costs = []
+    costs, exited = [], []
     for component in stack.components:
         for binary in BINARIES[component]:
             proc = Path(f"/proc/{pids[binary]}")
+            if not proc.exists():
+                exited.append(binary)
+                continue
             rss = next(
                 line for line in (proc / "status").read_text().splitlines() if line.startswith("VmRSS")
             )
@@ -125,7 +138,7 @@ def process_costs(cluster: ExistingCluster, stack: MetricsStack) -> str:
             fields = (proc / "stat").read_text().split()
             cpu = (int(fields[13]) + int(fields[14])) / ticks
             costs.append(f"{binary} {int(rss.split()[1]) // 1024} MiB, {cpu:.1f}s CPU")
-    return "; ".join(costs)
+    return costs, exited
 
 
 @pytest.fixture(scope="module")

@@ -286,6 +286,12 @@ class _Stack:
         crds = sorted((keda_dir / "crds").glob("*.yaml"))
         if not crds:
             raise ClusterError(f"KEDA's CRDs are missing next to its binaries in {keda_dir}; rebuild keda")
+        if not any(path.name.startswith("eventing.keda.sh_") for path in crds):
+            # Its operator watches CloudEventSources too and exits two minutes after start without them.
+            raise ClusterError(
+                f"KEDA's eventing.keda.sh CRDs are missing in {keda_dir / 'crds'}; "
+                "run hack/ensure-metrics-stack.sh, which adds them"
+            )
         self.apply([yaml.safe_load(path.read_text()) for path in crds])
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NAMESPACE}}])
         operator_metrics, probes, grpc, adapter, adapter_metrics = free_ports(5)
