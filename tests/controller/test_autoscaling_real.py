@@ -16,8 +16,7 @@ Why Triton's queue fills on CPU: the clients send full batches (batch size = the
 so the dynamic batcher cannot merge requests, and one model instance (the default instancesPerGpu) runs one
 request at a time: every request that arrives while the instance is busy waits in Triton's queue, which is
 what nv_inference_queue_duration_us measures (about 3 ms per request at concurrency 16 here; the target is
-1 ms). More replicas split the same concurrency; on one 2-core machine they also share the same CPUs, so the
-queue shrinks less than it would on separate nodes, and the autoscaler goes to maxReplicas.
+1 ms). More replicas split the same concurrency (on one 2-core machine they also share the same CPUs).
 
 The load reconnects every few seconds, as a fleet of clients would; kube-proxy balances connections, so new
 connections reach the new replicas. Short HPA behaviour windows (spec.autoscaling.behavior, which KEDA
