@@ -51,7 +51,7 @@ from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
-from nimify.triton.load import LoadResult, run_load
+from nimify.triton.load import LoadResult, percentile, run_load
 from tests.controller.test_real_pods import (
     INPUT,
     HostOperator,
@@ -227,17 +227,14 @@ class ChunkedLoad:
     def summary(self) -> dict[str, Any]:
         requests = sum(r.requests for r in self.results)
         seconds = sum(r.duration_seconds for r in self.results)
-        latencies = sorted(latency for r in self.results for latency in r.latencies_seconds)
+        latencies = [latency for r in self.results for latency in r.latencies_seconds]
         return {
             "seconds": round(self.ended - self.started, 1),
             "requests": requests,
             "failed": sum(r.failed for r in self.results),
             "errors": self.errors[:3] + [e for r in self.results for e in r.errors][:3],
             "requestsPerSecond": round(requests / seconds, 1) if seconds else 0.0,
-            "latencyMs": {
-                f"p{q}": round(latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1000, 2)
-                for q in (50, 99)
-            }
+            "latencyMs": {f"p{q}": round(percentile(latencies, q) * 1000, 2) for q in (50, 99)}
             if latencies
             else {},
         }
