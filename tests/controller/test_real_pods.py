@@ -297,7 +297,10 @@ class RequestLoop:
 
 
 def test_a_model_update_rolls_the_pods_without_a_failed_request(
-    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+    cluster: ExistingCluster,
+    real_node: RealNodeInfo,
+    real: tuple[str, dict[str, Model]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     namespace, models = real
     apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
@@ -335,7 +338,11 @@ def test_a_model_update_rolls_the_pods_without_a_failed_request(
         watch.terminate()
         watch.wait(timeout=10)
     seconds = time.monotonic() - loop.started
-    print(f"\n{len(loop.answers)} requests in {seconds:.0f}s during the rollout, {len(loop.failures)} failed")
+    with capsys.disabled():  # the figure belongs in the run's log, passed or not
+        print(
+            f"\n[real node] {len(loop.answers)} requests in {seconds:.0f}s during the rollout, "
+            f"{len(loop.failures)} failed"
+        )
     print("\n".join(loop.timeline))
     assert not loop.failures, "\n".join(loop.timeline)
     assert len(loop.answers) >= 30
