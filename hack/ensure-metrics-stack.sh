@@ -3,7 +3,7 @@
 #   $NIMIFY_CACHE_DIR/bin/keda-metrics-server-<keda>-<metrics-server>/
 #     keda-operator, keda-adapter  (ScaledObjects; external.metrics.k8s.io)   github.com/kedacore/keda/v2
 #     metrics-server               (metrics.k8s.io: CPU from the kubelets)     sigs.k8s.io/metrics-server
-#     crds/                        KEDA's CRDs, from its module
+#     crds/                        KEDA's CRDs (keda.sh, eventing.keda.sh), from its module
 #   $NIMIFY_CACHE_DIR/bin/prometheus-<v>/prometheus  (scrapes Triton's metrics port)  github.com/prometheus/prometheus
 # Two builds: KEDA and metrics-server in one module (they share nearly all of metrics-server's packages),
 # Prometheus in its own (see build_prometheus for why). PROMETHEUS_VERSION is the one KEDA requires, so the
@@ -141,11 +141,24 @@ build_keda_metrics_server() {
   for b in keda-operator keda-adapter metrics-server; do
     [[ -x "$out/$b" ]] || { echo "ensure-metrics-stack: $b was not built" >&2; exit 1; }
   done
-  # KEDA's CRDs ship in its module; the dev cluster applies them from here.
-  mkdir -p "$out/crds"
-  cp "$(gomod_of "$keda" Dir)"/config/crd/bases/keda.sh_*.yaml "$out/crds/"
-  chmod u+w "$out"/crds/*.yaml
+  keda_crds "$out"
   rm -rf "$src/out"
+}
+
+# KEDA's CRDs ship in its module; the dev cluster applies them from DIR/crds. All of them: KEDA's operator
+# also watches the eventing.keda.sh kinds (CloudEventSource) and exits when their informers cannot sync,
+# two minutes after it starts. Run on every call too, for caches built when only keda.sh's were copied
+# (each file lands with an atomic rename, so concurrent runs are harmless).
+keda_crds() {
+  local crds="$1/crds" bases
+  bases="$(gomod_of "github.com/kedacore/keda/v2@$KEDA_VERSION" Dir)/config/crd/bases"
+  mkdir -p "$crds"
+  for crd in "$bases"/*.yaml; do
+    local name; name="$(basename "$crd")"
+    [[ -f "$crds/$name" ]] && continue
+    cp "$crd" "$crds/.$name.tmp"; chmod u+w "$crds/.$name.tmp"; mv "$crds/.$name.tmp" "$crds/$name"
+    log "added KEDA's CRD $name to $crds"
+  done
 }
 
 # Prometheus builds apart: in KEDA's graph minimal version selection takes KEDA's github.com/gobwas/glob
@@ -161,5 +174,6 @@ build_prometheus() {
 }
 
 keda_dir="$(build_component keda-metrics-server "$KEDA_VERSION-$METRICS_SERVER_VERSION" build_keda_metrics_server)"
+keda_crds "$keda_dir"
 prometheus_dir="$(build_component prometheus "$PROMETHEUS_VERSION" build_prometheus)"
 echo "$keda_dir:$prometheus_dir"

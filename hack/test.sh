@@ -29,10 +29,28 @@ if [[ $real_node == yes ]]; then
   # Built here (cached by content hash) so that progress shows; the cluster fixture finds them built.
   echo "== images"; .venv/bin/nimify dev-cluster images >/dev/null
 fi
-echo "== pytest"
 # pytest exits 5 when it collects nothing; that is a failure here, never a green run.
 status=0
-.venv/bin/pytest "$@" || status=$?
+if [[ $# -gt 0 ]]; then
+  echo "== pytest $*"
+  .venv/bin/pytest "$@" || status=$?
+else
+  # The whole suite as two pytest processes side by side: the tests on the session's cluster (one per
+  # machine: it may hold the real node) mostly wait on pods and controllers, so everything else (unit
+  # tests, real tritonservers, tests with clusters of their own, kwok-only) runs beside them instead of
+  # after them. Each half's exit code counts; the second half's output follows the first's.
+  beside_log="$(mktemp)"
+  trap 'rm -f "$beside_log"' EXIT
+  echo "== pytest: tests on the session's cluster (the other tests run beside them; their output follows)"
+  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "not session_cluster" --durations=15 >"$beside_log" 2>&1 &
+  beside=$!
+  .venv/bin/pytest -m session_cluster --durations=15 || status=$?
+  beside_status=0
+  wait "$beside" || beside_status=$?
+  echo "== pytest: the other tests (beside the cluster's)"
+  cat "$beside_log"
+  if [[ $beside_status -ne 0 ]]; then status=$beside_status; fi
+fi
 if [[ $real_node == yes ]]; then
   echo "== real node leftovers"
   .venv/bin/nimify dev-cluster leftovers || status=1

@@ -41,6 +41,15 @@ def _bin_path() -> str:
     return path
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the session's cluster are marked `session_cluster`: hack/test.sh runs them in one pytest
+    process (one cluster, one real node per machine) and every other test in a second one beside it."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.session_cluster)
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
     if kubeconfig := os.environ.get("NIMIFY_TEST_KUBECONFIG"):

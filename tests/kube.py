@@ -28,7 +28,8 @@ class ExistingCluster(KubectlClient):
     real_node: RealNodeInfo | None = None
     #: Why it has none (`NIMIFY_REAL_NODE=off`, not root, missing packages, another cluster holds it).
     real_node_absent: str | None = None
-    #: The local cluster's directory (its state: `LocalCluster.load`), when this session started it.
+    #: The local cluster's directory (state, logs), when this session started it: helpers that join the
+    #: cluster as host processes (the metrics stack) load it from there.
     directory: Path | None = None
 
 

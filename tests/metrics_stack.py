@@ -1,4 +1,6 @@
-"""A local cluster with the metrics pipeline (metrics-server, Prometheus, KEDA), for the tests that need it.
+"""The metrics pipeline (metrics-server, Prometheus, KEDA) for the tests that need it: on a local cluster of
+its own (kwok-only), or on the session's cluster for a while (the real node is one per machine, so tests that
+need it and the pipeline share the session's cluster).
 
 Built binaries come from hack/ensure-metrics-stack.sh (cached; a cold machine builds them here, minutes) or
 NIMIFY_METRICS_BIN_PATH; the control plane from NIMIFY_BIN_PATH or hack/ensure-binaries.sh.
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nimify.devcluster.cluster import LocalCluster, running_cluster
-from nimify.devcluster.metrics_stack import COMPONENTS, MetricsStack, start_metrics_stack
+from nimify.devcluster.metrics_stack import COMPONENTS, MetricsStack, start_metrics_stack, stop_metrics_stack
 from tests.kube import ExistingCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +60,18 @@ def metrics_cluster(
     metrics = metrics_bin_path()
     with running_cluster(name, bin_path, directory) as local:
         yield MetricsCluster(local, start_metrics_stack(local, metrics, components))
+
+
+@contextlib.contextmanager
+def metrics_stack_on(
+    cluster: ExistingCluster, components: Sequence[str] = COMPONENTS
+) -> Iterator[MetricsStack]:
+    """The pipeline on the session's local cluster, stopped afterwards (that cluster lives on)."""
+    if cluster.directory is None:
+        raise RuntimeError("the metrics stack joins a local cluster this session started")
+    local = LocalCluster.load(cluster.directory)
+    stack = start_metrics_stack(local, metrics_bin_path(), components)
+    try:
+        yield stack
+    finally:
+        stop_metrics_stack(local, stack)

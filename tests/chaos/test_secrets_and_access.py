@@ -260,8 +260,7 @@ def test_credentials_never_appear(
         texts = what_may_not_hold_secrets(cluster, ns, chaos_operator, build_pods)
         hits = [(where, secret) for where, text in texts.items() for secret in SECRETS if secret in text]
         assert hits == []
-        # Not for want of occasions: the specs hold them, and the operator logged request URLs with queries.
-        # (Whole NimServices no more: with event handlers only, kopf has no creation to log.)
+        # Not for want of occasions: the specs hold them, and the operator's log redacted what it logged.
         assert SIGNATURE in json.dumps(get_json(cluster, "nimservice/presigned", "-n", ns)["spec"])
         assert "?<redacted>" in texts["operator log"]
         # The credentials secrets reach the Job by name only, never by value; the spec carries none.

@@ -3,7 +3,7 @@ the ScaledObject or the HPA, never both, and the autoscaler's own verdict on the
 
 kwok's Triton pods serve no metrics (and Prometheus never scrapes toward them), so here every autoscaler
 reports its metric missing: exactly what ScalingActive must surface. The real scaling under load runs on the
-real node (tests/autoscaling/test_scaling_e2e.py).
+real node (tests/controller/test_autoscaling_real.py).
 """
 
 from __future__ import annotations

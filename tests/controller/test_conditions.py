@@ -412,6 +412,16 @@ def test_a_failure_warns_once_whichever_conditions_carry_it() -> None:
     assert events_for(failed, failed, NORMAL) == []
 
 
+def test_an_autoscaler_in_trouble_warns_and_one_that_works_is_no_news() -> None:
+    ready = listed(("Ready", "True", "Serving"))
+    pending = [*ready, *listed(("ScalingActive", "Unknown", "AutoscalerPending"))]
+    missing = [*ready, *listed(("ScalingActive", "False", "MetricUnavailable"))]
+    active = [*ready, *listed(("ScalingActive", "True", "ScalingActive"))]
+    steps = [(ready, pending), (pending, missing), (missing, missing), (missing, active), (active, missing)]
+    posted = [(kind, c.reason) for before, after in steps for kind, c in events_for(before, after, NORMAL)]
+    assert posted == [("Warning", "MetricUnavailable"), ("Warning", "MetricUnavailable")]
+
+
 def test_losing_readiness_for_a_problem_warns_and_regaining_it_is_news() -> None:
     serving = listed(("Ready", "True", "Serving"))
     trouble = listed(("Ready", "False", "CrashLoopBackOff"))

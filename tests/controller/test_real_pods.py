@@ -2,8 +2,8 @@
 
 The conversion Job's pod runs `nimify convert` in the nimify image, the Triton pod runs the triton-cpu image
 with the production config.pbtxt, readiness comes from Triton's own probes, and inferences travel through the
-Service's ClusterIP (kube-proxy) from this machine. The operator runs on this machine for most tests, and
-as a pod of the nimify image with a ServiceAccount in the last one.
+Service's ClusterIP (kube-proxy) from this machine. The operator runs on this machine here; as a pod of the
+nimify image, installed with the Helm chart, in tests/install/test_chart_real_node.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,12 @@ import pytest
 import yaml
 
 from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import SERVICE_IP, KubectlError, free_ports, get_json
+from nimify.devcluster.cluster import free_ports, get_json
 from nimify.devcluster.real_node import RealNodeInfo, operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
-from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.render.identity import COMPONENT_SERVER
-from nimify.render.pod_security import container_security_context, pod_security_context
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
@@ -53,6 +50,10 @@ class HostOperator:
     node: RealNodeInfo
     log: Path
     metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
+    #: The namespaces it watches (a glob): each module's operator its own.
+    namespaces: str = WATCHED
+    #: More NIMIFY_* settings.
+    settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -64,11 +65,15 @@ class HostOperator:
                 "NIMIFY_METRICS_PORT": str(self.metrics_port),
                 "NIMIFY_RESYNC_SECONDS": "10",
             }
+            | self.settings
         )
         nimify = Path(sys.executable).parent / "nimify"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(nimify), "run", "--namespace", WATCHED], env=env, stdout=out, stderr=subprocess.STDOUT
+                [str(nimify), "run", "--namespace", self.namespaces],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def stop(self) -> None:
@@ -292,7 +297,10 @@ class RequestLoop:
 
 
 def test_a_model_update_rolls_the_pods_without_a_failed_request(
-    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+    cluster: ExistingCluster,
+    real_node: RealNodeInfo,
+    real: tuple[str, dict[str, Model]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     namespace, models = real
     apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
@@ -330,7 +338,11 @@ def test_a_model_update_rolls_the_pods_without_a_failed_request(
         watch.terminate()
         watch.wait(timeout=10)
     seconds = time.monotonic() - loop.started
-    print(f"\n{len(loop.answers)} requests in {seconds:.0f}s during the rollout, {len(loop.failures)} failed")
+    with capsys.disabled():  # the figure belongs in the run's log, passed or not
+        print(
+            f"\n[real node] {len(loop.answers)} requests in {seconds:.0f}s during the rollout, "
+            f"{len(loop.failures)} failed"
+        )
     print("\n".join(loop.timeline))
     assert not loop.failures, "\n".join(loop.timeline)
     assert len(loop.answers) >= 30
@@ -418,123 +430,3 @@ def test_an_oom_killed_replica_shows_in_status_and_recovers_with_more_memory(
     np.testing.assert_allclose(
         answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
     )
-
-
-# --- the operator as a pod --------------------------------------------------------------------------------
-
-
-def operator_rbac(name: str, namespace: str) -> list[dict[str, Any]]:
-    """The operator's least-privilege RBAC (generated from the code, as the Helm chart's), bound to a
-    ServiceAccount of its own."""
-    rules = [
-        {"apiGroups": [grant.group], "resources": [grant.resource], "verbs": list(grant.verbs)}
-        for grant in operator_grants()
-    ]
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "nimify-operator", "namespace": namespace},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name},
-            "rules": rules,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "nimify-operator", "namespace": namespace}],
-        },
-    ]
-
-
-def operator_deployment(node: RealNodeInfo, watched: str) -> dict[str, Any]:
-    env = operator_environment(node) | {"NIMIFY_METRICS_PORT": "8080", "NIMIFY_RESYNC_SECONDS": "10"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "nimify-operator"},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},  # one operator at a time (kopf's recipe)
-            "selector": {"matchLabels": {"app": "nimify-operator"}},
-            "template": {
-                "metadata": {"labels": {"app": "nimify-operator"}},
-                "spec": {
-                    "serviceAccountName": "nimify-operator",
-                    # kopf reaches the apiserver in a pod as https://kubernetes.default.svc (a DNS name; the
-                    # local cluster has no DNS), where client-go would use KUBERNETES_SERVICE_HOST.
-                    "hostAliases": [{"ip": SERVICE_IP, "hostnames": ["kubernetes.default.svc"]}],
-                    "runtimeClassName": node.runtime_class,
-                    "terminationGracePeriodSeconds": 5,
-                    "securityContext": pod_security_context(),
-                    "containers": [
-                        {
-                            "name": "operator",
-                            "image": node.images["nimify"],
-                            "imagePullPolicy": "Never",
-                            "args": [
-                                "run",
-                                "--namespace",
-                                watched,
-                                "--liveness",
-                                "http://0.0.0.0:8081/healthz",
-                            ],
-                            "env": [{"name": k, "value": v} for k, v in env.items()],
-                            "ports": [{"name": "metrics", "containerPort": 8080}],
-                            "livenessProbe": {
-                                "httpGet": {"path": "/healthz", "port": 8081},
-                                "periodSeconds": 10,
-                            },
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "256Mi"},
-                                "limits": {"memory": "1Gi"},
-                            },
-                            "securityContext": container_security_context(),
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }
-
-
-def test_the_operator_runs_as_a_pod_and_reconciles_to_ready(
-    cluster: ExistingCluster, nimservice_crd: str, real_node: RealNodeInfo
-) -> None:
-    rbac_name = f"nimify-operator-{uuid.uuid4().hex[:6]}"
-    with fresh_namespace(cluster, "operator") as home, fresh_namespace(cluster, "inpod") as namespace:
-        try:
-            # An exact namespace, as the Helm chart passes them: kopf then lists no Namespaces, and the
-            # generated RBAC grants none.
-            apply(cluster, home, *operator_rbac(rbac_name, home), operator_deployment(real_node, namespace))
-            cluster.kubectl(
-                "rollout", "status", "-n", home, "deployment/nimify-operator", "--timeout=120s", timeout=130
-            )
-            (pod,) = get_json(cluster, "pods", "-n", home, "-l", "app=nimify-operator")["items"]
-            assert pod["spec"]["nodeName"] == real_node.name
-
-            models = store_models(cluster, namespace)
-            apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
-            try:
-                nim = wait_ready(cluster, namespace, "mlp")
-            except KubectlError as error:
-                logs = cluster.kubectl(
-                    "logs", "-n", home, "deployment/nimify-operator", "--tail=40", check=False
-                )
-                raise AssertionError(f"{error}\noperator log:\n{logs.stdout}{logs.stderr}") from None
-            assert condition(nim, "Ready")["reason"] == "Serving"
-            managed = get_json(cluster, "deployment/mlp", "-n", namespace, "--show-managed-fields")
-            assert "nimify-operator" in {m["manager"] for m in managed["metadata"]["managedFields"]}
-            # Its requests came with the ServiceAccount's identity, through the `kubernetes` Service.
-            answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
-            expected = OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"]
-            np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
-        finally:
-            cluster.kubectl("delete", "clusterrolebinding,clusterrole", rbac_name, check=False)

@@ -61,8 +61,11 @@ class Release:
 
 
 def can_i(cluster: ExistingCluster, user: str, verb: str, resource: str, *scope: str) -> bool:
-    """`kubectl auth can-i VERB RESOURCE --as=USER SCOPE...`: the apiserver's own RBAC answer."""
-    result = cluster.kubectl("auth", "can-i", verb, resource, f"--as={user}", *scope, check=False)
+    """`kubectl auth can-i VERB RESOURCE --as=USER SCOPE...`: the apiserver's own RBAC answer. A
+    `resource/subresource` is asked as such (kubectl reads `resource/x` as the object named x otherwise)."""
+    resource, _, subresource = resource.partition("/")
+    sub = (f"--subresource={subresource}",) if subresource else ()
+    result = cluster.kubectl("auth", "can-i", verb, resource, *sub, f"--as={user}", *scope, check=False)
     answer = result.stdout.strip()
     assert answer in ("yes", "no"), f"can-i {verb} {resource}: {result.stdout}{result.stderr}"
     return answer == "yes"

@@ -153,12 +153,14 @@ def demo(
     directory: DirOption = None,
     real_node: RealNodeOption = "auto",
 ) -> None:
-    """Start a cluster with the operator and serve a small ONNX model through a NimService; on the real node
-    it ends with an inference answer from Triton next to ONNX Runtime's."""
+    """Start a cluster, install Nimify (with its Helm chart where the real node runs) and serve a small ONNX
+    model through a NimService; on the real node it ends with an inference answer from Triton next to ONNX
+    Runtime's."""
     import httpx
 
+    from nimify.devcluster.chart_release import HelmError
     from nimify.devcluster.cluster import ClusterError, start_cluster
-    from nimify.devcluster.demo import NAMESPACE, SERVICE, run_demo, show_inference
+    from nimify.devcluster.demo import NAMESPACE, RELEASE_NAMESPACE, SERVICE, run_demo, show_inference
     from nimify.devcluster.real_node import RealNodeError, RealNodeMode
 
     if not bin_path:
@@ -170,12 +172,21 @@ def demo(
         cluster = start_cluster(name, bin_path, directory, real_node=RealNodeMode(real_node), log=say)
         console.print(f"cluster [bold]{name}[/] is up: {cluster.server}")
         run_demo(cluster, say)
-    except (ClusterError, RealNodeError, subprocess.CalledProcessError, RuntimeError, ValueError) as error:
+    except (
+        ClusterError,
+        RealNodeError,
+        HelmError,
+        subprocess.CalledProcessError,
+        RuntimeError,
+        ValueError,
+    ) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print(f"[green]NimService {NAMESPACE}/{SERVICE} is Ready[/] ({time.monotonic() - started:.0f}s)")
+    operator = (("get", "deployments,pods", "-n", RELEASE_NAMESPACE, "-o", "wide"),) if cluster.node else ()
     for args in (
         ("get", "nodes", "-L", "nvidia.com/gpu.product"),
+        *operator,
         ("get", "nimservices", "-n", NAMESPACE, "-o", "wide"),
         (
             "get",

@@ -160,9 +160,11 @@ def transitions(previous: list[Condition], current: list[Condition]) -> list[Con
     return [c for c in current if (c.type, c.status, c.reason) not in before]
 
 
-# Conditions whose changes are news; the others (Available, Reconciling, Stalled) restate them. ScalingActive
-# is its own news: an autoscaler that cannot read its metric leaves the NimService Ready but unscaled.
-NEWSWORTHY = (ConditionType.READY.value, ConditionType.ENGINE_READY.value, ConditionType.SCALING_ACTIVE.value)
+# Conditions whose changes are news; the others (Available, Reconciling, Stalled) restate them.
+NEWSWORTHY = (ConditionType.READY.value, ConditionType.ENGINE_READY.value)
+# Conditions whose trouble is news but whose success is not: an autoscaler that cannot read its metric leaves
+# the NimService Ready but unscaled (a Warning); one that works is the normal case (no event).
+TROUBLE_ONLY = (ConditionType.SCALING_ACTIVE.value,)
 
 
 def events_for(
@@ -176,9 +178,11 @@ def events_for(
     events: list[tuple[str, Condition]] = []
     warned: set[str] = set()
     for condition in transitions(previous, current):
-        if condition.type not in NEWSWORTHY:
+        if condition.type not in NEWSWORTHY and condition.type not in TROUBLE_ONLY:
             continue
         old = before.get(condition.type)
+        if condition.type in TROUBLE_ONLY and condition.status is not ConditionStatus.FALSE:
+            continue
         if condition.status is ConditionStatus.TRUE:
             if old is None or old.status is not ConditionStatus.TRUE:
                 events.append(("Normal", condition))

@@ -38,6 +38,7 @@ NORMAL_REASONS = frozenset(
         ConditionReason.ENGINE_BUILT,
         ConditionReason.ENGINE_CACHE_HIT,
         ConditionReason.RECONCILED,
+        ConditionReason.AUTOSCALER_PENDING,
     }
 )
 RETRY_FIRST_SECONDS = 5.0

@@ -199,6 +199,9 @@ async def write_all(
         if target in failed or failed.intersection(action.requires):
             written.skipped.add(target)
             continue
+        if isinstance(action, Delete) and recent is not None:
+            # Gone once this returns: wanting it again (an autoscaler switched back) must write it again.
+            recent.forget((action.kind, namespace, action.name))
         filed = _recent_key(namespace, action) if recent is not None else None
         if filed is not None and recent is not None:
             if recent.covers(*filed):

@@ -1,10 +1,13 @@
 """The demo: a NimService served end to end on the local cluster.
 
-Starts the operator next to the cluster, stores a small ONNX model (built by `nimify.model.samples`) on a
-PersistentVolumeClaim, applies a NimService for it and waits until it is Ready. With the real node, the
-conversion Job and Triton really run there (nimify and triton-cpu images), and the demo ends with an
-inference through the Service's ClusterIP next to ONNX Runtime's answer on the same input. Without one
-(not root), kwok simulates the Triton pods and a runner on this machine plays the conversion pod's kubelet.
+With the real node, Nimify is installed the way a user installs it on their own cluster, with the Helm
+chart (`helm install nimify charts/nimify`): the operator runs as a pod of the nimify image on the real node
+with the chart's ServiceAccount and RBAC. The demo stores a small ONNX model (built by `nimify.model.samples`)
+on a PersistentVolumeClaim, applies a NimService for it and waits until it is Ready: the conversion Job and
+Triton really run there (nimify and triton-cpu images), and the demo ends with an inference through the
+Service's ClusterIP next to ONNX Runtime's answer on the same input. Without one (not root), kwok cannot run
+the operator pod, so the operator runs on this machine, kwok simulates the Triton pods and a runner here
+plays the conversion pod's kubelet.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import yaml
 from nimify.api.crd import nimservice_crd
 from nimify.devcluster.build_runner import claim_host_path, create_local_claim
 from nimify.devcluster.build_runner import operator_environment as kwok_operator_environment
+from nimify.devcluster.chart_release import HelmRelease, real_node_values, write_values
 from nimify.devcluster.cluster import LocalCluster, free_ports, get_json
 from nimify.devcluster.real_node import RealNodeInfo
-from nimify.devcluster.real_node import operator_environment as real_operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
@@ -34,6 +37,9 @@ from nimify.model.samples import build_mlp, write_model
 NAMESPACE = "demo"
 SERVICE = "mlp-classifier"
 MODEL_CLAIM = "models"
+#: The Helm release of the chart, as docs/install.md names it.
+RELEASE = "nimify"
+RELEASE_NAMESPACE = "nimify-system"
 
 
 def _spawn(cluster: LocalCluster, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -72,36 +78,51 @@ def demo_nimservice(sha256: str, node: RealNodeInfo | None = None) -> dict[str, 
     }
 
 
+def chart_release(cluster: LocalCluster) -> HelmRelease:
+    return HelmRelease(RELEASE, RELEASE_NAMESPACE, cluster.kubeconfig, cluster.bin_path)
+
+
+def install_with_chart(cluster: LocalCluster, node: RealNodeInfo, say: Callable[[str], None]) -> None:
+    """`helm install` of charts/nimify, cluster-wide, with the values that point it at the real node."""
+    values = write_values(cluster.directory / "nimify-values.yaml", real_node_values(node))
+    say(
+        f"installing Nimify with its Helm chart (the operator runs as a pod on {node.name}):\n"
+        f"  helm install {RELEASE} charts/nimify --namespace {RELEASE_NAMESPACE} --create-namespace "
+        f"--values {values}\n" + "\n".join(f"    {line}" for line in values.read_text().splitlines())
+    )
+    started = time.monotonic()
+    chart_release(cluster).install(values)
+    say(f"the operator pod is Ready ({time.monotonic() - started:.0f}s); its log: kubectl logs -n "
+        f"{RELEASE_NAMESPACE} deployment/{RELEASE}")  # fmt: skip
+    # Helm installs the chart's crds/ before the rest and waits for them; the NimService needs it served.
+    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+
+
+def run_operator_here(cluster: LocalCluster, say: Callable[[str], None]) -> None:
+    """kwok-only: the CRD, and the operator and conversion-pod runner as processes on this machine (tracked
+    in the cluster's state, so `hack/cluster.sh down` stops them)."""
+    say("installing the NimService CRD")
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(nimservice_crd()))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+    say(f"no real node ({cluster.real_node_absent}): Triton pods are simulated by kwok")
+    say("starting the operator (logs: logs/nimify-operator.log) and the conversion-pod runner")
+    environment = kwok_operator_environment(cluster.operator_kubeconfig, free_ports(1)[0])
+    _spawn(cluster, "nimify-operator", ["run"], environment)
+    _spawn(
+        cluster,
+        "build-runner",
+        ["dev-cluster", "run-builds", "--kubeconfig", str(cluster.kubeconfig)],
+        {"NIMIFY_BIN_PATH": cluster.bin_path},
+    )
+
+
 def run_demo(cluster: LocalCluster, say: Callable[[str], None]) -> None:
     kubectl = cluster.kubectl
     node = cluster.node
-    say("installing the NimService CRD")
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(nimservice_crd()))
-    kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
-
-    metrics_port = free_ports(1)[0]
     if node is not None:
-        say(f"starting the operator (logs: logs/nimify-operator.log); its pods run on {node.name}")
-        env = real_operator_environment(node) | {
-            "KUBECONFIG": str(cluster.operator_kubeconfig),
-            "NIMIFY_METRICS_PORT": str(metrics_port),
-        }
-        _spawn(cluster, "nimify-operator", ["run"], env)
+        install_with_chart(cluster, node, say)
     else:
-        say(f"no real node ({cluster.real_node_absent}): Triton pods are simulated by kwok")
-        say("starting the operator (logs: logs/nimify-operator.log) and the conversion-pod runner")
-        _spawn(
-            cluster,
-            "nimify-operator",
-            ["run"],
-            kwok_operator_environment(cluster.operator_kubeconfig, metrics_port),
-        )
-        _spawn(
-            cluster,
-            "build-runner",
-            ["dev-cluster", "run-builds", "--kubeconfig", str(cluster.kubeconfig)],
-            {"NIMIFY_BIN_PATH": cluster.bin_path},
-        )
+        run_operator_here(cluster, say)
 
     say(f"storing a small ONNX model on PersistentVolumeClaim {NAMESPACE}/{MODEL_CLAIM}")
     kubectl("create", "namespace", NAMESPACE)

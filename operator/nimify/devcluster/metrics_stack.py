@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -49,6 +50,8 @@ BINARIES: dict[str, tuple[str, ...]] = {
     KEDA: ("keda-operator", "keda-adapter"),
 }
 KEDA_NAMESPACE = "keda"
+#: The aggregated API each component serves (its APIService).
+API_SERVICES = {METRICS_SERVER: "v1beta1.metrics.k8s.io", KEDA: "v1beta1.external.metrics.k8s.io"}
 #: kwok's fake nodes carry this label (devcluster.topology); real nodes do not.
 FAKE_NODE_LABEL = ("type", "kwok")
 STATE_FILE = "metrics-stack.json"
@@ -259,7 +262,7 @@ class _Stack:
                 ca_bundle=self.serving_ca.pair.cert,
             )
         )
-        self.wait_available("v1beta1.metrics.k8s.io", log, process)
+        self.wait_available(API_SERVICES[METRICS_SERVER], log, process)
         return port
 
     def prometheus(self, scrape_interval: str) -> int:
@@ -283,6 +286,12 @@ class _Stack:
         crds = sorted((keda_dir / "crds").glob("*.yaml"))
         if not crds:
             raise ClusterError(f"KEDA's CRDs are missing next to its binaries in {keda_dir}; rebuild keda")
+        if not any(path.name.startswith("eventing.keda.sh_") for path in crds):
+            # Its operator watches CloudEventSources too and exits two minutes after start without them.
+            raise ClusterError(
+                f"KEDA's eventing.keda.sh CRDs are missing in {keda_dir / 'crds'}; "
+                "run hack/ensure-metrics-stack.sh, which adds them"
+            )
         self.apply([yaml.safe_load(path.read_text()) for path in crds])
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NAMESPACE}}])
         operator_metrics, probes, grpc, adapter, adapter_metrics = free_ports(5)
@@ -360,7 +369,7 @@ class _Stack:
                 ca_bundle=self.serving_ca.pair.cert,
             )
         )
-        self.wait_available("v1beta1.external.metrics.k8s.io", adapter_log, adapter_process)
+        self.wait_available(API_SERVICES[KEDA], adapter_log, adapter_process)
         return {"keda-operator-probes": probes, "keda-grpc": grpc, "keda-adapter": adapter}
 
 
@@ -425,6 +434,53 @@ def start_metrics_stack(
         result.ports |= stack.keda(keda_dir)
     result.save()
     return result
+
+
+def stop_metrics_stack(cluster: LocalCluster, stack: MetricsStack, grace: float = 10) -> None:
+    """Stop the stack and leave the cluster running as it was before, for a cluster that outlives it (a test
+    session's). The order matters:
+
+    1. ScaledObjects are deleted while KEDA still runs: KEDA holds a finalizer on each, so without it they,
+       and their namespaces, would never go;
+    2. the APIServices go: an aggregated API that does not answer fails discovery, and the namespace
+       controller then deletes no namespace anywhere in the cluster;
+    3. the processes stop (SIGTERM, SIGKILL after `grace` seconds) and the cluster no longer tracks them.
+
+    KEDA's CRDs, its namespace and the ExternalName Services stay: inert without the processes.
+    """
+    if KEDA in stack.components:
+        cluster.kubectl(
+            "delete", "scaledobjects.keda.sh", "--all", "--all-namespaces", "--wait", "--timeout=90s",
+            check=False, timeout=120,
+        )  # fmt: skip
+    api_services = [API_SERVICES[c] for c in stack.components if c in API_SERVICES]
+    if api_services:
+        cluster.kubectl("delete", "apiservice", "--ignore-not-found", *api_services, check=False)
+    # The state on disk is the cluster's record (another LocalCluster instance may have adopted more since).
+    current = LocalCluster.load(cluster.directory)
+    pids = [current.pids.pop(b) for c in stack.components for b in BINARIES[c] if b in current.pids]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    current.save()
+    cluster.pids = current.pids
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own child, so that a zombie does not look alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def metrics_stack_logs(stack: MetricsStack, lines: int = 20) -> str:
