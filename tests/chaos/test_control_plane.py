@@ -40,6 +40,7 @@ from nimify.devcluster.cluster import (
     stop_component,
 )
 from nimify.devcluster.real_node import RealNodeMode
+from nimify.install.rbac import operator_grants
 from nimify.settings import OperatorSettings
 from tests.chaos.convergence import duplicate_job_creates, not_converged, wait_for_garbage_collection
 from tests.chaos.proxy import CuttingProxy
@@ -48,7 +49,6 @@ from tests.chaos.scale import scaled
 from tests.chaos.workload import Model, apply_specs, cpu_spec, store_models
 from tests.conftest import REPO_ROOT, _bin_path
 from tests.controller.conftest import OperatorProcess
-from tests.controller.test_real_pods import operator_rbac
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -282,6 +282,36 @@ def throttle(account: tuple[str, str]) -> list[dict[str, Any]]:
                     }
                 ],
             },
+        },
+    ]
+
+
+def operator_rbac(name: str, namespace: str) -> list[dict[str, Any]]:
+    """The operator's least-privilege RBAC (generated from the code, as the Helm chart's), bound to the
+    ServiceAccount nimify-operator in `namespace`."""
+    rules = [
+        {"apiGroups": [grant.group], "resources": [grant.resource], "verbs": list(grant.verbs)}
+        for grant in operator_grants()
+    ]
+    account = {"kind": "ServiceAccount", "name": "nimify-operator", "namespace": namespace}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "nimify-operator", "namespace": namespace},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [account],
         },
     ]
 
