@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -143,6 +144,31 @@ def _specs(models: dict[str, Model], prefix: str, replicas: int = 1) -> dict[str
     }
 
 
+STUCK_POD_SECONDS = 20.0
+
+
+def _restart_stuck_kwok_pods(cluster: ExistingCluster, namespace: str) -> list[str]:
+    """Deletes Triton pods bound to a kwok node that never started: kwok v0.7.0 drops a pod's stage when its
+    status patch fails (a 500 while etcd is down) and never retries it, which a real kubelet does. The
+    ReplicaSet replaces them; what is under test (the operator) is untouched."""
+    stuck = []
+    now = time.time()
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=inference-server")[
+        "items"
+    ]
+    for pod in pods:
+        created = datetime.fromisoformat(pod["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        if (
+            pod["spec"].get("nodeName")
+            and pod.get("status", {}).get("phase") == "Pending"
+            and now - created.timestamp() > STUCK_POD_SECONDS
+        ):
+            stuck.append(pod["metadata"]["name"])
+    if stuck:
+        cluster.kubectl("delete", "pods", "-n", namespace, "--wait=false", *stuck, check=False)
+    return stuck
+
+
 def _converge(
     faulty: Faulty,
     namespace: str,
@@ -155,6 +181,7 @@ def _converge(
     operator = operator or faulty.operator
     settings = OperatorSettings()
     problems = ["not checked yet"]
+    restarted: list[str] = []
     deadline = time.monotonic() + CONVERGE_SECONDS
     while problems and time.monotonic() < deadline:
         assert operator.process is not None and operator.process.poll() is None, (
@@ -163,9 +190,13 @@ def _converge(
         time.sleep(2)
         try:
             problems = not_converged(faulty.cluster, namespace, expected, settings)
+            if problems:
+                restarted.extend(_restart_stuck_kwok_pods(faulty.cluster, namespace))
         except Exception as error:  # a slow answer is no verdict
             problems = [repr(error)]
     log = operator.log.read_text(errors="replace")[-4000:]
+    if restarted:
+        print(f"\n[chaos] kwok pods that never started, replaced: {', '.join(restarted)}")
     builds = [f"{uid}: {run}" for uid, run in faulty.builds.handled.items() if "error" in run]
     assert not problems, (
         "\n".join(problems) + "\n--- conversion pods the runner could not run\n" + "\n".join(builds)
