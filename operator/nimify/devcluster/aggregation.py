@@ -15,19 +15,19 @@ Three pieces, the same a kubeadm cluster has:
 from __future__ import annotations
 
 import base64
-import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from nimify.devcluster.pki import certificate_name, sign_certificate
 
 FRONT_PROXY_CLIENT = "front-proxy-client"
-_VALIDITY = datetime.timedelta(days=365)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class Authority:
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         if sans:
             extensions.append((x509.SubjectAlternativeName(sans), False))
-        cert = _sign(_name(common_name, organisation), key, ca_cert.subject, ca_key, extensions)
+        subject = certificate_name(common_name, organisation)
+        cert = sign_certificate(subject, key.public_key(), ca_cert.subject, ca_key, extensions)
         return _write(directory, stem, cert, key)
 
 
@@ -78,10 +79,10 @@ def create_authority(directory: Path, stem: str, common_name: str) -> Authority:
     if pair.cert.exists() and pair.key.exists():
         return Authority(pair)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
-    cert = _sign(
+    name = certificate_name(common_name)
+    cert = sign_certificate(
         name,
-        key,
+        key.public_key(),
         name,
         key,
         [
@@ -141,35 +142,6 @@ def aggregated_api_manifests(
             },
         },
     ]
-
-
-def _name(common_name: str, organisation: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organisation:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
-    return x509.Name(attributes)
-
-
-def _sign(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    extensions: list[tuple[x509.ExtensionType, bool]],
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-    )
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> CertPair:

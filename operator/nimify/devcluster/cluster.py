@@ -705,8 +705,8 @@ def stop_cluster(directory: Path, remove: bool = True, grace: float = 10) -> Non
     if has_node:
         stop_real_node(directory, pids, cluster if apiserver_up else None)
     etcd = pids.pop("etcd", None)
-    _terminate(list(pids.values()), grace)
-    _terminate([etcd] if etcd is not None else [], grace)
+    terminate(list(pids.values()), grace)
+    terminate([etcd] if etcd is not None else [], grace)
     if has_node:
         remove_node_network(directory)
     for volume in volumes:
@@ -716,7 +716,7 @@ def stop_cluster(directory: Path, remove: bool = True, grace: float = 10) -> Non
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _terminate(pids: list[int], grace: float) -> None:
+def terminate(pids: list[int], grace: float) -> None:
     """SIGTERM to all, SIGKILL to whoever is still there after `grace` seconds."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

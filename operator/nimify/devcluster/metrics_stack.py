@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -37,7 +36,7 @@ from nimify.devcluster.aggregation import (
     create_authority,
     service_dns_names,
 )
-from nimify.devcluster.cluster import ClusterError, LocalCluster, free_ports
+from nimify.devcluster.cluster import ClusterError, LocalCluster, free_ports, terminate
 from nimify.render.identity import COMPONENT_SERVER, MANAGED_BY
 
 METRICS_SERVER = "metrics-server"
@@ -459,28 +458,9 @@ def stop_metrics_stack(cluster: LocalCluster, stack: MetricsStack, grace: float 
     # The state on disk is the cluster's record (another LocalCluster instance may have adopted more since).
     current = LocalCluster.load(cluster.directory)
     pids = [current.pids.pop(b) for c in stack.components for b in BINARIES[c] if b in current.pids]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for pid in pids:
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    terminate(pids, grace)
     current.save()
     cluster.pids = current.pids
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own child, so that a zombie does not look alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def metrics_stack_logs(stack: MetricsStack, lines: int = 20) -> str:

@@ -79,7 +79,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
     path.chmod(0o600)
 
 
-def _certificate(
+def sign_certificate(
     subject: x509.Name,
     public_key: ec.EllipticCurvePublicKey,
     issuer: x509.Name,
@@ -101,7 +101,7 @@ def _certificate(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _name(common_name: str, organisation: str | None = None) -> x509.Name:
+def certificate_name(common_name: str, organisation: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organisation:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
@@ -124,8 +124,8 @@ def create_pki(
     pki = Pki(directory)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("nimify-local-ca")
-    ca_cert = _certificate(
+    ca_name = certificate_name("nimify-local-ca")
+    ca_cert = sign_certificate(
         ca_name,
         ca_key.public_key(),
         ca_name,
@@ -149,8 +149,8 @@ def create_pki(
     ]
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip, *server_ips)]
-    serving_cert = _certificate(
-        _name("kube-apiserver"),
+    serving_cert = sign_certificate(
+        certificate_name("kube-apiserver"),
         serving_key.public_key(),
         ca_name,
         ca_key,
@@ -166,8 +166,8 @@ def create_pki(
 
     for stem, (common_name, organisation) in clients.items():
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(
-            _name(common_name, organisation),
+        cert = sign_certificate(
+            certificate_name(common_name, organisation),
             key.public_key(),
             ca_name,
             ca_key,
