@@ -10,6 +10,7 @@ Its removal is checked: nothing of the real node may remain.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the session's cluster are marked `session_cluster`: hack/test.sh runs them in one pytest
     process (one cluster, one real node per machine) and every other test in a second one beside it."""
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
+        if "cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("own_cluster"):
             item.add_marker(pytest.mark.session_cluster)
 
 
@@ -79,6 +80,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluste
     if local.node is not None:
         left = real_node_leftovers(local.directory)
         assert not left, "stopping the cluster left parts of its real node behind:\n" + "\n".join(left)
+
+
+@contextlib.contextmanager
+def kwok_cluster(name: str, directory: Path) -> Iterator[ExistingCluster]:
+    """A kwok-only cluster of a module's own (marked `own_cluster`), with the CRD applied and Established:
+    for heavy tests that need no real node, so that they run beside the session's cluster instead of on it.
+    Its logs stay in pytest's temporary directory."""
+    local = start_cluster(f"{name}-{os.getpid()}", _bin_path(), directory, real_node=RealNodeMode.OFF)
+    try:
+        cluster = ExistingCluster(
+            local.kubeconfig, local.bin_path, local.operator_kubeconfig, local.audit_log
+        )
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        yield cluster
+    finally:
+        stop_cluster(local.directory, remove=False)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from nimify.api import CRD_NAME
 from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.settings import OperatorSettings
 from tests.chaos.convergence import (
@@ -33,10 +34,11 @@ from tests.chaos.convergence import (
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
 from tests.chaos.workload import Model, apply_specs, cpu_spec, store_models
+from tests.conftest import kwok_cluster
 from tests.controller.conftest import OperatorProcess
 from tests.kube import ExistingCluster, fresh_namespace
 
-pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.own_cluster, pytest.mark.timeout(900)]
 
 OPERATIONS = scaled(ci=100, full=300)
 KILLS = scaled(ci=10, full=30)
@@ -54,6 +56,19 @@ class Step:
     verb: str  # create, update or delete
     name: str
     spec: dict[str, Any] | None  # the whole spec applied (None for a delete)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
+    """A kwok-only cluster of this module's own (with the audit log the duplicate check reads): a hundred
+    operations and ten kills need no real node, and run beside the session's cluster instead of on it."""
+    with kwok_cluster("chaos-kills", tmp_path_factory.mktemp("chaos-kills-cluster")) as own:
+        yield own
+
+
+@pytest.fixture(scope="module")
+def nimservice_crd(cluster: ExistingCluster) -> str:
+    return CRD_NAME  # applied by kwok_cluster
 
 
 def script(rng: random.Random, models: dict[str, Model]) -> list[Step]:

@@ -106,8 +106,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.persistence.diffbase_storage = NoEssence(prefix=ANNOTATION_PREFIX)
     # Only warnings of kopf's own become Events; the operator posts its own, specific ones.
     settings.posting.level = logging.WARNING
+    # A watch the apiserver ends after 5 minutes, one the client ends 30 s later if the server did not (a
+    # connection that died without a reset delivers nothing and would otherwise be waited on forever), one
+    # restarted when two of the apiserver's minutely bookmarks are missing: a stuck stream costs at most two
+    # minutes of events, never the operator's view of a namespace.
     settings.watching.server_timeout = 300
-    settings.watching.inactivity_timeout = 600
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = 130
     for child in CHILD_KINDS:
         settings.watching.label_selectors[_resource(child.group, child.version, child.plural)] = (
             MANAGED_SELECTOR
