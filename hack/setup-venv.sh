@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with nimify and its dev dependencies; reinstalls only when pyproject.toml changed.
-# pip's download cache lives outside the clone (~/.cache/pip), so a warm machine installs quickly.
+# uv's cache lives outside the clone (~/.cache/uv), so a warm machine installs in seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -14,7 +14,9 @@ if [[ -f "$stamp" ]]; then exit 0; fi
 
 echo "[setup-venv] installing Python dependencies into $venv" >&2
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-"$venv/bin/python" -m pip install --progress-bar off -e "$root[dev]" >&2
+# uv installs from its cache outside the clone (~/.cache/uv) by hard links: seconds instead of pip's ~45 s
+# for the ~150 packages on a warm machine. It comes from PyPI like everything else.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==0.13.9" >&2
+"$venv/bin/uv" pip install --python "$venv/bin/python" -e "$root[dev]" >&2
 rm -f "$venv"/.nimify-deps-*
 touch "$stamp"

@@ -35,21 +35,30 @@ if [[ $# -gt 0 ]]; then
   echo "== pytest $*"
   .venv/bin/pytest "$@" || status=$?
 else
-  # The whole suite as two pytest processes side by side: the tests on the session's cluster (one per
-  # machine: it may hold the real node) mostly wait on pods and controllers, so everything else (unit
-  # tests, real tritonservers, tests with clusters of their own, kwok-only) runs beside them instead of
-  # after them. Each half's exit code counts; the second half's output follows the first's.
+  # The whole suite as three pytest processes side by side. The session cluster's tests mostly wait on pods
+  # and controllers: those of the real node (one per machine) run on a cluster that has it, the rest on a
+  # kwok-only cluster of their own (then the heavy modules with kwok-only clusters of their own), and
+  # everything else (unit tests, real tritonservers, other tests with clusters of their own) beside both. Each process's exit code counts; the others' output follows.
+  kwok_log="$(mktemp)"
   beside_log="$(mktemp)"
-  trap 'rm -f "$beside_log"' EXIT
-  echo "== pytest: tests on the session's cluster (the other tests run beside them; their output follows)"
-  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "not session_cluster" --durations=15 >"$beside_log" 2>&1 &
+  trap 'rm -f "$kwok_log" "$beside_log"' EXIT
+  echo "== pytest: the session cluster's tests of the real node (the others run beside them; their output follows)"
+  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "(session_cluster and not real_node) or own_cluster" --durations=10 \
+    >"$kwok_log" 2>&1 &
+  kwok=$!
+  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "not session_cluster and not own_cluster" --durations=15 \
+    >"$beside_log" 2>&1 &
   beside=$!
-  .venv/bin/pytest -m session_cluster --durations=15 || status=$?
-  beside_status=0
-  wait "$beside" || beside_status=$?
-  echo "== pytest: the other tests (beside the cluster's)"
-  cat "$beside_log"
-  if [[ $beside_status -ne 0 ]]; then status=$beside_status; fi
+  .venv/bin/pytest -m "session_cluster and real_node" --durations=10 || status=$?
+  for part in "kwok:$kwok:$kwok_log:the session cluster's other tests (kwok-only), and own_cluster modules" \
+              "beside:$beside:$beside_log:the other tests"; do
+    IFS=: read -r _ pid log title <<<"$part"
+    part_status=0
+    wait "$pid" || part_status=$?
+    echo "== pytest: $title"
+    cat "$log"
+    if [[ $part_status -ne 0 ]]; then status=$part_status; fi
+  done
 fi
 if [[ $real_node == yes ]]; then
   echo "== real node leftovers"

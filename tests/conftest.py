@@ -44,11 +44,20 @@ def _bin_path() -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the session's cluster are marked `session_cluster`: hack/test.sh runs them in one pytest
-    process (one cluster, one real node per machine) and every other test in a second one beside it."""
-    for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("own_cluster"):
-            item.add_marker(pytest.mark.session_cluster)
+    """Tests on the session's cluster are marked `session_cluster`, and those of a module where any test
+    needs the real node also `real_node`. hack/test.sh runs three pytest processes side by side: the
+    session-cluster tests of the real node (one per machine), the other session-cluster tests on a
+    kwok-only cluster of their own, and every other test."""
+    on_session = [
+        item
+        for item in items
+        if "cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("own_cluster")
+    ]
+    real_node_modules = {item.path for item in on_session if "real_node" in getattr(item, "fixturenames", ())}
+    for item in on_session:
+        item.add_marker(pytest.mark.session_cluster)
+        if item.path in real_node_modules:
+            item.add_marker(pytest.mark.real_node)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from nimify.controller.children import CHILD_BY_KIND, CONFIG_MAP, DEPLOYMENT, JO
 from nimify.controller.drift import (
     APPLIED_HASH_ANNOTATION,
     ChildState,
+    applied_fields,
     child_state,
     conflicting_elements,
     owns_replicas,
@@ -83,7 +84,19 @@ def test_what_the_status_reads_of_a_deployment_is_kept() -> None:
     assert serving_state(kept, "k", "c") == serving_state(body, "k", "c")
     assert deployment_problem(kept) == deployment_problem(body) is not None
     assert owns_replicas(kept) == owns_replicas(body)
-    assert kept["spec"]["template"]["spec"]["volumes"] == body["spec"]["template"]["spec"]["volumes"]
+    claims = [v.get("persistentVolumeClaim") for v in body["spec"]["template"]["spec"]["volumes"]]
+    assert [v.get("persistentVolumeClaim") for v in kept["spec"]["template"]["spec"]["volumes"]] == claims
+    assert any(claims), "the claims the pods mount (desired.py keeps a claim a Deployment still mounts)"
+    containers = kept["spec"]["template"]["spec"]["containers"]
+    assert {key for container in containers for key in container} <= {"name", "ports"}
+
+
+def test_nimify_s_fields_tree_is_kept_as_text_and_read_back_whole() -> None:
+    _, body = stamped("deployment")
+    kept = project_child(with_other_managers(body), DEPLOYMENT)
+    (entry,) = kept["metadata"]["managedFields"]
+    assert isinstance(entry["fieldsV1"], str), "a tree of dicts costs ten times the memory of its text"
+    assert applied_fields(kept) == applied_fields(body) is not None
 
 
 def test_only_nimify_s_own_fields_and_hash_are_kept() -> None:

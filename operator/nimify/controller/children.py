@@ -70,7 +70,8 @@ class ChildKind:
     """A change of one reconciles its NimService at once; others wait for the resync."""
     reads: tuple[str, ...] = ()
     """Dotted paths the reconcile reads of a live one, beyond what every kind keeps (identity, ownership,
-    nimify's applied hash and applied fields): all its index holds (see controller/projection.py)."""
+    nimify's applied hash and applied fields): all its index holds (see controller/projection.py). A path
+    ending in `[a,b]` names a list whose elements keep only the keys a and b."""
 
     @property
     def api_version(self) -> str:
@@ -110,8 +111,8 @@ DEPLOYMENT = ChildKind(
         "metadata.generation",
         "spec.replicas",
         "spec.template.metadata.annotations",
-        "spec.template.spec.containers",
-        "spec.template.spec.volumes",
+        "spec.template.spec.containers[name,ports]",
+        "spec.template.spec.volumes[name,persistentVolumeClaim]",
         "status",
     ),
 )

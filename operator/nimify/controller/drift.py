@@ -54,14 +54,18 @@ def with_applied_hash(desired: dict[str, Any]) -> dict[str, Any]:
 
 
 def applied_fields(live: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
-    """The fields `manager` owns through server-side apply on the main resource (not a subresource)."""
+    """The fields `manager` owns through server-side apply on the main resource (not a subresource).
+
+    `fieldsV1` is the apiserver's tree, or that tree as compact JSON text: what the operator's indexes keep
+    (controller/projection.py), a tenth of the memory of the parsed tree, parsed here when a reconcile asks."""
     for entry in live.get("metadata", {}).get("managedFields") or []:
         if (
             entry.get("manager") == manager
             and entry.get("operation") == "Apply"
             and not entry.get("subresource")
         ):
-            fields: dict[str, Any] = entry.get("fieldsV1") or {}
+            kept = entry.get("fieldsV1") or {}
+            fields: dict[str, Any] = json.loads(kept) if isinstance(kept, str) else kept
             return fields
     return None
 

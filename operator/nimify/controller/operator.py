@@ -114,6 +114,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = 130
+    # kopf keeps a worker task per object while its events come, and lets it go after this much idle time
+    # (default 5 s): with a thousand NimServices converging, each with its children and pods, fewer live at
+    # once. Every event still gets its worker; one that finds none starts one.
+    settings.queueing.idle_timeout = 1.0
     for child in CHILD_KINDS:
         settings.watching.label_selectors[_resource(child.group, child.version, child.plural)] = (
             MANAGED_SELECTOR

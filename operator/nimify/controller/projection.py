@@ -6,11 +6,16 @@ everything in them that no decision reads: managedFields of every manager (the l
 objects), `kubectl.kubernetes.io/last-applied-configuration` (a second copy of the object), a ConfigMap's
 data, a pod's spec. So each index keeps a projection: identity and ownership, nimify's own applied hash and
 applied fields (what drift.py compares), and the paths its kind declares in `children.py` (`reads`).
-The projections share the watch event's values instead of copying them: the rest of the event is freed.
+The projections share the watch event's values instead of copying them: the rest of the event is freed. Two
+exceptions, where the shared value would be most of what is kept: nimify's managed-fields tree is kept as
+compact JSON text (drift.applied_fields parses it when a reconcile asks: a Deployment's tree is ~30 KB as
+Python dicts, ~4 KB as text), and a `reads` path ending in `[a,b]` keeps only those keys of each list
+element (a container's name and ports, not its whole definition).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,21 +37,31 @@ def _pick(source: Mapping[str, Any], keys: tuple[str, ...]) -> Body:
 
 
 def _put(target: Body, source: Mapping[str, Any], path: str) -> None:
+    """Copy the value at dotted `path`; `path[a,b]` names a list whose elements keep only keys a and b."""
+    path, _, element_keys = path.partition("[")
     keys = path.split(".")
     value: Any = source
     for key in keys:
         if not isinstance(value, Mapping) or key not in value:
             return
         value = value[key]
+    if element_keys and isinstance(value, list):
+        wanted = tuple(element_keys.rstrip("]").split(","))
+        value = [_pick(item, wanted) if isinstance(item, Mapping) else item for item in value]
     for key in keys[:-1]:
         target = target.setdefault(key, {})
     target[keys[-1]] = value
 
 
 def _own_applied_fields(managed: list[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
-    """nimify's server-side-apply entry on the main resource (drift.applied_fields reads it), alone."""
+    """nimify's server-side-apply entry on the main resource (drift.applied_fields reads it), alone, with its
+    fields tree as compact JSON text."""
     return [
-        entry
+        {
+            "manager": FIELD_MANAGER,
+            "operation": "Apply",
+            "fieldsV1": json.dumps(entry.get("fieldsV1") or {}, separators=(",", ":")),
+        }
         for entry in managed or ()
         if entry.get("manager") == FIELD_MANAGER
         and entry.get("operation") == "Apply"
