@@ -56,8 +56,8 @@ def with_applied_hash(desired: dict[str, Any]) -> dict[str, Any]:
 def applied_fields(live: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
     """The fields `manager` owns through server-side apply on the main resource (not a subresource).
 
-    `fieldsV1` is the apiserver's tree, or that tree as compact JSON text: what the operator's indexes keep
-    (controller/projection.py), a tenth of the memory of the parsed tree, parsed here when a reconcile asks."""
+    `fieldsV1` is the apiserver's tree, or that tree as compact JSON text: what the operator's indexes
+    keep (controller/projection.py), a tenth of the memory of the parsed tree, parsed here when asked."""
     for entry in live.get("metadata", {}).get("managedFields") or []:
         if (
             entry.get("manager") == manager
