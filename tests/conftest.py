@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from nimify.api import CRD_NAME
-from nimify.devcluster.cluster import start_cluster, stop_cluster
+from nimify.devcluster.cluster import start_cluster, stop_cluster, wait_established
 from nimify.devcluster.real_node import RealNodeInfo, RealNodeMode, mode_from_environment
 from nimify.devcluster.real_node import leftovers as real_node_leftovers
-from tests.kube import ExistingCluster, eventually, fresh_namespace
+from tests.kube import ExistingCluster, fresh_namespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def kwok_cluster(name: str, directory: Path) -> Iterator[ExistingCluster]:
             local.kubeconfig, local.bin_path, local.operator_kubeconfig, local.audit_log
         )
         cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        wait_established(cluster, CRD_NAME)
         yield cluster
     finally:
         stop_cluster(local.directory, remove=False)
@@ -134,13 +134,5 @@ def namespace(cluster: ExistingCluster) -> Iterator[str]:
 def nimservice_crd(cluster: ExistingCluster) -> str:
     """The CRD from crds/, applied and Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    # `kubectl wait` errors out instead of waiting while a new CRD has no status.conditions yet.
-    eventually(
-        lambda: (
-            cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s", check=False
-            ).returncode
-            == 0
-        )
-    )
+    wait_established(cluster, CRD_NAME)
     return CRD_NAME

@@ -39,6 +39,7 @@ from nimify.devcluster.cluster import (
     start_component,
     stop_cluster,
     stop_component,
+    wait_established,
 )
 from nimify.devcluster.real_node import RealNodeMode
 from nimify.install.rbac import operator_grants
@@ -111,7 +112,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
         stop_component(local, "kube-apiserver")
         start_component(local, "kube-apiserver", APISERVER_ARGS)
         cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+        wait_established(cluster, "nimservices.nimify.dev")
         wait_for_garbage_collection(cluster)
         upstream = urlparse(local.server)
         assert upstream.hostname is not None and upstream.port is not None

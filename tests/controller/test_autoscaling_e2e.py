@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import get_json
+from nimify.devcluster.cluster import get_json, wait_established
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from tests.controller.conftest import OperatorProcess, StoredModel, apply, condition, nimservice, wait_ready
@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsCluster]:
     with metrics_cluster(f"autoscaling-{os.getpid()}", tmp_path_factory.mktemp("autoscaling")) as started:
         client = started.client
         client.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-        client.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+        wait_established(client, "nimservices.nimify.dev")
         yield started
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from nimify.devcluster.build_runner import BuildPodKubelet
-from nimify.devcluster.cluster import get_json
+from nimify.devcluster.cluster import get_json, wait_established
 from nimify.devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
 from tests.conftest import REPO_ROOT
 from tests.controller.conftest import E2E, L4, OperatorProcess, apply, condition, nimservice, wait_ready
@@ -108,12 +108,7 @@ def gateway_api(cluster: ExistingCluster, build_runner: BuildPodKubelet) -> None
             if crds:
                 cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(crds))
         for plural in GATEWAY_CRDS:
-            cluster.kubectl(
-                "wait",
-                "--for=condition=Established",
-                f"crd/{plural}.gateway.networking.k8s.io",
-                "--timeout=60s",
-            )
+            wait_established(cluster, f"{plural}.gateway.networking.k8s.io")
         eventually(lambda: _served(cluster))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nimify.devcluster.cluster import get_json
+from nimify.devcluster.cluster import get_json, wait_established
 from nimify.devcluster.topology import GPU_PRODUCT_LABEL
 from tests.kube import ExistingCluster, apply, eventually
 
@@ -214,9 +214,7 @@ CRD = {
 def test_custom_resource_definitions_are_served_and_explained(cluster: ExistingCluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(CRD))
     try:
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/widgets.example.nimify.dev", "--timeout=60s"
-        )
+        wait_established(cluster, "widgets.example.nimify.dev")
         explained = eventually(lambda: cluster.kubectl("explain", "widget.spec", check=False).stdout)
         assert "How many sprockets the widget holds." in explained
     finally:

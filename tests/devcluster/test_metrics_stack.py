@@ -20,7 +20,7 @@ from nimify.api.spec import Autoscaler
 from nimify.autoscaling.adapter_rules import prometheus_adapter_rules
 from nimify.autoscaling.queries import deployment_pods_selector, gpu_utilization, queue_time_per_request
 from nimify.controller.autoscaling import keda_hpa_name, scaling_verdict
-from nimify.devcluster.cluster import get_json
+from nimify.devcluster.cluster import get_json, wait_established
 from nimify.render.scaled_object import render_scaled_object
 from nimify.settings import OperatorSettings
 from tests.kube import apply, eventually, fresh_namespace
@@ -173,7 +173,7 @@ def test_doctor_checks_the_metrics_apis_and_metrics(stack: MetricsCluster) -> No
     path's adapter missing, CPU usage absent for pods kwok runs."""
     cluster = stack.client
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+    wait_established(cluster, "nimservices.nimify.dev")
     with fresh_namespace(cluster, "doctor") as namespace:
         keda = nimservice(
             {

@@ -20,7 +20,7 @@ import pytest
 
 from nimify.controller.children import CHILD_KINDS
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import free_ports, get_json
+from nimify.devcluster.cluster import free_ports, get_json, wait_established
 from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
@@ -381,7 +381,7 @@ def test_namespaced_mode(
 def test_crd_upgrade_path(cluster: ExistingCluster, cluster_helm: Helm, release: Release) -> None:
     crds = cluster_helm("show", "crds", str(CHART)).stdout
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+    wait_established(cluster, "nimservices.nimify.dev")
 
 
 def test_upgrade_with_changed_values_rolls_the_operator_and_keeps_the_nimservices(

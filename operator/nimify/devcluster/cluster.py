@@ -177,6 +177,25 @@ class KubectlClient:
         )
 
 
+def wait_established(cluster: Kubectl, crd: str, timeout: float = 60) -> None:
+    """Wait until the CustomResourceDefinition `crd` (its full name) is Established. `kubectl wait` exits at
+    once with ".status.conditions accessor error" while a just-created CRD has no conditions yet (seen on a
+    loaded machine), so it is asked again until the deadline instead of trusted with the whole wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(int(deadline - time.monotonic()), 1)
+        result = cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{crd}", f"--timeout={left}s", check=False
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"CustomResourceDefinition {crd} not Established in {timeout:.0f}s: {result.stderr}"
+            )
+        time.sleep(0.5)
+
+
 def get_json(cluster: Kubectl, *args: str) -> Any:
     """`kubectl get -o json ARGS`, parsed."""
     return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)

@@ -28,7 +28,7 @@ from nimify.api.crd import nimservice_crd
 from nimify.devcluster.build_runner import claim_host_path, create_local_claim
 from nimify.devcluster.build_runner import operator_environment as kwok_operator_environment
 from nimify.devcluster.chart_release import HelmRelease, real_node_values, write_values
-from nimify.devcluster.cluster import LocalCluster, free_ports, get_json
+from nimify.devcluster.cluster import LocalCluster, free_ports, get_json, wait_established
 from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
@@ -95,7 +95,7 @@ def install_with_chart(cluster: LocalCluster, node: RealNodeInfo, say: Callable[
     say(f"the operator pod is Ready ({time.monotonic() - started:.0f}s); its log: kubectl logs -n "
         f"{RELEASE_NAMESPACE} deployment/{RELEASE}")  # fmt: skip
     # Helm installs the chart's crds/ before the rest and waits for them; the NimService needs it served.
-    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+    wait_established(cluster, "nimservices.nimify.dev")
 
 
 def run_operator_here(cluster: LocalCluster, say: Callable[[str], None]) -> None:
@@ -103,7 +103,7 @@ def run_operator_here(cluster: LocalCluster, say: Callable[[str], None]) -> None
     in the cluster's state, so `hack/cluster.sh down` stops them)."""
     say("installing the NimService CRD")
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(nimservice_crd()))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimify.dev", "--timeout=60s")
+    wait_established(cluster, "nimservices.nimify.dev")
     say(f"no real node ({cluster.real_node_absent}): Triton pods are simulated by kwok")
     say("starting the operator (logs: logs/nimify-operator.log) and the conversion-pod runner")
     environment = kwok_operator_environment(cluster.operator_kubeconfig, free_ports(1)[0])
