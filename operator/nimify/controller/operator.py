@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from nimify.api import NimService
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
-from nimify.controller import metrics
+from nimify.controller import kopf_namespaces, metrics
 from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
 from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
@@ -54,6 +54,7 @@ from nimify.render.identity import MANAGED_BY_SELECTOR as MANAGED
 from nimify.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
+kopf_namespaces.install()  # before kopf starts: namespaces created during start-up are watched too
 
 MANAGED_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED.items())
 COMPONENT = "app.kubernetes.io/component"
