@@ -8,7 +8,7 @@ module's own (the session's cluster is never disturbed).
   balancer's idle timeout does); kopf resumes each watch from its last resourceVersion, which etcd no longer
   holds: `410 Gone`, and kopf lists again;
 - API Priority and Fairness throttling the operator: a FlowSchema sends its ServiceAccount to a priority
-  level of one seat and a queue of four, which rejects the rest (429 with Retry-After).
+  level of one seat and a queue of one, which rejects the rest (429 with Retry-After).
 
 Each time the operator must converge with no restart of its own (one process, one pid throughout), no
 duplicate conversion Job and nothing left behind; figures go into the chaos table.
@@ -262,7 +262,7 @@ def test_a_restarted_control_plane_component_during_reconciles_converges(
 
 
 def throttle(account: tuple[str, str]) -> list[dict[str, Any]]:
-    """A priority level of the smallest share (one seat with APISERVER_ARGS) and a queue of four, beyond which
+    """A priority level of the smallest share (one seat with APISERVER_ARGS) and a queue of one, beyond which
     requests are rejected (429 with Retry-After), and a FlowSchema sending every request of the
     ServiceAccount `account` (namespace, name) there, ahead of the built-in schemas."""
     namespace, name = account
