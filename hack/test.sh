@@ -38,7 +38,8 @@ else
   # The whole suite as three pytest processes side by side. The session cluster's tests mostly wait on pods
   # and controllers: those of the real node (one per machine) run on a cluster that has it, the rest on a
   # kwok-only cluster of their own (then the heavy modules with kwok-only clusters of their own), and
-  # everything else (unit tests, real tritonservers, other tests with clusters of their own) beside both. Each process's exit code counts; the others' output follows.
+  # everything else (unit tests, real tritonservers, other tests with clusters of their own) beside both.
+  # Each process's exit code counts; the others' output follows.
   kwok_log="$(mktemp)"
   beside_log="$(mktemp)"
   trap 'rm -f "$kwok_log" "$beside_log"' EXIT

@@ -10,11 +10,11 @@ Its removal is checked: nothing of the real node may remain.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,21 +91,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluste
         assert not left, "stopping the cluster left parts of its real node behind:\n" + "\n".join(left)
 
 
-@contextlib.contextmanager
-def kwok_cluster(name: str, directory: Path) -> Iterator[ExistingCluster]:
-    """A kwok-only cluster of a module's own (marked `own_cluster`), with the CRD applied and Established:
-    for heavy tests that need no real node, so that they run beside the session's cluster instead of on it.
+def own_kwok_cluster(name: str) -> tuple[Any, Any]:
+    """Module-scoped `cluster` and `nimservice_crd` fixtures for a module marked `own_cluster`: a kwok-only
+    cluster of its own (with its audit log) for heavy tests that need no real node, so that they run beside
+    the session's cluster instead of on it. Use: `cluster, nimservice_crd = own_kwok_cluster("name")`.
     Its logs stay in pytest's temporary directory."""
-    local = start_cluster(f"{name}-{os.getpid()}", _bin_path(), directory, real_node=RealNodeMode.OFF)
-    try:
-        cluster = ExistingCluster(
-            local.kubeconfig, local.bin_path, local.operator_kubeconfig, local.audit_log
-        )
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        wait_established(cluster, CRD_NAME)
-        yield cluster
-    finally:
-        stop_cluster(local.directory, remove=False)
+
+    @pytest.fixture(scope="module", name="cluster")
+    def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
+        directory = tmp_path_factory.mktemp(f"{name}-cluster")
+        local = start_cluster(f"{name}-{os.getpid()}", _bin_path(), directory, real_node=RealNodeMode.OFF)
+        try:
+            cluster = ExistingCluster(
+                local.kubeconfig, local.bin_path, local.operator_kubeconfig, local.audit_log
+            )
+            cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+            wait_established(cluster, CRD_NAME)
+            yield cluster
+        finally:
+            stop_cluster(local.directory, remove=False)
+
+    @pytest.fixture(scope="module", name="nimservice_crd")
+    def own_crd(cluster: ExistingCluster) -> str:
+        return CRD_NAME  # applied with the cluster
+
+    return own_cluster, own_crd
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import collections
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ from lightkube.codecs import from_dict
 from lightkube.generic_resource import create_namespaced_resource
 from pydantic import ValidationError
 
-from nimify.api import CRD_NAME, NimService
+from nimify.api import NimService
 from nimify.api.conditions import ConditionReason
 from nimify.api.nimservice import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nimify.api.semantics import semantic_errors
@@ -44,7 +43,7 @@ from tests.chaos.children import desired_children, sample_model
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
 from tests.chaos.specs import generate
-from tests.conftest import kwok_cluster
+from tests.conftest import own_kwok_cluster
 from tests.controller.conftest import OperatorProcess
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
@@ -72,17 +71,8 @@ class Verdict:
     semantic: str | None = None  # the InvalidSpec message the operator would report
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
-    """A kwok-only cluster of this module's own: a thousand admissions and a hundred NimServices at once
-    need no real node, and run beside the session's cluster instead of loading it."""
-    with kwok_cluster("chaos-specs", tmp_path_factory.mktemp("chaos-specs-cluster")) as own:
-        yield own
-
-
-@pytest.fixture(scope="module")
-def nimservice_crd(cluster: ExistingCluster) -> str:
-    return CRD_NAME  # applied by kwok_cluster
+# A thousand admissions and a hundred NimServices at once need no real node.
+cluster, nimservice_crd = own_kwok_cluster("chaos-specs")
 
 
 @pytest.fixture(scope="module")

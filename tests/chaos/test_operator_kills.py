@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from nimify.api import CRD_NAME
 from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.settings import OperatorSettings
 from tests.chaos.convergence import (
@@ -34,7 +33,7 @@ from tests.chaos.convergence import (
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
 from tests.chaos.workload import Model, apply_specs, cpu_spec, store_models
-from tests.conftest import kwok_cluster
+from tests.conftest import own_kwok_cluster
 from tests.controller.conftest import OperatorProcess
 from tests.kube import ExistingCluster, fresh_namespace
 
@@ -58,17 +57,8 @@ class Step:
     spec: dict[str, Any] | None  # the whole spec applied (None for a delete)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExistingCluster]:
-    """A kwok-only cluster of this module's own (with the audit log the duplicate check reads): a hundred
-    operations and ten kills need no real node, and run beside the session's cluster instead of on it."""
-    with kwok_cluster("chaos-kills", tmp_path_factory.mktemp("chaos-kills-cluster")) as own:
-        yield own
-
-
-@pytest.fixture(scope="module")
-def nimservice_crd(cluster: ExistingCluster) -> str:
-    return CRD_NAME  # applied by kwok_cluster
+# A hundred operations and ten kills need no real node (the duplicate check reads the audit log).
+cluster, nimservice_crd = own_kwok_cluster("chaos-kills")
 
 
 def script(rng: random.Random, models: dict[str, Model]) -> list[Step]:
