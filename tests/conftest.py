@@ -45,9 +45,9 @@ def _bin_path() -> str:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the session's cluster are marked `session_cluster`, and those of a module where any test
-    needs the real node also `real_node`. hack/test.sh runs three pytest processes side by side: the
+    needs the real node also `real_node`. hack/test.sh runs four pytest processes side by side: the
     session-cluster tests of the real node (one per machine), the other session-cluster tests on a
-    kwok-only cluster of their own, and every other test."""
+    kwok-only cluster of their own, the modules marked `own_cluster`, and every other test."""
     on_session = [
         item
         for item in items

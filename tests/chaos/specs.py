@@ -8,10 +8,15 @@ past its bounds, a long or odd string, a deep structure), which admission must r
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
@@ -196,9 +201,47 @@ def hostile_specs() -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(valid, steered, steered, _mutated(steered))
 
 
-def generate(count: int, seed_value: int) -> list[dict[str, Any]]:
+def generate(count: int, seed_value: int, cache: Path | None = None) -> list[dict[str, Any]]:
     """`count` cases, the same ones for the same seed: hypothesis draws them, nothing is shrunk (the property
-    is checked against a live apiserver and operator, case by case, afterwards)."""
+    is checked against a live apiserver and operator, case by case, afterwards).
+
+    Drawing a thousand takes half a minute of CPU, so the cases are kept in `cache` (default: the cache
+    outside the clone that hack/ scripts use), under a hash of everything they depend on: this file, the
+    CRD, Hypothesis's and Python's versions, the count and the seed. A changed input draws them again."""
+    directory = cache if cache is not None else _cache_directory()
+    stored = directory / f"{_inputs_hash(count, seed_value)}.json"
+    try:
+        cases: list[dict[str, Any]] = json.loads(stored.read_text())
+        return cases
+    except (OSError, ValueError):
+        pass
+    cases = _draw(count, seed_value)
+    text = json.dumps(cases)
+    if json.loads(text) == cases:  # JSON keeps every value Hypothesis drew (else: no cache, draw each time)
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = stored.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(stored)  # atomic: a run beside this one reads all of it or nothing
+    return cases
+
+
+def _cache_directory() -> Path:
+    base = (
+        os.environ.get("NIMIFY_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nimify"
+    )
+    return Path(base) / "chaos-specs"
+
+
+def _inputs_hash(count: int, seed_value: int) -> str:
+    digest = hashlib.sha256()
+    for part in (Path(__file__).read_bytes(), *(crd.read_bytes() for crd in sorted(CRDS.glob("*.yaml")))):
+        digest.update(hashlib.sha256(part).digest())
+    digest.update(f"{hypothesis.__version__} {sys.version_info[:3]} {count} {seed_value}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _draw(count: int, seed_value: int) -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
 
     @seed(seed_value)

@@ -53,7 +53,7 @@ from tests.conftest import REPO_ROOT, _bin_path
 from tests.controller.conftest import OperatorProcess
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
-pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.own_cluster, pytest.mark.timeout(600)]
 
 NIMSERVICES = scaled(ci=8, full=24)
 RESTARTS = scaled(ci=2, full=6)
