@@ -323,6 +323,27 @@ def test_failed_job_without_result_uses_the_job_condition() -> None:
     assert "backoff limit" in outcome.state.message
 
 
+def test_a_conversion_killed_for_its_memory_is_oom_killed_and_names_the_field_to_raise() -> None:
+    killed = pod("[convert] building the engine\n")  # FallbackToLogsOnError: the log's tail
+    terminated = killed["status"]["containerStatuses"][0]["state"]["terminated"]
+    terminated |= {"reason": "OOMKilled", "exitCode": 137}
+    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF, [killed]))
+    assert (outcome.state.ready, outcome.state.failed) == (False, True)
+    assert outcome.state.reason == "OOMKilled"
+    assert JOB_NAME in outcome.state.message
+    assert "spec.engine.buildResources.memoryLimit" in outcome.state.message
+    assert outcome.finished_build and not outcome.create_job
+
+
+def test_more_memory_for_the_conversion_is_a_new_job() -> None:
+    # The failed Job keeps its name; the spec with more memory names another, which the operator creates.
+    more = nimservice({"engine": {"buildResources": {"memory": "32Gi", "memoryLimit": "32Gi"}}})
+    location = engine_location(more, SETTINGS)
+    assert location.cache_key == LOCATION.cache_key
+    outcome = engine_outcome(more, location, observed(BACKOFF, [pod(None)]))
+    assert outcome.create_job and not outcome.state.failed
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -97,6 +98,7 @@ def conversion(settings: OperatorSettings, spec: dict[str, Any] | None = None) -
         pytest.param({"engine": {"parity": {"atol": 0.5}}}, id="parity-tolerance"),
         pytest.param({"engine": {"parity": {"samples": 0}}}, id="parity-samples"),
         pytest.param({"engine": {"buildTimeoutSeconds": 7200}}, id="build-timeout"),
+        pytest.param({"engine": {"buildResources": {"memoryLimit": "64Gi"}}}, id="build-memory"),
     ],
 )
 def test_conversion_key_follows_what_decides_the_verdict(
@@ -117,6 +119,14 @@ def test_conversion_key_follows_what_decides_the_verdict(
 def test_conversion_key_ignores_the_rest(settings: OperatorSettings, changed: dict[str, Any]) -> None:
     # A spec change that leaves the conversion as it is must never start a second Job for the same engine.
     assert conversion(settings) == conversion(settings, changed)
+
+
+def test_conversion_key_of_a_spec_without_build_resources_is_unchanged(settings: OperatorSettings) -> None:
+    # Job names of NimServices that never set spec.engine.buildResources stay those of earlier releases.
+    engine = nimservice(None).spec.engine.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document = {"parity": engine["parity"], "buildTimeoutSeconds": engine["buildTimeoutSeconds"]}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    assert conversion(settings) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def test_cache_key_ignores_the_nimservice_identity(settings: OperatorSettings) -> None:

@@ -157,10 +157,17 @@ def test_operator_default_build_resources(settings: OperatorSettings) -> None:
     assert resources["limits"]["memory"] == "64Gi"
 
 
-def test_build_resources_stay_out_of_the_engine_cache_key(settings: OperatorSettings) -> None:
+def test_build_resources_stay_out_of_the_engine_cache_key_but_name_another_job(
+    settings: OperatorSettings,
+) -> None:
+    # The same engine comes out; a conversion killed for its memory runs again, as a new Job, with more.
     plain = job_for(None, settings)
     bigger = job_for({"engine": {"buildResources": {"memory": "64Gi", "memoryLimit": "64Gi"}}}, settings)
-    assert plain["metadata"]["name"] == bigger["metadata"]["name"]
+    assert (
+        plain["metadata"]["annotations"][ENGINE_KEY_ANNOTATION]
+        == (bigger["metadata"]["annotations"][ENGINE_KEY_ANNOTATION])
+    )
+    assert plain["metadata"]["name"] != bigger["metadata"]["name"]
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,11 @@ def termination_result(pod: Body | None) -> dict[str, Any] | None:
     return None
 
 
+def _oom_killed(pod: Body | None) -> bool:
+    statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+    return any((c.get("state", {}).get("terminated") or {}).get("reason") == "OOMKilled" for c in statuses)
+
+
 def _failure_reason(reason: str | None) -> str:
     if not reason:
         return ConditionReason.ENGINE_BUILD_FAILED.value
@@ -155,7 +160,13 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
             finished_build=True,
         )
     if failed := _job_condition(job, "Failed"):
-        if failed.get("reason") == "DeadlineExceeded":
+        if _oom_killed(pod):  # killed by the kernel: its termination message is only the log's tail
+            reason = ConditionReason.OOM_KILLED.value
+            message = (
+                f"Job {job_name}: the conversion was killed for using more memory than its limit;"
+                " raise spec.engine.buildResources.memoryLimit (or memory), and a new Job runs"
+            )
+        elif failed.get("reason") == "DeadlineExceeded":
             reason = ConditionReason.ENGINE_BUILD_TIMED_OUT.value
             message = f"Job {job_name} ran past spec.engine.buildTimeoutSeconds"
         elif result and result.get("error"):

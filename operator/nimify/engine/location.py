@@ -79,11 +79,15 @@ def requested_gpu_product(nim: NimService) -> str | None:
 
 # Spec fields that change whether a conversion succeeds but not the engine it builds.
 CONVERSION_FIELDS = ("parity", "buildTimeoutSeconds")
+# Also one, but only where a spec sets it: a conversion killed for its memory runs again once the user gives
+# it more, and the Job names of specs without it stay what they were.
+CONVERSION_FIELDS_WHEN_SET = ("buildResources",)
 
 
 def conversion_key(nim: NimService) -> str:
     engine = nim.spec.engine.model_dump(mode="json", by_alias=True, exclude_none=True)
     document = {name: engine.get(name) for name in CONVERSION_FIELDS}
+    document |= {name: engine[name] for name in CONVERSION_FIELDS_WHEN_SET if name in engine}
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -229,7 +229,8 @@ class EngineSpec(ApiModel):
 
     build_resources: BuildResourcesSpec | None = None
     """CPU and memory of the conversion Job; the operator's defaults when left out. Not part of the engine
-    cache key: the same engine comes out."""
+    cache key (the same engine comes out), but of the Job's name: a conversion killed for its memory
+    (OOMKilled) runs again with more."""
 
     cel_rules = (
         Rule(
