@@ -15,43 +15,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-cache="${NIMIFY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nimify}"
-mkdir -p "$cache/bin" "$cache/src" "$cache/locks"
-
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+tag=ensure-binaries
+# shellcheck source=build-cache.sh
+source "$here/build-cache.sh"
 command -v go >/dev/null || { echo "ensure-binaries: 'go' is not on PATH; install Go >= 1.24" >&2; exit 1; }
-
-log() { printf '[ensure-binaries %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# `go build -v` prints one line per compiled package; show a heartbeat instead of thousands of lines.
-progress() {
-  awk -v what="$1" '/^#|: |^go: / { print > "/dev/stderr"; next }
-                    { n++; if (n % 100 == 0) { printf "[ensure-binaries] %s: %d packages compiled (last: %s)\n", what, n, $0 > "/dev/stderr"; fflush("/dev/stderr") } }
-                    END { printf "[ensure-binaries] %s: %d packages compiled\n", what, n > "/dev/stderr" }'
-}
-
-# build_component NAME VERSION BUILDER: runs BUILDER OUTDIR under a lock unless the cache already holds it.
-build_component() {
-  local name="$1" version="$2" builder="$3"
-  local dest="$cache/bin/$name-$version"
-  if [[ -f "$dest/.complete" ]]; then
-    echo "$dest"; return
-  fi
-  exec {lockfd}>"$cache/locks/$name-$version.lock"
-  log "waiting for the build lock of $name $version"
-  flock "$lockfd"
-  if [[ ! -f "$dest/.complete" ]]; then
-    local tmp; tmp="$(mktemp -d "$cache/bin/.$name-$version.XXXXXX")"
-    local start=$SECONDS
-    log "building $name $version (cold builds take minutes; cached in $dest)"
-    "$builder" "$tmp" "$version"
-    touch "$tmp/.complete"
-    rm -rf "$dest"; mv "$tmp" "$dest"
-    log "built $name $version in $((SECONDS - start))s"
-  fi
-  flock -u "$lockfd"; exec {lockfd}>&-
-  echo "$dest"
-}
 
 version_ldflags() {  # $1 = vMAJOR.MINOR.PATCH
   local v="$1" major minor

@@ -8,8 +8,8 @@
 # Two builds: KEDA and metrics-server in one module (they share nearly all of metrics-server's packages),
 # Prometheus in its own (see build_prometheus for why). PROMETHEUS_VERSION is the one KEDA requires, so the
 # two builds still share the compiled packages whose versions coincide (Go's build cache).
-# The cache/flock/atomic-rename pattern is copied from ensure-binaries.sh (build_component), so the two scripts
-# stay independent; each build leaves `.build-info` (seconds, bytes) for the CI budget.
+# The cache, its locks and atomic renames: hack/build-cache.sh (shared with ensure-binaries.sh); each build
+# leaves `.build-info` (seconds, bytes) for the CI budget.
 # Progress goes to stderr; the last line on stdout is the search path of the two directories.
 set -euo pipefail
 
@@ -17,46 +17,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-cache="${NIMIFY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nimify}"
-mkdir -p "$cache/bin" "$cache/src" "$cache/locks"
-
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+tag=ensure-metrics-stack
+# shellcheck source=build-cache.sh
+source "$here/build-cache.sh"
 command -v go >/dev/null || { echo "ensure-metrics-stack: 'go' is not on PATH; install Go >= 1.26" >&2; exit 1; }
-
-log() { printf '[ensure-metrics-stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# `go build -v` prints one line per compiled package; show a heartbeat instead of thousands of lines.
-progress() {
-  awk -v what="$1" '/^#|: |^go: / { print > "/dev/stderr"; fflush("/dev/stderr"); next }
-                    { n++; if (n % 200 == 0) { printf "[ensure-metrics-stack] %s: %d packages compiled (last: %s)\n", what, n, $0 > "/dev/stderr"; fflush("/dev/stderr") } }
-                    END { printf "[ensure-metrics-stack] %s: %d packages compiled\n", what, n > "/dev/stderr" }'
-}
-
-# build_component NAME VERSION BUILDER: runs BUILDER OUTDIR VERSION under a lock unless the cache holds it.
-build_component() {
-  local name="$1" version="$2" builder="$3"
-  local dest="$cache/bin/$name-$version"
-  if [[ -f "$dest/.complete" ]]; then
-    echo "$dest"; return
-  fi
-  exec {lockfd}>"$cache/locks/$name-$version.lock"
-  log "waiting for the build lock of $name $version"
-  flock "$lockfd"
-  if [[ ! -f "$dest/.complete" ]]; then
-    local tmp; tmp="$(mktemp -d "$cache/bin/.$name-$version.XXXXXX")"
-    local start=$SECONDS
-    log "building $name $version (cold builds take minutes; cached in $dest)"
-    "$builder" "$tmp" "$version"
-    local seconds=$((SECONDS - start)) bytes
-    bytes="$(du -sb "$tmp" | cut -f1)"
-    printf 'seconds=%s\nbytes=%s\n' "$seconds" "$bytes" >"$tmp/.build-info"
-    touch "$tmp/.complete"
-    rm -rf "$dest"; mv "$tmp" "$dest"
-    log "built $name $version in ${seconds}s ($((bytes / 1024 / 1024)) MiB)"
-  fi
-  flock -u "$lockfd"; exec {lockfd}>&-
-  echo "$dest"
-}
 
 gomod_of() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["'"$2"'"])'; }
 

@@ -202,6 +202,7 @@ def test_apply_converts_serves_and_answers_through_the_service(
 
     # The conversion really ran in the nimify image on the real node, and ended with its result.
     (job,) = get_json(cluster, "jobs", "-n", namespace)["items"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "20Mi"
     (build,) = get_json(
         cluster, "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job['metadata']['name']}"
     )["items"]
@@ -426,6 +427,40 @@ def test_an_oom_killed_replica_shows_in_status_and_recovers_with_more_memory(
 
     apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node))
     wait_ready(cluster, namespace, "mlp", timeout=180)
+    answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
+    np.testing.assert_allclose(
+        answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_conversion_killed_for_its_memory_is_reported_and_runs_again_with_more(
+    cluster: ExistingCluster, real_node: RealNodeInfo, real: tuple[str, dict[str, Model]]
+) -> None:
+    namespace, models = real
+    # Far below what `nimify convert` needs to import ONNX Runtime: the kernel kills it, and the Job fails.
+    starved = {"memory": "20Mi", "memoryLimit": "20Mi"}
+    engine = {"backend": "onnxruntime", "buildResources": starved}
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node, engine=engine))
+
+    def engine_condition() -> dict[str, Any] | None:
+        nim = get_json(cluster, "nimservice/mlp", "-n", namespace)
+        found = [c for c in nim.get("status", {}).get("conditions", []) if c["type"] == "EngineReady"]
+        return found[0] if found and found[0]["reason"] == "OOMKilled" else None
+
+    killed = eventually(engine_condition, timeout=150, interval=1)
+    assert killed["status"] == "False" and "spec.engine.buildResources.memoryLimit" in killed["message"]
+    selector = "--field-selector=involvedObject.name=mlp,type=Warning"
+    events = get_json(cluster, "events", "-n", namespace, selector)["items"]
+    assert "OOMKilled" in {event["reason"] for event in events}
+    (job,) = get_json(cluster, "jobs", "-n", namespace)["items"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "20Mi"
+
+    engine["buildResources"] = {"memory": "512Mi", "memoryLimit": "1Gi"}
+    apply(cluster, namespace, real_nimservice("mlp", models["v1"], real_node, engine=engine))
+    nim = wait_ready(cluster, namespace, "mlp", timeout=180)
+    assert condition(nim, "EngineReady")["reason"] == "EngineBuilt"
+    names = {item["metadata"]["name"] for item in get_json(cluster, "jobs", "-n", namespace)["items"]}
+    assert names - {job["metadata"]["name"]}, "no new Job ran with more memory"
     answer = first_answer(service_url(cluster, namespace, "mlp"), "mlp")
     np.testing.assert_allclose(
         answer, OnnxRuntimeModel(models["v1"].path).run({"input": INPUT})["logits"], rtol=1e-5, atol=1e-6
