@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -158,6 +159,9 @@ def serving_pods(cluster: ExistingCluster, namespace: str, name: str) -> list[di
     return list(get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"])
 
 
+_TLS = ssl.create_default_context()
+
+
 def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
     body = {
         "inputs": [
@@ -165,7 +169,8 @@ def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
         ]
     }
     # A new connection per request, as separate clients would open: none is pinned to a terminating pod.
-    with httpx.Client(timeout=10, headers={"Connection": "close"}) as client:
+    # (Plain HTTP: the one TLS context only spares each client loading the CA bundle, 20 ms of CPU.)
+    with httpx.Client(timeout=10, headers={"Connection": "close"}, verify=_TLS) as client:
         response = client.post(f"{url}/v2/models/{model}/infer", json=body)
     response.raise_for_status()
     (output,) = response.json()["outputs"]
