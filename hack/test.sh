@@ -8,11 +8,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-# Let Python keep the bytecode it compiles (in the clone's and the virtualenv's __pycache__, git-ignored): the
-# suite starts hundreds of Python processes (operators, conversions, CLIs) that import the same modules, and
-# a shell with PYTHONDONTWRITEBYTECODE set makes each compile them again (about 30 s of CPU in a run).
-unset PYTHONDONTWRITEBYTECODE
-
 real_node=no
 if [[ "${NIMIFY_REAL_NODE:-auto}" != off && "$(id -u)" == 0 ]]; then
   real_node=yes
