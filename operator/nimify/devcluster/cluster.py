@@ -34,6 +34,7 @@ from nimify.devcluster.real_node import (
     RealNodeInfo,
     RealNodeMode,
     acquire_lock,
+    clear_stale_node,
     prepare_network,
     remove_node_network,
     start_real_node,
@@ -450,7 +451,10 @@ def start_cluster(
     try:
         if with_node:
             try:
-                lock = acquire_lock({"cluster": name, "directory": str(directory), "pid": os.getpid()})
+                lock, previous = acquire_lock(
+                    {"cluster": name, "directory": str(directory), "pid": os.getpid()}
+                )
+                clear_stale_node(previous, SERVICE_CIDR, KWOK_BLACKHOLES, log)
             except RealNodeError as error:
                 raise ClusterError(str(error)) from None
             launcher.pass_fds = (lock,)

@@ -97,7 +97,19 @@ def teardown_network(state_file: Path) -> None:
     """Undo what `setup_network` recorded, newest first; a step that is already gone is skipped."""
     if not state_file.exists():
         return
-    state = NetworkState.load(state_file)
+    _undo(NetworkState.load(state_file))
+    state_file.unlink()
+
+
+def remove_stale_network(service_cidr: str, blackholes: list[str]) -> None:
+    """Remove, by name, everything `setup_network` makes: for a real node whose processes died without a
+    teardown and whose state file is gone with its cluster directory. IPv4 forwarding stays as it is (what it
+    was before is not known)."""
+    steps = ["bridge", "guard", "guard-jump", *(f"blackhole {cidr}" for cidr in blackholes), "service-route"]
+    _undo(NetworkState(service_cidr=service_cidr, blackholes=blackholes, done=steps))
+
+
+def _undo(state: NetworkState) -> None:
     for name in reversed(state.done):
         with contextlib.suppress(NetworkError, OSError):
             if name == "ip_forward" and state.ip_forward_before is not None:
@@ -117,7 +129,6 @@ def teardown_network(state_file: Path) -> None:
                 for veth in bridge_ports():
                     _run("ip", "link", "del", veth, check=False)
                 _run("ip", "link", "del", BRIDGE, check=False)
-    state_file.unlink()
 
 
 def bridge_ports() -> list[str]:

@@ -46,7 +46,7 @@ from nimify.devcluster.node_config import (
     runtime_class_manifest,
 )
 from nimify.devcluster.node_network import leftovers as network_leftovers
-from nimify.devcluster.node_network import setup_network, teardown_network
+from nimify.devcluster.node_network import remove_stale_network, setup_network, teardown_network
 from nimify.devcluster.topology import GPU_RESOURCE
 
 if TYPE_CHECKING:
@@ -130,9 +130,10 @@ def operator_environment(node: RealNodeInfo) -> dict[str, str]:
 # --- the machine-wide lock ----------------------------------------------------------------------------------
 
 
-def acquire_lock(owner: dict[str, Any]) -> int:
-    """An inheritable, locked descriptor of LOCK_FILE; the node's processes inherit it and so hold the lock
-    until the last of them exits (a crashed cluster leaves no stale lock)."""
+def acquire_lock(owner: dict[str, Any]) -> tuple[int, Path | None]:
+    """An inheritable, locked descriptor of LOCK_FILE, and the cluster directory of its previous owner (if
+    it said). The node's processes inherit the descriptor and so hold the lock until the last of them exits
+    (a crashed cluster leaves no stale lock; what else it left, `clear_stale_node` removes)."""
     fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -150,10 +151,14 @@ def acquire_lock(owner: dict[str, Any]) -> int:
             f"kubelet's fixed ports and the kubepods cgroup). {hint}, or start this cluster kwok-only with "
             f"{ENVIRONMENT}=off"
         ) from None
+    previous: Path | None = None
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        previous = Path(json.loads(os.read(fd, 4096).decode(errors="replace"))["directory"])
     os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(owner).encode())
     os.set_inheritable(fd, True)
-    return fd
+    return fd, previous
 
 
 def lock_holders() -> bool:
@@ -168,6 +173,38 @@ def lock_holders() -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def clear_stale_node(
+    previous_directory: Path | None, service_cidr: str, blackholes: list[str], log: Log
+) -> list[str]:
+    """Remove what a real node left whose processes are all gone without a teardown (its cluster's process
+    was SIGKILLed with its children, or the machine's processes all died): shims and pods, mounts, pod
+    cgroups, KUBE-* rules, the bridge, routes and guard. Only while this process holds the lock (no live
+    node then: its processes would hold it). Returns what it found; raises when some of it stays."""
+    found = leftovers(held_by_us=True)
+    if not found:
+        return []
+    log(f"removing what a real node whose processes are gone left on this machine ({len(found)} items)")
+    _kill_node_processes()
+    _unmount_under(RUN_DIR, *([layout_for(previous_directory).directory] if previous_directory else []))
+    for point in sorted(_node_mounts(), key=lambda p: len(p.parts), reverse=True):
+        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
+    _remove_pod_cgroups()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            _drop_kube_chains(tool, table)
+    if previous_directory is not None:  # its state file restores IPv4 forwarding as it was
+        teardown_network(layout_for(previous_directory).network_state)
+    remove_stale_network(service_cidr, blackholes)
+    if left := leftovers(held_by_us=True):
+        raise RealNodeError(
+            "a real node whose processes are gone left this on the machine, and it could not all be "
+            f"removed: {'; '.join(left)}"
+        )
+    return found
 
 
 # --- start --------------------------------------------------------------------------------------------------
@@ -534,15 +571,16 @@ def _remove_pod_cgroups() -> None:
                 directory.rmdir()
 
 
-def leftovers(cluster_directory: Path | None = None) -> list[str]:
-    """Everything of a real node that exists on this machine now; empty after a clean teardown."""
+def leftovers(cluster_directory: Path | None = None, *, held_by_us: bool = False) -> list[str]:
+    """Everything of a real node that exists on this machine now; empty after a clean teardown.
+    `held_by_us`: this process holds the lock (so it is no leftover)."""
     found = [f"process {pid}: {command}" for pid, command in node_processes()]
     roots = [RUN_DIR] + ([layout_for(cluster_directory).directory] if cluster_directory else [])
     found += [f"mount {point}" for point in _mounts_under(*roots)]
     found += [f"mount {point}" for point in _node_mounts() if point not in _mounts_under(*roots)]
     found += [f"cgroup {path}" for path in _pod_cgroups()]
     found += network_leftovers()
-    if lock_holders():
+    if not held_by_us and lock_holders():
         found.append(f"a process holds {LOCK_FILE}")
     return found
 
