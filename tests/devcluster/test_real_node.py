@@ -8,6 +8,7 @@ route or rule of the node may remain.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -16,13 +17,16 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from nimify.cli.devcluster import dev_cluster
 from nimify.devcluster.cluster import ClusterError, get_json, start_cluster
 from nimify.devcluster.node_config import (
     BRIDGE,
     GPU_COUNT,
     GPU_PRODUCT,
     HOST_IP,
+    LOCK_FILE,
     NODE_NAME,
     POD_CIDR,
     RUNTIME_CLASS,
@@ -32,6 +36,7 @@ from nimify.devcluster.real_node import (
     RealNodeError,
     RealNodeInfo,
     RealNodeMode,
+    held_for_another,
     mode_from_environment,
     unavailable_reason,
 )
@@ -164,6 +169,25 @@ def test_a_second_real_node_is_refused_while_one_runs(
     assert get_json(cluster, "node", real_node.name)["status"]["allocatable"]["nvidia.com/gpu"] == str(
         GPU_COUNT
     )
+
+
+def test_down_of_a_dead_cluster_leaves_the_running_real_node_alone(
+    real_node: RealNodeInfo, tmp_path: Path, cluster: ExistingCluster
+) -> None:
+    # A cluster whose processes and node are gone, its directory (network state included) still there.
+    running = Path(json.loads(LOCK_FILE.read_text())["directory"])
+    dead = tmp_path / "dead"
+    (dead / "node").mkdir(parents=True)
+    shutil.copy(running / "node" / "network.json", dead / "node" / "network.json")
+    assert held_for_another(dead)
+    assert not held_for_another(running)
+    result = CliRunner().invoke(dev_cluster, ["down", "--dir", str(dead)])
+    assert result.exit_code == 0, result.output
+    assert "left alone" in result.output
+    assert not dead.exists()
+    assert Path(f"/sys/class/net/{BRIDGE}").exists()
+    node = get_json(cluster, "node", real_node.name)
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
 
 
 def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from nimify.devcluster.node_config import BRIDGE
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network, mount and PID namespaces need root")
 
 #: Makes what a dead node leaves, acquires the lock and clears it; prints what it saw as JSON.
@@ -26,6 +28,12 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
     from pathlib import Path
+    # The namespace starts with private copies of the host's mounts, a running real node's among them:
+    # unmounting the copies leaves the host's alone (propagation is private).
+    markers = ("/node/kubelet", "io.containerd.", "/run/nimify-node")
+    copies = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in copies if any(m in p for m in markers)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=True)
     for point in ("/run", "/sys/fs/cgroup"):
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", point], check=True)
     from nimify.devcluster.cluster import KWOK_BLACKHOLES, SERVICE_CIDR
@@ -80,12 +88,15 @@ SCRIPT = textwrap.dedent(
 
 
 def _clear(tmp_path: Path, keep_state: bool) -> dict[str, Any]:
+    host_bridge = Path(f"/sys/class/net/{BRIDGE}").exists()
     result = subprocess.run(
-        ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", sys.executable, "-c", SCRIPT,
-         str(tmp_path / "dead"), "state" if keep_state else "lost"],
+        ["unshare", "--net", "--mount", "--propagation=private", "--pid", "--fork", "--mount-proc",
+         sys.executable, "-c", SCRIPT, str(tmp_path / "dead"), "state" if keep_state else "lost"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # The host saw none of it: a real node running beside (the session's) keeps its bridge.
+    assert Path(f"/sys/class/net/{BRIDGE}").exists() == host_bridge
     return json.loads(result.stdout.splitlines()[-1])
 
 

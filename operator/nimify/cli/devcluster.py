@@ -89,16 +89,23 @@ def up(
 def down(name: NameOption = "nimify", directory: DirOption = None) -> None:
     """Stop a cluster and remove its files; a real node is drained first and leaves nothing behind."""
     from nimify.devcluster.cluster import default_cluster_root, stop_cluster
-    from nimify.devcluster.real_node import leftovers
+    from nimify.devcluster.node_config import LOCK_FILE
+    from nimify.devcluster.real_node import held_for_another, leftovers
 
     target = directory or default_cluster_root() / name
     if not target.exists():
         console.print(f"cluster {name!r} is not running ({target} does not exist)")
         return
     had_node = (target / "node").exists()
+    another = had_node and held_for_another(target)
     stop_cluster(target)
     console.print(f"cluster [bold]{name}[/] stopped and removed")
-    if had_node and (left := leftovers()):
+    if another:
+        console.print(
+            f"its real node was gone; the one running now belongs to another cluster ({LOCK_FILE} names it) "
+            "and was left alone"
+        )
+    elif had_node and (left := leftovers()):
         console.print("[red]error:[/] the real node left behind:\n  " + "\n  ".join(left))
         raise typer.Exit(1)
 

@@ -35,6 +35,7 @@ from nimify.devcluster.real_node import (
     RealNodeMode,
     acquire_lock,
     clear_stale_node,
+    held_for_another,
     prepare_network,
     remove_node_network,
     start_real_node,
@@ -724,7 +725,9 @@ def stop_cluster(directory: Path, remove: bool = True, grace: float = 10) -> Non
     pids = dict(cluster.pids) if cluster else {}
     apiserver_up = cluster is not None and _alive(pids.get("kube-apiserver", -1))
     volumes = _hostpath_volumes(cluster) if cluster is not None and apiserver_up else []
-    has_node = (directory / "node").exists()
+    # A real node's teardown is machine-wide (its processes, mounts, cgroups, rules, bridge): skipped when
+    # this cluster's node is gone and another cluster's runs now.
+    has_node = (directory / "node").exists() and not held_for_another(directory)
     if has_node:
         stop_real_node(directory, pids, cluster if apiserver_up else None)
     etcd = pids.pop("etcd", None)

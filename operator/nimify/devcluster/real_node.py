@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -205,6 +206,19 @@ def clear_stale_node(
             f"removed: {'; '.join(left)}"
         )
     return found
+
+
+def held_for_another(cluster_directory: Path) -> bool:
+    """Whether a live real node of another cluster holds the lock: then the machine-wide parts of a
+    teardown (node processes, the run directory, pod cgroups, KUBE-* rules, the bridge) are that node's,
+    and stopping this cluster (dead, its own node long gone) must not touch them."""
+    if not lock_holders():
+        return False
+    try:
+        holder = Path(json.loads(LOCK_FILE.read_text())["directory"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # held, by an unknown owner: not ours to tear down
+    return holder.resolve() != cluster_directory.resolve()
 
 
 # --- start --------------------------------------------------------------------------------------------------
@@ -467,7 +481,7 @@ def _drop_kube_chains(tool: str, table: str) -> None:
     chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":KUBE-")]
     for line in saved.splitlines():
         if line.startswith("-A ") and " -j KUBE-" in line and not line.split()[1].startswith("KUBE-"):
-            rule = line.split()[1:]  # "CHAIN spec...": delete by specification
+            rule = shlex.split(line)[1:]  # "CHAIN spec...": delete by specification (comments are quoted)
             subprocess.run([tool, "-w", "-t", table, "-D", *rule], capture_output=True, check=False)
     for chain in chains:
         subprocess.run([tool, "-w", "-t", table, "-F", chain], capture_output=True, check=False)
