@@ -52,6 +52,10 @@ SCRIPT = textwrap.dedent(
     # The kubelet's own chain, as kubelet leaves it.
     subprocess.run(["iptables", "-w", "-t", "filter", "-N", "KUBE-FIREWALL"], check=True)
     subprocess.run(["iptables", "-w", "-t", "filter", "-I", "INPUT", "-j", "KUBE-FIREWALL"], check=True)
+    # And one of kube-proxy's, with a comment (iptables-save quotes it).
+    subprocess.run(["iptables", "-w", "-t", "nat", "-N", "KUBE-SERVICES"], check=True)
+    subprocess.run(["iptables", "-w", "-t", "nat", "-I", "PREROUTING", "-m", "comment", "--comment",
+                    "kubernetes service portals", "-j", "KUBE-SERVICES"], check=True)  # fmt: skip
     volume = layout.directory / "kubelet" / "pods" / "uid" / "volumes" / "model"
     volume.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], check=True)
@@ -107,6 +111,7 @@ def test_what_a_dead_real_node_left_is_removed_when_the_next_one_takes_the_lock(
     seen = _clear(tmp_path, keep_state)
     before = "\n".join(seen["before"])
     for part in ("bridge nimify0", "NIMIFY-GUARD", "KUBE-FIREWALL", "route blackhole", "/node/kubelet/pods",
+                 '"kubernetes service portals" -j KUBE-SERVICES',
                  "cgroup /sys/fs/cgroup/kubepods", "--hostname-override"):  # fmt: skip
         assert part in before
     assert "holds" not in before  # nothing holds the lock: the node's processes are gone
