@@ -139,27 +139,33 @@ def acquire_lock(owner: dict[str, Any]) -> tuple[int, Path | None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 4096).decode(errors="replace").strip()
+        holder = _owner(os.read(fd, 4096))
         os.close(fd)
-        try:
-            described = json.loads(holder)
-            who = f"cluster {described['cluster']!r} ({described['directory']})"
-            hint = f"stop it with `nimify dev-cluster down --dir {described['directory']}`"
-        except (ValueError, KeyError):
+        if holder is not None:
+            who = f"cluster {holder.get('cluster')!r} ({holder['directory']})"
+            hint = f"stop it with `nimify dev-cluster down --dir {holder['directory']}`"
+        else:
             who, hint = "another cluster", "stop it first"
         raise RealNodeError(
             f"a real node already runs on this machine, for {who}: only one can (it needs root, the "
             f"kubelet's fixed ports and the kubepods cgroup). {hint}, or start this cluster kwok-only with "
             f"{ENVIRONMENT}=off"
         ) from None
-    previous: Path | None = None
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        previous = Path(json.loads(os.read(fd, 4096).decode(errors="replace"))["directory"])
+    previous = _owner(os.read(fd, 4096))
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(owner).encode())
     os.set_inheritable(fd, True)
-    return fd, previous
+    return fd, Path(previous["directory"]) if previous is not None else None
+
+
+def _owner(content: bytes) -> dict[str, Any] | None:
+    """What the lock file says of its owner (`acquire_lock` writes it); None when it says nothing usable."""
+    with contextlib.suppress(ValueError):
+        owner = json.loads(content.decode(errors="replace"))
+        if isinstance(owner, dict) and isinstance(owner.get("directory"), str):
+            return owner
+    return None
 
 
 def lock_holders() -> bool:
@@ -187,16 +193,9 @@ def clear_stale_node(
     if not found:
         return []
     log(f"removing what a real node whose processes are gone left on this machine ({len(found)} items)")
-    _kill_node_processes()
-    _unmount_under(RUN_DIR, *([layout_for(previous_directory).directory] if previous_directory else []))
-    for point in sorted(_node_mounts(), key=lambda p: len(p.parts), reverse=True):
-        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
-    _remove_pod_cgroups()
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
-    for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "nat", "mangle"):
-            _drop_kube_chains(tool, table)
+    # Its cluster directory may be gone: its mounts are found by what only a node mounts.
+    _remove_node_traces(lambda: _mounts_under(RUN_DIR) + _node_mounts())
+    _drop_kube_chains()
     if previous_directory is not None:  # its state file restores IPv4 forwarding as it was
         teardown_network(layout_for(previous_directory).network_state)
     remove_stale_network(service_cidr, blackholes)
@@ -214,11 +213,10 @@ def held_for_another(cluster_directory: Path) -> bool:
     and stopping this cluster (dead, its own node long gone) must not touch them."""
     if not lock_holders():
         return False
-    try:
-        holder = Path(json.loads(LOCK_FILE.read_text())["directory"])
-    except (OSError, ValueError, KeyError, TypeError):
+    holder = _owner(LOCK_FILE.read_bytes())
+    if holder is None:
         return True  # held, by an unknown owner: not ours to tear down
-    return holder.resolve() != cluster_directory.resolve()
+    return Path(holder["directory"]).resolve() != cluster_directory.resolve()
 
 
 # --- start --------------------------------------------------------------------------------------------------
@@ -423,10 +421,16 @@ def stop_real_node(cluster_directory: Path, pids: dict[str, int], kubectl: Kubec
     if "containerd" in pids and _alive(pids["containerd"]):
         _remove_containers(layout)
     _stop(pids.pop("containerd", None))
+    _remove_node_traces(lambda: _mounts_under(layout.directory, layout.run))
+
+
+def _remove_node_traces(mounts: Callable[[], list[Path]]) -> None:
+    """What outlives a node's stopped (or dead) main processes: shims and pods, the `mounts`, the pod
+    cgroups and the run directory."""
     _kill_node_processes()
-    _unmount_under(layout.directory, layout.run)
+    _unmount(mounts)
     _remove_pod_cgroups()
-    shutil.rmtree(layout.run, ignore_errors=True)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 def remove_node_network(cluster_directory: Path) -> None:
@@ -471,12 +475,17 @@ def _kube_proxy_cleanup(cluster_directory: Path) -> None:
     kube_proxy = shutil.which("kube-proxy", path=bin_path) if bin_path else None
     if kube_proxy:
         subprocess.run([kube_proxy, "--cleanup"], capture_output=True, check=False, timeout=60)
+    _drop_kube_chains()
+
+
+def _drop_kube_chains() -> None:
+    """Every KUBE-* chain and every jump to one, in iptables and ip6tables."""
     for tool in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):
-            _drop_kube_chains(tool, table)
+            _drop_kube_chains_of(tool, table)
 
 
-def _drop_kube_chains(tool: str, table: str) -> None:
+def _drop_kube_chains_of(tool: str, table: str) -> None:
     saved = subprocess.run([f"{tool}-save", "-t", table], capture_output=True, text=True, check=False).stdout
     chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":KUBE-")]
     for line in saved.splitlines():
@@ -554,9 +563,10 @@ def _mounts_under(*roots: Path) -> list[Path]:
     return found
 
 
-def _unmount_under(*roots: Path) -> None:
+def _unmount(mounts_now: Callable[[], list[Path]]) -> None:
+    """Unmount what `mounts_now` lists, deepest first (lazily where busy), until it lists nothing."""
     for _ in range(5):
-        mounts = _mounts_under(*roots)
+        mounts = mounts_now()
         if not mounts:
             return
         for point in sorted(mounts, key=lambda p: len(p.parts), reverse=True):
