@@ -30,10 +30,19 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     # The namespace starts with private copies of the host's mounts, a running real node's among them:
     # unmounting the copies leaves the host's alone (propagation is private).
+    # A copy may also vanish by itself meanwhile (the host removed its mount point), so its umount may fail.
     markers = ("/node/kubelet", "io.containerd.", "/run/nimify-node")
-    copies = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for point in sorted((p for p in copies if any(m in p for m in markers)), key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", point], check=True)
+
+    def copies():
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        return sorted((p for p in points if any(m in p for m in markers)), key=len, reverse=True)
+
+    for _ in range(10):
+        if not (found := copies()):
+            break
+        for point in found:
+            subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+    assert not copies(), copies()
     for point in ("/run", "/sys/fs/cgroup"):
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", point], check=True)
     from nimify.devcluster.cluster import KWOK_BLACKHOLES, SERVICE_CIDR
