@@ -4,6 +4,11 @@
 # Extra arguments go to pytest (e.g. `hack/test.sh -k devcluster`).
 # NIMIFY_REAL_NODE=auto (default) runs the real-node tests wherever this machine can (root); `off` runs
 # kwok-only clusters (next to another session that holds this machine's real node).
+# Finding flakes before CI does (docs/development.md, "Timing-sensitive tests"):
+#   NIMIFY_REPEAT=N     runs the selected tests (or the whole suite) N times, each a fresh pytest run, and
+#                       prints a line per round; any failed round fails the run.
+#   NIMIFY_CPU_HOG=N    keeps N busy loops running beside the tests: a machine N cores slower.
+#   NIMIFY_LOAD_SCALE=F multiplies the load tests' concurrency (e.g. 2: the load doubled).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -22,6 +27,9 @@ export NIMIFY_TENSORRT_BINDINGS
 # metrics-server, Prometheus and KEDA for the autoscaling tests (cached like the control plane).
 NIMIFY_METRICS_BIN_PATH="$(bash hack/ensure-metrics-stack.sh)"
 export NIMIFY_METRICS_BIN_PATH
+# The Gateway API's CRDs (a Go module download the first time): fetched here, before any test's clock starts.
+NIMIFY_GATEWAY_API_DIR="$(bash hack/ensure-gateway-api.sh)"
+export NIMIFY_GATEWAY_API_DIR
 
 echo "== ruff"; .venv/bin/ruff check operator tests hack benchmarks; .venv/bin/ruff format --check operator tests hack benchmarks
 # mypy's cache lives outside the clone (it checks every file's hash against it, so a fresh clone of the same
@@ -33,41 +41,80 @@ if [[ $real_node == yes ]]; then
   # Built here (cached by content hash) so that progress shows; the cluster fixture finds them built.
   echo "== images"; .venv/bin/nimify dev-cluster images >/dev/null
 fi
-# pytest exits 5 when it collects nothing; that is a failure here, never a green run.
-status=0
-if [[ $# -gt 0 ]]; then
-  echo "== pytest $*"
-  .venv/bin/pytest "$@" || status=$?
-else
+hogs=()
+stop_hogs() { if [[ ${#hogs[@]} -gt 0 ]]; then kill "${hogs[@]}" 2>/dev/null || true; fi; }
+for _ in $(seq 1 "${NIMIFY_CPU_HOG:-0}"); do
+  bash -c 'while :; do :; done' &
+  hogs+=("$!")
+done
+trap stop_hogs EXIT
+[[ ${#hogs[@]} -eq 0 ]] || echo "== ${#hogs[@]} busy loops beside the tests (NIMIFY_CPU_HOG)"
+
+# One run of the tests; its exit status. pytest exits 5 when it collects nothing: a failure here, never green.
+run_tests() {
+  local status=0
+  if [[ $# -gt 0 ]]; then
+    echo "== pytest $*"
+    .venv/bin/pytest "$@" || status=$?
+    return "$status"
+  fi
   # The whole suite as four pytest processes side by side; the tests with clusters mostly wait on pods and
   # controllers, so together they keep both cores busy. The session cluster's tests of the real node (one
   # per machine) run on a cluster that has it; the session cluster's other tests on a kwok-only cluster of
   # their own; the heavy modules with kwok-only clusters of their own (marker own_cluster: the chaos suite's
   # operator kills, control-plane faults and hostile specs) one after another; and everything else (unit
   # tests, real tritonservers, lighter tests with clusters of their own). Each process's exit code counts;
-  # the others' output follows.
+  # the others' output follows, each part with its wall time.
+  local logs
   logs="$(mktemp -d)"
-  trap 'rm -rf "$logs"' EXIT
-  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "session_cluster and not real_node" --durations=10 \
-    >"$logs/kwok" 2>&1 &
-  kwok=$!
-  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "own_cluster" --durations=10 >"$logs/own" 2>&1 &
-  own=$!
-  NIMIFY_REAL_NODE=off .venv/bin/pytest -m "not session_cluster and not own_cluster" --durations=15 \
-    >"$logs/beside" 2>&1 &
-  beside=$!
+  local started=$SECONDS
+  # A part in the background: its output to logs/NAME, its wall time to logs/NAME.seconds, its exit code kept.
+  part() {
+    local name=$1; shift
+    local rc=0
+    NIMIFY_REAL_NODE=off .venv/bin/pytest "$@" >"$logs/$name" 2>&1 || rc=$?
+    echo "$((SECONDS - started))" >"$logs/$name.seconds"
+    return "$rc"
+  }
+  part kwok -m "session_cluster and not real_node" --durations=10 &
+  local kwok=$!
+  part own -m "own_cluster" --durations=10 &
+  local own=$!
+  part beside -m "not session_cluster and not own_cluster" --durations=15 &
+  local beside=$!
   echo "== pytest: the session cluster's tests of the real node (the others run beside them; their output follows)"
   .venv/bin/pytest -m "session_cluster and real_node" --durations=10 || status=$?
-  for part in "kwok:$kwok:the session cluster's other tests (kwok-only)" \
+  echo "== pytest: the session cluster's tests of the real node took $((SECONDS - started)) s"
+  local entry log pid title part_status
+  for entry in "kwok:$kwok:the session cluster's other tests (kwok-only)" \
               "own:$own:the modules with kwok-only clusters of their own (own_cluster)" \
               "beside:$beside:the other tests"; do
-    IFS=: read -r log pid title <<<"$part"
+    IFS=: read -r log pid title <<<"$entry"
     part_status=0
     wait "$pid" || part_status=$?
-    echo "== pytest: $title"
+    echo "== pytest: $title ($(cat "$logs/$log.seconds" 2>/dev/null || echo '?') s)"
     cat "$logs/$log"
     if [[ $part_status -ne 0 ]]; then status=$part_status; fi
   done
+  rm -rf "$logs"
+  return "$status"
+}
+
+status=0
+rounds="${NIMIFY_REPEAT:-1}"
+summary=()
+for round in $(seq 1 "$rounds"); do
+  [[ $rounds -eq 1 ]] || echo "== round $round of $rounds"
+  round_started=$SECONDS
+  round_status=0
+  run_tests "$@" || round_status=$?
+  summary+=("round $round: exit $round_status in $((SECONDS - round_started)) s")
+  if [[ $round_status -ne 0 ]]; then status=$round_status; fi
+done
+stop_hogs
+if [[ $rounds -gt 1 ]]; then
+  echo "== NIMIFY_REPEAT=$rounds"
+  printf '%s\n' "${summary[@]}"
 fi
 if [[ $real_node == yes ]]; then
   echo "== real node leftovers"

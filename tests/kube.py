@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,17 +39,65 @@ def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) ->
     cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
+def eventually(
+    check: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str | None = None
+) -> Any:
+    """`check()`'s first truthy result, asked every `interval` seconds for at most `timeout` seconds.
+
+    On time-out the failure names what was waited for (`what`, else the check's source line) and what was
+    seen last (its last falsy result and its last error), so a slow machine's failure reads as such.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    last_seen: Any = None
+    asked = 0
+    while True:
+        asked += 1
         try:
             if result := check():
                 return result
+            last_seen, last_error = result, None
         except Exception as error:
             last_error = error
+        if time.monotonic() + interval > deadline:
+            break
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
+    seen = f"last error: {last_error!r}" if last_error is not None else f"last seen: {last_seen!r}"
+    raise AssertionError(
+        f"waited {timeout:g}s ({asked} checks) for {what or _describe(check)}; {seen}"[:4000]
+    )
+
+
+def wait_nimservice_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: float) -> None:
+    """`kubectl wait --for=condition=Ready` on a NimService; on time-out, an AssertionError that shows its
+    conditions as they were then (what it was waiting on), not only kubectl's "timed out"."""
+    waited = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"nimservice/{name}", f"--timeout={timeout:g}s",
+        check=False, timeout=timeout + 10,
+    )  # fmt: skip
+    if waited.returncode == 0:
+        return
+    found = cluster.kubectl("get", "-n", namespace, f"nimservice/{name}", "-o", "json", check=False)
+    conditions = (
+        json.loads(found.stdout).get("status", {}).get("conditions", []) if found.returncode == 0 else []
+    )
+    seen = "; ".join(
+        f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}"[:300]
+        for c in conditions
+    )
+    raise AssertionError(
+        f"NimService {namespace}/{name} not Ready within {timeout:g}s ({waited.stderr.strip()}); "
+        f"its conditions: {seen or found.stderr.strip() or 'none yet'}"
+    )
+
+
+def _describe(check: Callable[[], Any]) -> str:
+    """The check's own source line(s) (a lambda's), else its name."""
+    try:
+        source = " ".join(line.strip() for line in inspect.getsource(check).splitlines())
+    except (OSError, TypeError):
+        source = ""
+    return source[:300] or getattr(check, "__qualname__", repr(check))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, 
 from nimify.devcluster.cluster import free_ports, get_json
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
-from tests.kube import ExistingCluster, fresh_namespace
+from tests.kube import ExistingCluster, fresh_namespace, wait_nimservice_ready
 
 E2E_NAMESPACES = "e2e-*"
 
@@ -182,15 +182,7 @@ def condition(cluster: ExistingCluster, namespace: str, name: str, kind: str) ->
 
 
 def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 120) -> None:
-    cluster.kubectl(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Ready",
-        f"nimservice/{name}",
-        f"--timeout={timeout}s",
-        timeout=timeout + 10,
-    )
+    wait_nimservice_ready(cluster, namespace, name, timeout)
 
 
 def jobs(cluster: ExistingCluster, namespace: str) -> list[dict[str, Any]]:

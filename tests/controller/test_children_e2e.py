@@ -69,8 +69,13 @@ def warning_events(cluster: ExistingCluster, ns: str, name: str, reason: str) ->
 
 
 def _gateway_api_dir() -> Path:
+    """The CRDs' directory: hack/test.sh fetches it before any test starts (NIMIFY_GATEWAY_API_DIR); a run of
+    pytest alone fetches it here, once."""
+    import os
     import subprocess
 
+    if found := os.environ.get("NIMIFY_GATEWAY_API_DIR"):
+        return Path(found)
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "hack" / "ensure-gateway-api.sh")],
         check=True,
@@ -101,8 +106,9 @@ def _served(cluster: ExistingCluster) -> bool:
 @pytest.fixture
 def gateway_api(cluster: ExistingCluster, build_runner: BuildPodKubelet) -> None:
     """The Gateway API's standard CRDs, installed and served."""
+    directory = _gateway_api_dir()  # a download the first time: before the builds pause
     with _builds_paused(build_runner):
-        for path in sorted(_gateway_api_dir().glob("*.yaml")):
+        for path in sorted(directory.glob("*.yaml")):
             docs = yaml.safe_load_all(path.read_text())
             crds = [doc for doc in docs if doc and doc["kind"] == "CustomResourceDefinition"]
             if crds:

@@ -17,6 +17,7 @@ from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
 from tests.controller.conftest import (
     E2E,
     L4,
+    OperatorProcess,
     StoredModel,
     apply,
     condition,
@@ -356,7 +357,9 @@ def test_steady_state_sends_no_writes(e2e: E2E) -> None:
         ),
         timeout=180,
     )
-    time.sleep(15)  # let the last status patches and events land
+    # The last status patches and events land (the status batching window is 30 s): wait until the operator
+    # has written nothing for 15 s, however long a loaded machine takes to get there.
+    wait_quiet(e2e.operator, quiet_seconds=15, timeout=180)
     counted_before, started = e2e.operator.writes(), time.time()
     time.sleep(40)  # four resync periods of NIMIFY_RESYNC_SECONDS=10, past the 30 s status batching window
     counted = e2e.operator.writes() - counted_before
@@ -365,3 +368,17 @@ def test_steady_state_sends_no_writes(e2e: E2E) -> None:
         f"the operator wrote in steady state: {counted} counted, {audited[:10]}"
     )
     assert len(jobs(cluster, ns)) == 1
+
+
+def wait_quiet(operator: OperatorProcess, quiet_seconds: float, timeout: float) -> None:
+    """Until the operator's write counter has not moved for `quiet_seconds` (at most `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    last, since = operator.writes(), time.monotonic()
+    while time.monotonic() - since < quiet_seconds:
+        assert time.monotonic() < deadline, (
+            f"the operator kept writing for {timeout:g}s (no {quiet_seconds:g}s without a write); "
+            f"writes counted: {last:g}"
+        )
+        time.sleep(1)
+        if (now := operator.writes()) != last:
+            last, since = now, time.monotonic()

@@ -34,7 +34,7 @@ from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.render.identity import COMPONENT_SERVER
-from tests.kube import ExistingCluster, eventually, fresh_namespace
+from tests.kube import ExistingCluster, eventually, fresh_namespace, wait_nimservice_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 
@@ -143,10 +143,7 @@ def apply(cluster: ExistingCluster, namespace: str, *objects: dict[str, Any]) ->
 
 
 def wait_ready(cluster: ExistingCluster, namespace: str, name: str, timeout: int = 180) -> dict[str, Any]:
-    cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", f"nimservice/{name}", f"--timeout={timeout}s",
-        timeout=timeout + 10,
-    )  # fmt: skip
+    wait_nimservice_ready(cluster, namespace, name, timeout)
     return dict(get_json(cluster, f"nimservice/{name}", "-n", namespace))
 
 

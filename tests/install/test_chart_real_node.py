@@ -43,7 +43,7 @@ from tests.controller.test_real_pods import (
 )
 from tests.install.argocd import argocd_health
 from tests.install.helm import Helm
-from tests.kube import ExistingCluster, apply, eventually, fresh_namespace
+from tests.kube import ExistingCluster, apply, eventually, fresh_namespace, wait_nimservice_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 
@@ -139,13 +139,10 @@ def wait_ready(
     cluster: ExistingCluster, installed: Installed, name: str, timeout: int = 240
 ) -> dict[str, Any]:
     namespace = installed.watched
-    result = cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", f"nimservice/{name}", f"--timeout={timeout}s",
-        timeout=timeout + 10, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        logs = operator_logs(cluster, installed)
-        raise AssertionError(f"nimservice/{name} not Ready: {result.stderr}\noperator log:\n{logs}")
+    try:
+        wait_nimservice_ready(cluster, namespace, name, timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\noperator log:\n{operator_logs(cluster, installed)}") from None
     return dict(get_json(cluster, f"nimservice/{name}", "-n", namespace))
 
 
