@@ -39,6 +39,8 @@ class Case:
     spec: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     """A metadata.name to test; otherwise the caller picks one."""
+    message: str | None = None
+    """Words the refusal must say (where the message itself is what a case is about)."""
 
     def document(self, name: str = "case") -> dict[str, Any]:
         return {
@@ -295,6 +297,50 @@ INVALID = [
             }
         },
     ),
+    # Admitted once, then a child refused by the apiserver (issue: the full-scale hostile-spec run found them)
+    Case(
+        "scale-down-policies-empty",
+        "spec.autoscaling.behavior.scaleDown.policies",
+        {
+            "autoscaling": {
+                "maxReplicas": 4,
+                "targetGpuUtilization": 80,
+                "behavior": {"scaleDown": {"policies": []}},
+            }
+        },
+        message="policies must list at least one policy",
+    ),
+    Case(
+        "scale-up-policies-empty",
+        "spec.autoscaling.behavior.scaleUp.policies",
+        {
+            "autoscaling": {
+                "autoscaler": "KEDA",
+                "maxReplicas": 4,
+                "targetQueueTimeMicroseconds": 500,
+                "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0, "policies": []}},
+            }
+        },
+        message="policies must list at least one policy",
+    ),
+    Case(
+        "build-memory-limit-zero",
+        "spec.engine.buildResources.memoryLimit",
+        {"engine": {"buildResources": {"cpu": 0, "memoryLimit": 0}}},
+        message="memoryLimit must be greater than zero",
+    ),
+    Case(
+        "build-memory-limit-zero-with-a-unit",
+        "spec.engine.buildResources.memoryLimit",
+        {"engine": {"buildResources": {"memoryLimit": "0Gi"}}},
+        message="memoryLimit must be greater than zero",
+    ),
+    Case(
+        "replica-memory-zero",
+        "spec.resources.memory",
+        {"resources": {"memory": "0"}},
+        message="memory must be greater than zero",
+    ),
     # expose
     Case("service-type-unknown", "spec.expose.serviceType", {"expose": {"serviceType": "ExternalName"}}),
     Case("ports-collide", "spec.expose", {"expose": {"grpcPort": 8000}}),
@@ -437,6 +483,12 @@ VALID = [
         {"engine": {"buildResources": {"cpu": 8, "memory": "64G", "memoryLimit": 68719476736}}},
     ),
     Case("build-memory-without-limit", "", {"engine": {"buildResources": {"memory": "64Gi"}}}),
+    # The default request (4Gi) follows a smaller limit down; a CPU request of 0 is Kubernetes' own "none".
+    Case(
+        "build-limit-below-the-default-request",
+        "",
+        {"engine": {"buildResources": {"cpu": 0, "memoryLimit": "1Gi"}}},
+    ),
     Case(
         "identities-and-pull-secrets",
         "",

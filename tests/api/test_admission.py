@@ -107,6 +107,7 @@ def test_invalid_spec_is_refused_at_admission(
     print(f"{case.id}: {result.stderr.strip()}")
     assert result.returncode != 0, f"{case.id} was accepted"
     assert case.path in result.stderr
+    assert case.message is None or case.message in result.stderr, result.stderr
     assert 'Duplicate value: "object"' not in result.stderr, "a rule's message was dropped"
 
 

@@ -124,6 +124,7 @@ def test_invalid_spec_is_refused_naming_the_field(case: Case) -> None:
     errors = nimservice_errors(case.document())
     assert errors, f"{case.id} was accepted"
     assert any(error.path.startswith(case.path) for error in errors), [str(error) for error in errors]
+    assert case.message is None or any(case.message in str(error) for error in errors), errors
 
 
 @pytest.mark.parametrize("case", VALID_PARAMS)

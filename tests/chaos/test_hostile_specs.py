@@ -2,7 +2,8 @@
 sent to the real apiserver and either refused at admission or admitted and then handled.
 
 Batched so a thousand cases take a few minutes:
-1. every case is created with a server-side dry run (admission, defaults, CEL, nothing stored). A refusal
+1. every case (the generated ones, then tests/chaos/boundaries.py's: every field at each edge of its schema)
+   is created with a server-side dry run (admission, defaults, CEL, nothing stored). A refusal
    must be a 4xx naming a spec field, and the API models must refuse it too; an admitted object must parse
    as the operator parses it, and the operator's semantic checks must either pass or name the field.
 2. for every admitted case the operator would build, each child it creates (claim, conversion Job,
@@ -39,6 +40,7 @@ from nimify.controller.kube import resource_of
 from nimify.devcluster.cluster import get_json
 from nimify.model.errors import ModelError
 from nimify.settings import OperatorSettings
+from tests.chaos.boundaries import boundary_specs
 from tests.chaos.children import desired_children, sample_model
 from tests.chaos.report import ChaosReport, Figure
 from tests.chaos.scale import scaled
@@ -84,8 +86,9 @@ def dry_run(cluster: ExistingCluster) -> Client:
 
 @pytest.fixture(scope="module")
 def verdicts(cluster: ExistingCluster, nimservice_crd: str, dry_run: Client) -> list[Verdict]:
-    """Every generated case through admission (dry run), with the API models' opinion beside it."""
-    specs = generate(CASES, SEED)
+    """Every generated case, then every boundary case, through admission (dry run), with the API models'
+    opinion beside it."""
+    specs = generate(CASES, SEED) + boundary_specs()
     results = []
     with fresh_namespace(cluster, "chaos-specs") as namespace:
         for index, spec in enumerate(specs):
@@ -142,8 +145,8 @@ def test_admission_and_the_api_models_agree(verdicts: list[Verdict], chaos_repor
     assert refused and invalid and len(verdicts) - refused - invalid  # every outcome happens
     chaos_report.add(
         Figure(
-            f"generated specs (seed {SEED}): {refused} refused at admission, {invalid} InvalidSpec, "
-            f"{len(verdicts) - refused - invalid} buildable",
+            f"generated specs (seed {SEED}) and {len(boundary_specs())} boundary specs: {refused} refused at "
+            f"admission, {invalid} InvalidSpec, {len(verdicts) - refused - invalid} buildable",
             len(verdicts),
             len(verdicts),
             "admission and API models agree; most refused: "

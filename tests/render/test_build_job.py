@@ -135,6 +135,9 @@ def test_gpu_limit_only_for_tensorrt(
         ({"memory": "32Gi"}, {"cpu": "1", "memory": "32Gi"}, "32Gi"),
         ({"memory": "2Gi"}, {"cpu": "1", "memory": "2Gi"}, "16Gi"),
         ({"memoryLimit": "64Gi"}, {"cpu": "1", "memory": "4Gi"}, "64Gi"),
+        # A limit below the default request: the request follows it down (the apiserver refuses more).
+        ({"memoryLimit": "1Gi"}, {"cpu": "1", "memory": "1Gi"}, "1Gi"),
+        ({"cpu": 0, "memoryLimit": "512Mi"}, {"cpu": "0", "memory": "512Mi"}, "512Mi"),
     ],
 )
 def test_build_resources_from_the_spec_else_the_operator_defaults(

@@ -27,11 +27,17 @@ def builder_image(nim: NimService, settings: OperatorSettings) -> str:
 
 
 def build_resources(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str, Any]]:
-    """Requests and memory limit of the conversion: the spec's, else the operator's defaults; a default
-    limit below the requested memory is raised to it, so a larger request alone is enough."""
+    """Requests and memory limit of the conversion: the spec's, else the operator's defaults. Where one of
+    the pair is a default, it gives way to the other: a default limit below the requested memory is raised
+    to it (a larger request alone is enough), and a default request above the given limit is lowered to
+    it (Kubernetes' own default for a request left out is the limit; the apiserver refuses a request above
+    it)."""
     spec = nim.spec.engine.build_resources or BuildResourcesSpec()
-    memory = spec.memory if spec.memory is not None else settings.build_memory
-    limit = spec.memory_limit
+    memory, limit = spec.memory, spec.memory_limit
+    if memory is None:
+        memory = settings.build_memory
+        if limit is not None and quantity_value(limit) < quantity_value(memory):
+            memory = limit
     if limit is None:
         default = settings.build_memory_limit
         limit = default if quantity_value(default) >= quantity_value(memory) else memory

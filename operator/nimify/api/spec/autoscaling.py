@@ -55,7 +55,20 @@ class ScalingRules(ApiModel):
     """Which policy applies when several do: Max (default) allows the largest change."""
 
     policies: list[ScalingPolicy] | None = Field(default=None, max_length=8)
-    """Limits on the rate of change."""
+    """Limits on the rate of change: at least one where given; the HorizontalPodAutoscaler's defaults when
+    left out."""
+
+    cel_rules = (
+        # The HPA refuses an empty list ("must specify at least one Policy"), and KEDA's HPA with it; an empty
+        # list says neither "no limit" nor "the defaults" clearly, so it is refused rather than dropped.
+        Rule(
+            cel="!has(self.policies) || size(self.policies) > 0",
+            message="policies must list at least one policy (leave policies out for the autoscaler's"
+            " defaults)",
+            holds=lambda rules: rules.policies is None or len(rules.policies) > 0,
+            field_path=".policies",
+        ),
+    )
 
 
 class ScalingBehavior(ApiModel):

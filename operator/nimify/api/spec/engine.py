@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import Dimension, Quantity, cel_list, quantity_value
+from nimify.api.spec.fields import Dimension, Quantity, cel_list, positive_quantity_rule, quantity_value
 from nimify.api.spec.model import DOT_DOT_SEGMENT, MODEL_URI
 from nimify.api.validation import Rule, cel_string, list_map, matches
 
@@ -172,8 +172,9 @@ class BuildResourcesSpec(ApiModel):
     """Memory request (e.g. 8Gi): what the scheduler reserves."""
 
     memory_limit: Quantity | None = None
-    """Memory limit (e.g. 64Gi), at least memory: the conversion is OOM-killed beyond it and the NimService
-    reports EngineBuildFailed. Left out, the operator's default, or memory where that is larger."""
+    """Memory limit (e.g. 64Gi), above zero and at least memory: the conversion is OOM-killed beyond it and
+    the NimService reports EngineBuildFailed. Left out, the operator's default, or memory where that is
+    larger. With memory left out, the default request is lowered to this limit where it is larger."""
 
     cel_rules = (
         Rule(
@@ -187,6 +188,8 @@ class BuildResourcesSpec(ApiModel):
             ),
             field_path=".memoryLimit",
         ),
+        # The Job's pod gets it as its memory limit: zero runs nothing (and is below any default request).
+        positive_quantity_rule("memory_limit", "memoryLimit", "memoryLimit must be greater than zero"),
     )
 
 

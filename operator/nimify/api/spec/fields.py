@@ -75,6 +75,18 @@ def quantity_value(value: int | str) -> Decimal:
     return mantissa.scaleb(int(suffix[1:]))
 
 
+def positive_quantity_rule(field: str, alias: str, message: str) -> Rule:
+    """A CEL rule (with its Python twin) that the quantity `field`, where set, is above zero: a zero the
+    schema's pattern admits, which the apiserver refuses, or which runs nothing, in the child it reaches."""
+    return Rule(
+        cel=f"!has(self.{alias}) || (type(self.{alias}) == int ? self.{alias} > 0"
+        f" : quantity(self.{alias}).isGreaterThan(quantity('0')))",
+        message=message,
+        holds=lambda model: (value := getattr(model, field)) is None or quantity_value(value) > 0,
+        field_path=f".{alias}",
+    )
+
+
 Dimension = Annotated[int, Field(ge=1, le=2**31 - 1)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 NodeLabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import LABEL_VALUE, Quantity
+from nimify.api.spec.fields import LABEL_VALUE, Quantity, positive_quantity_rule
 from nimify.api.validation import Rule
 
 
@@ -32,5 +32,9 @@ class ResourcesSpec(ApiModel):
             message="gpuProduct needs gpus of at least 1",
             holds=lambda resources: resources.gpu_product is None or resources.gpus >= 1,
             field_path=".gpuProduct",
+        ),
+        # Each replica's memory request and limit: a zero limit runs nothing.
+        positive_quantity_rule(
+            "memory", "memory", "memory must be greater than zero: it is each replica's limit"
         ),
     )

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
-
 from pydantic import Field
 
 from nimify.api.base import ApiModel
-from nimify.api.spec.fields import DNS1123_SUBDOMAIN, Quantity
+from nimify.api.spec.fields import DNS1123_SUBDOMAIN, Quantity, positive_quantity_rule
 from nimify.api.validation import Rule, TransitionRule, ValidationReason
 
 
@@ -17,14 +14,6 @@ def _unchanged(field: str) -> str:
         f"has(self.{field}) == has(oldSelf.{field})"
         f" && (!has(self.{field}) || self.{field} == oldSelf.{field})"
     )
-
-
-def _positive(size: int | str | None) -> bool:
-    """Whether a quantity is above zero: its number part is (suffixes and exponents only scale it)."""
-    if size is None or isinstance(size, int):
-        return size is None or size > 0
-    number = re.match(r"[0-9]*\.?[0-9]*", size)
-    return number is not None and number.group() not in ("", ".") and Decimal(number.group()) > 0
 
 
 class StorageSpec(ApiModel):
@@ -42,14 +31,8 @@ class StorageSpec(ApiModel):
     """A PVC you made, in the same namespace (ReadWriteMany when replicas > 1); excludes size. Immutable."""
 
     cel_rules = (
-        Rule(
-            # A claim of zero bytes is refused by the apiserver when the operator creates it: refuse it here.
-            cel="!has(self.size) || (type(self.size) == int ? self.size > 0"
-            " : quantity(self.size).isGreaterThan(quantity('0')))",
-            message="size must be greater than zero",
-            holds=lambda storage: _positive(storage.size),
-            field_path=".size",
-        ),
+        # A claim of zero bytes is refused by the apiserver when the operator creates it: refuse it here.
+        positive_quantity_rule("size", "size", "size must be greater than zero"),
         Rule(
             cel="has(self.size) != has(self.existingClaim)",
             message="set size (a PVC the operator creates) or existingClaim (a PVC you made), exactly one",
