@@ -341,6 +341,18 @@ INVALID = [
         {"resources": {"memory": "0"}},
         message="memory must be greater than zero",
     ),
+    Case(
+        "ingress-host-an-ip-address",
+        "spec.expose.ingress.host",
+        {"expose": {"ingress": {"host": "10.0.0.1"}}},
+        message="host must be a DNS name, not an IP address",
+    ),
+    Case(
+        "http-route-host-an-ip-address",
+        "spec.expose.httpRoute.host",
+        {"expose": {"httpRoute": {"host": "192.168.1.20", "gatewayRef": {"name": "public"}}}},
+        message="host must be a DNS name, not an IP address",
+    ),
     # expose
     Case("service-type-unknown", "spec.expose.serviceType", {"expose": {"serviceType": "ExternalName"}}),
     Case("ports-collide", "spec.expose", {"expose": {"grpcPort": 8000}}),

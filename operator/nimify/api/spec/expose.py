@@ -10,7 +10,7 @@ from pydantic import Field
 
 from nimify.api.base import ApiModel
 from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN, HOSTNAME, LABEL_VALUE, label_keys_rule
-from nimify.api.validation import Rule, ValidationReason
+from nimify.api.validation import Rule, ValidationReason, cel_string, matches
 
 LabelSelector = dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]]
 
@@ -36,6 +36,18 @@ class GatewayRef(ApiModel):
     """Listener of the Gateway to attach to; all listeners when left out."""
 
 
+#: Four dot-separated numbers: an IPv4 address, which Kubernetes refuses as an Ingress host ("must be a DNS
+#: name, not an IP address") and the Gateway API's hostname excludes; the HOSTNAME pattern alone admits it.
+_IPV4 = r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$"
+
+HOST_RULE = Rule(
+    cel=f"!self.host.matches({cel_string(_IPV4)})",
+    message="host must be a DNS name, not an IP address",
+    holds=lambda route: not matches(_IPV4, route.host),
+    field_path=".host",
+)
+
+
 class IngressSpec(ApiModel):
     """A networking.k8s.io/v1 Ingress routing a host to the HTTP port."""
 
@@ -48,6 +60,8 @@ class IngressSpec(ApiModel):
     tls_secret: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     """Secret with the TLS certificate for host; plain HTTP when left out."""
 
+    cel_rules = (HOST_RULE,)
+
 
 class HttpRouteSpec(ApiModel):
     """A Gateway API HTTPRoute routing a host to the HTTP port."""
@@ -57,6 +71,8 @@ class HttpRouteSpec(ApiModel):
 
     gateway_ref: GatewayRef
     """The Gateway to attach to."""
+
+    cel_rules = (HOST_RULE,)
 
 
 class NetworkPeer(ApiModel):
