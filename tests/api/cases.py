@@ -336,6 +336,12 @@ INVALID = [
         message="memoryLimit must be greater than zero",
     ),
     Case(
+        "workspace-a-fraction-of-a-byte",
+        "spec.engine.workspace",
+        {"engine": {"workspace": "1m"}},
+        message="workspace must be a whole number of bytes",
+    ),
+    Case(
         "replica-memory-zero",
         "spec.resources.memory",
         {"resources": {"memory": "0"}},

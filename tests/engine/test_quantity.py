@@ -23,7 +23,7 @@ def test_quantities(value: int | str, expected: int) -> None:
     assert quantity_bytes(value) == expected
 
 
-@pytest.mark.parametrize("value", ["4 GB", "lots", "1Gib", ""])
+@pytest.mark.parametrize("value", ["4 GB", "lots", "1Gib", "", "1m", "1.5"])
 def test_invalid(value: str) -> None:
     with pytest.raises(ModelError) as error:
         quantity_bytes(value, "engine.workspace")

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
-
+from nimify.api.spec.fields import QUANTITY, quantity_value
+from nimify.api.validation import matches
 from nimify.model.errors import ModelError
-
-_SUFFIXES = {
-    "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|)$")
 
 
 def quantity_bytes(value: int | str, field: str = "quantity") -> int:
+    """A quantity as whole bytes, read by the spec's own parser (`quantity_value`): what admission takes,
+    this takes, and a fraction of a byte (`1m`, which admission refuses for the workspace) it refuses."""
     if isinstance(value, int):
         return value
-    match = _QUANTITY.fullmatch(value.strip())
-    if match is None or match.group(2) not in _SUFFIXES:
+    if not matches(QUANTITY, value.strip()):
         raise ModelError("InvalidQuantity", f"{field} {value!r} is not a byte quantity such as 4Gi or 512Mi")
-    try:
-        number = Decimal(match.group(1))
-    except InvalidOperation:
-        raise ModelError("InvalidQuantity", f"{field} {value!r} is not a number") from None
-    return int(number * _SUFFIXES[match.group(2)])
+    number = quantity_value(value.strip())
+    if number != number.to_integral_value():
+        raise ModelError("InvalidQuantity", f"{field} {value!r} is not a whole number of bytes")
+    return int(number)

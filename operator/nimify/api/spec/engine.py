@@ -228,7 +228,8 @@ class EngineSpec(ApiModel):
     """How long the conversion Job may run before it is stopped and the NimService reports the failure."""
 
     workspace: Quantity | None = None
-    """GPU memory TensorRT may use as scratch space while building (e.g. 4Gi); all of it when left out."""
+    """GPU memory TensorRT may use as scratch space while building (e.g. 4Gi), a whole number of bytes; all
+    of it when left out."""
 
     build_resources: BuildResourcesSpec | None = None
     """CPU and memory of the conversion Job; the operator's defaults when left out. Not part of the engine
@@ -236,6 +237,15 @@ class EngineSpec(ApiModel):
     (OOMKilled) runs again with more."""
 
     cel_rules = (
+        Rule(
+            cel="!has(self.workspace) || type(self.workspace) == int || quantity(self.workspace).isInteger()",
+            message="workspace must be a whole number of bytes (e.g. 4Gi or 512Mi, not 1m)",
+            holds=lambda engine: (
+                engine.workspace is None
+                or quantity_value(engine.workspace) == quantity_value(engine.workspace).to_integral_value()
+            ),
+            field_path=".workspace",
+        ),
         Rule(
             cel=f"self.backend != 'onnxruntime' || self.precision in {cel_list(ONNXRUNTIME_PRECISIONS)}",
             message="onnxruntime accepts precision auto or fp32 only: lower precision must be in the graph",
