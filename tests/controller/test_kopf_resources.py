@@ -73,6 +73,9 @@ def test_the_gateway_api_is_a_group_the_operator_handles() -> None:
 
 def test_what_discovery_should_show() -> None:
     assert expected_in_discovery(_crd("MODIFIED")) == ({("v1", "httproutes")}, set())
+    just_created = _crd("ADDED")
+    just_created["object"]["status"] = {"conditions": None}  # as the apiserver lists a CRD it just took
+    assert expected_in_discovery(just_created) == (set(), set())
     assert expected_in_discovery(_crd("ADDED", established=False)) == (set(), set())
     gone = {("v1", "httproutes"), ("v1beta1", "httproutes")}
     assert expected_in_discovery(_crd("DELETED", deleted=True)) == (set(), gone)
@@ -115,3 +118,16 @@ async def test_a_discovery_that_never_agrees_gives_up_after_its_delays() -> None
     await _process(_crd("MODIFIED"), insights, discovery)
     assert discovery.reads == 5  # the first read and one after each of the four delays
     assert HTTPROUTES not in insights.watched_resources
+
+
+async def test_a_later_read_that_fails_ends_the_retries_without_stopping_the_operator() -> None:
+    class Failing(LaggingDiscovery):
+        async def __call__(self, **kwargs: Any) -> Collection[references.Resource]:
+            if self.reads:
+                self.reads += 1
+                raise ConnectionError("the apiserver restarts")
+            return await super().__call__(**kwargs)
+
+    insights, discovery = references.Insights(), Failing(lag=100)
+    await _process(_crd("MODIFIED"), insights, discovery)  # no exception: kopf would stop the operator
+    assert discovery.reads == 2

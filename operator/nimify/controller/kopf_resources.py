@@ -44,12 +44,12 @@ def expected_in_discovery(raw_event: bodies.RawEvent) -> tuple[set[tuple[str, st
     """(version, plural) pairs the group's discovery should list after this CRD event, and those it should
     not."""
     crd: dict[str, Any] = dict(raw_event["object"])
-    spec = crd.get("spec", {})
-    plural = spec.get("names", {}).get("plural", "")
-    versions = spec.get("versions", [])
-    if raw_event["type"] == "DELETED" or crd.get("metadata", {}).get("deletionTimestamp"):
+    spec = crd.get("spec") or {}
+    plural = (spec.get("names") or {}).get("plural", "")
+    versions = spec.get("versions") or []
+    if raw_event["type"] == "DELETED" or (crd.get("metadata") or {}).get("deletionTimestamp"):
         return set(), {(version["name"], plural) for version in versions}
-    conditions = crd.get("status", {}).get("conditions", [])
+    conditions = (crd.get("status") or {}).get("conditions") or []  # null on a CRD just created
     if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
         return set(), set()  # not served yet: the update that establishes it is another event
     return {(version["name"], plural) for version in versions if version.get("served")}, set()
@@ -79,7 +79,11 @@ async def process_resource_event(
 ) -> None:
     """kopf's processor, until discovery agrees with the CRD; for listing events of unknown APIs too."""
     group = raw_event["object"]["spec"]["group"]
-    present, absent = expected_in_discovery(raw_event)
+    try:
+        present, absent = expected_in_discovery(raw_event)
+    except (KeyError, TypeError, AttributeError) as error:  # a CRD shaped unlike any apiserver's: kopf's way
+        logger.warning(f"A CRD of group {group!r} could not be read ({error!r}); read once, as kopf does")
+        present, absent = set(), set()
     handled = handled_groups(registry)
     if group not in handled and None not in handled:
         await _KOPF_PROCESSOR(
@@ -90,9 +94,16 @@ async def process_resource_event(
         known = insights.watched_resources | insights.indexed_resources
         if not present or any((r.group, r.plural) == (group, plural) for r in known for _, plural in present):
             return  # what kopf's first listing found already, as kopf assumes
-    for delay in (0.0, *delays):
+    for attempt, delay in enumerate((0.0, *delays)):
         await asyncio.sleep(delay)
-        resources = await scan(groups={group}, settings=settings, logger=logger)
+        try:
+            resources = await scan(groups={group}, settings=settings, logger=logger)
+        except Exception as error:
+            if not attempt:
+                raise  # the read kopf's own processor makes: its errors are kopf's to handle
+            # A read of ours only (an apiserver restarting): kopf stops the operator on any error here.
+            logger.warning(f"Reading the discovery of API group {group!r} again failed: {error!r}")
+            return
         async with insights.revised:
             observation.revise_resources(
                 resources=resources, insights=insights, registry=registry, group=group
