@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
-from nimify.devcluster.cluster import free_ports, get_json
+from nimify.devcluster.cluster import get_json
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
+from nimify.ports import free_ports
 from tests.kube import ExistingCluster, fresh_namespace, wait_nimservice_ready
 
 E2E_NAMESPACES = "e2e-*"

@@ -28,11 +28,12 @@ import pytest
 import yaml
 
 from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import free_ports, get_json
+from nimify.devcluster.cluster import get_json
 from nimify.devcluster.real_node import RealNodeInfo, operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
+from nimify.ports import free_ports
 from nimify.render.identity import COMPONENT_SERVER
 from tests.kube import ExistingCluster, eventually, fresh_namespace, wait_nimservice_ready
 

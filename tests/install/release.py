@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from nimify.devcluster.build_runner import operator_environment
-from nimify.devcluster.cluster import free_ports
+from nimify.ports import free_ports
 from tests.install.helm import CHART, Helm
 from tests.kube import ExistingCluster
 

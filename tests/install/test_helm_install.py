@@ -20,10 +20,11 @@ import pytest
 
 from nimify.controller.children import CHILD_KINDS
 from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import free_ports, get_json, wait_established
+from nimify.devcluster.cluster import get_json, wait_established
 from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
+from nimify.ports import free_ports
 from tests.install.argocd import argocd_health
 from tests.install.helm import CHART, Helm
 from tests.install.release import OperatorRun, Release, can_i, token_kubeconfig

@@ -49,6 +49,7 @@ from nimify.devcluster.topology import (
     bootstrap_manifests,
     kwok_pod_stages,
 )
+from nimify.ports import free_ports
 from nimify.render.pod_security import RUN_AS
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
@@ -219,18 +220,6 @@ def resolve_binaries(bin_path: str) -> dict[str, str]:
             "(run hack/ensure-binaries.sh, which prints the path to use)"
         )
     return {name: path for name, path in found.items() if path is not None}
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free TCP ports on `host`."""
-    # Hold all sockets open until every port is chosen so the same port is never handed out twice.
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 def _kubeconfig(server: str, pki: Pki, client: str) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from nimify.devcluster.aggregation import (
     create_authority,
     service_dns_names,
 )
-from nimify.devcluster.cluster import ClusterError, LocalCluster, free_ports, terminate
+from nimify.devcluster.cluster import ClusterError, LocalCluster, terminate
+from nimify.ports import free_ports
 from nimify.render.identity import COMPONENT_SERVER, MANAGED_BY
 
 METRICS_SERVER = "metrics-server"

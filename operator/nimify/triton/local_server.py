@@ -13,7 +13,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from nimify.model.errors import ModelError
+from nimify.ports import free_port
 from nimify.triton.python_model import render_onnxruntime_backend
 
 
@@ -88,12 +88,6 @@ def prepare_backends(installation: TritonInstallation, directory: Path) -> Path:
     onnxruntime.mkdir(exist_ok=True)
     (onnxruntime / "model.py").write_text(render_onnxruntime_backend())
     return directory
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def server_environment(
