@@ -45,12 +45,12 @@ from lightkube.codecs import from_dict
 
 from nimify.api.crd import nimservice_crd
 from nimify.controller.kube import NimServiceResource
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
-from nimify.devcluster.cluster import LocalCluster, running_cluster
-from nimify.devcluster.topology import NodePool
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.ports import free_ports
+from nimify_devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
+from nimify_devcluster.cluster import LocalCluster, running_cluster
+from nimify_devcluster.topology import NodePool
 
 NAMESPACE = "bench"
 OPERATOR_USER = "nimify-operator"  # the operator's identity in the local cluster's PKI

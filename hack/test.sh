@@ -31,7 +31,7 @@ export NIMIFY_METRICS_BIN_PATH
 NIMIFY_GATEWAY_API_DIR="$(bash hack/ensure-gateway-api.sh)"
 export NIMIFY_GATEWAY_API_DIR
 
-echo "== ruff"; .venv/bin/ruff check operator tests hack benchmarks; .venv/bin/ruff format --check operator tests hack benchmarks
+echo "== ruff"; .venv/bin/ruff check operator devcluster tests hack benchmarks; .venv/bin/ruff format --check operator devcluster tests hack benchmarks
 # mypy's cache lives outside the clone (it checks every file's hash against it, so a fresh clone of the same
 # code reuses it: 20 s of CPU saved on each run); one mypy at a time writes it.
 cache="${NIMIFY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nimify}"

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from nimify.api import CRD_NAME
-from nimify.devcluster.cluster import start_cluster, stop_cluster, wait_established
-from nimify.devcluster.real_node import RealNodeInfo, RealNodeMode, mode_from_environment
-from nimify.devcluster.real_node import leftovers as real_node_leftovers
+from nimify_devcluster.cluster import start_cluster, stop_cluster, wait_established
+from nimify_devcluster.real_node import RealNodeInfo, RealNodeMode, mode_from_environment
+from nimify_devcluster.real_node import leftovers as real_node_leftovers
 from tests.kube import ExistingCluster, fresh_namespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

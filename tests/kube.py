@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from nimify.devcluster.cluster import KubectlClient
-from nimify.devcluster.real_node import RealNodeInfo
+from nimify_devcluster.cluster import KubectlClient
+from nimify_devcluster.real_node import RealNodeInfo
 
 
 @dataclass(frozen=True)

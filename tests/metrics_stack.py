@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nimify.devcluster.cluster import LocalCluster, running_cluster
-from nimify.devcluster.metrics_stack import COMPONENTS, MetricsStack, start_metrics_stack, stop_metrics_stack
+from nimify_devcluster.cluster import LocalCluster, running_cluster
+from nimify_devcluster.metrics_stack import COMPONENTS, MetricsStack, start_metrics_stack, stop_metrics_stack
 from tests.kube import ExistingCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

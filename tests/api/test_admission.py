@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nimify.api import NimService
-from nimify.devcluster.cluster import get_json
+from nimify_devcluster.cluster import get_json
 from tests.api.cases import FULL_STATUS, INVALID, INVALID_PARAMS, VALID_PARAMS, Case
 from tests.kube import ExistingCluster
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nimify.devcluster.build_runner import BuildPodKubelet
+from nimify_devcluster.build_runner import BuildPodKubelet
 from tests.chaos.report import ChaosReport
 from tests.chaos.scale import SCALE
 from tests.controller.conftest import OperatorProcess

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from nimify.api import NimService
-from nimify.devcluster.cluster import Kubectl, get_json
 from nimify.engine.location import engine_location
 from nimify.render.identity import ENGINE_KEY_ANNOTATION, MANAGED_BY_SELECTOR, triton_config_name
 from nimify.settings import OperatorSettings
+from nimify_devcluster.cluster import Kubectl, get_json
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 
 MANAGED = ",".join(f"{key}={value}" for key, value in MANAGED_BY_SELECTOR.items())

@@ -31,8 +31,10 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from nimify.devcluster.build_runner import BuildPodKubelet
-from nimify.devcluster.cluster import (
+from nimify.install.rbac import operator_grants
+from nimify.settings import OperatorSettings
+from nimify_devcluster.build_runner import BuildPodKubelet
+from nimify_devcluster.cluster import (
     LocalCluster,
     get_json,
     start_cluster,
@@ -41,9 +43,7 @@ from nimify.devcluster.cluster import (
     stop_component,
     wait_established,
 )
-from nimify.devcluster.real_node import RealNodeMode
-from nimify.install.rbac import operator_grants
-from nimify.settings import OperatorSettings
+from nimify_devcluster.real_node import RealNodeMode
 from tests.chaos.convergence import duplicate_job_creates, not_converged, wait_for_garbage_collection
 from tests.chaos.proxy import CuttingProxy
 from tests.chaos.report import ChaosReport, Figure

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from nimify.devcluster.cluster import LocalCluster, get_json, start_component, stop_component
-from nimify.devcluster.real_node import RealNodeInfo
 from nimify.model.digest import file_sha256
+from nimify_devcluster.cluster import LocalCluster, get_json, start_component, stop_component
+from nimify_devcluster.real_node import RealNodeInfo
 from tests.chaos.report import ChaosReport, Figure
 from tests.controller.test_real_pods import (
     HostOperator,

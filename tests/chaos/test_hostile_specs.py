@@ -37,9 +37,9 @@ from nimify.api.nimservice import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nimify.api.semantics import semantic_errors
 from nimify.controller.children import CHILD_KINDS
 from nimify.controller.kube import resource_of
-from nimify.devcluster.cluster import get_json
 from nimify.model.errors import ModelError
 from nimify.settings import OperatorSettings
+from nimify_devcluster.cluster import get_json
 from tests.chaos.boundaries import boundary_specs
 from tests.chaos.children import desired_children, sample_model
 from tests.chaos.report import ChaosReport, Figure

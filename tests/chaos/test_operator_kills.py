@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from nimify.devcluster.build_runner import BuildPodKubelet
 from nimify.settings import OperatorSettings
+from nimify_devcluster.build_runner import BuildPodKubelet
 from tests.chaos.convergence import (
     duplicate_job_creates,
     job_creates,

@@ -21,12 +21,12 @@ import pytest
 import yaml
 
 from nimify.api import NimService
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import get_json
-from nimify.devcluster.pki import create_pki
 from nimify.model.digest import file_sha256
 from nimify.model.samples import write_sample
 from nimify.settings import OperatorSettings
+from nimify_devcluster.build_runner import BuildPodKubelet, create_local_claim
+from nimify_devcluster.cluster import get_json
+from nimify_devcluster.pki import create_pki
 from tests.chaos.children import desired_children, sample_model
 from tests.chaos.conftest import RESTRICTED, restricted_namespace
 from tests.chaos.report import ChaosReport, Figure

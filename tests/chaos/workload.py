@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from nimify.devcluster.build_runner import create_local_claim
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
+from nimify_devcluster.build_runner import create_local_claim
 from tests.kube import ExistingCluster
 
 Model = dict[str, str]  # spec.model: uri and sha256

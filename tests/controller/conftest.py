@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
-from nimify.devcluster.cluster import get_json
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_cnn, build_mlp, write_model
 from nimify.ports import free_ports
+from nimify_devcluster.build_runner import BuildPodKubelet, create_local_claim, operator_environment
+from nimify_devcluster.cluster import get_json
 from tests.kube import ExistingCluster, fresh_namespace, wait_nimservice_ready
 
 E2E_NAMESPACES = "e2e-*"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import get_json, wait_established
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
+from nimify_devcluster.build_runner import BuildPodKubelet, create_local_claim
+from nimify_devcluster.cluster import get_json, wait_established
 from tests.controller.conftest import OperatorProcess, StoredModel, apply, condition, nimservice, wait_ready
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 from tests.metrics_stack import REPO_ROOT, MetricsCluster, metrics_cluster

@@ -53,14 +53,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import LocalCluster, get_json
-from nimify.devcluster.metrics_stack import BINARIES, MetricsStack, metrics_stack_logs
-from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.triton.load import LoadResult, percentile, run_load
+from nimify_devcluster.build_runner import create_local_claim
+from nimify_devcluster.cluster import LocalCluster, get_json
+from nimify_devcluster.metrics_stack import BINARIES, MetricsStack, metrics_stack_logs
+from nimify_devcluster.real_node import RealNodeInfo
 from tests.controller.test_real_pods import (
     INPUT,
     HostOperator,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from nimify.devcluster.build_runner import BuildPodKubelet
-from nimify.devcluster.cluster import get_json, wait_established
-from nimify.devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
+from nimify_devcluster.build_runner import BuildPodKubelet
+from nimify_devcluster.cluster import get_json, wait_established
+from nimify_devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
 from tests.conftest import REPO_ROOT
 from tests.controller.conftest import E2E, L4, OperatorProcess, apply, condition, nimservice, wait_ready
 from tests.kube import ExistingCluster, eventually

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from nimify.devcluster.cluster import get_json
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION
+from nimify_devcluster.cluster import get_json
 from tests.controller.conftest import (
     E2E,
     L4,

@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 import yaml
 
-from nimify.devcluster.build_runner import create_local_claim
-from nimify.devcluster.cluster import get_json
-from nimify.devcluster.real_node import RealNodeInfo, operator_environment
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.ports import free_ports
 from nimify.render.identity import COMPONENT_SERVER
+from nimify_devcluster.build_runner import create_local_claim
+from nimify_devcluster.cluster import get_json
+from nimify_devcluster.real_node import RealNodeInfo, operator_environment
 from tests.kube import ExistingCluster, eventually, fresh_namespace, wait_nimservice_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]

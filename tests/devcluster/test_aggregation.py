@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from nimify.devcluster.aggregation import (
+from nimify_devcluster.aggregation import (
     FRONT_PROXY_CLIENT,
     aggregated_api_manifests,
     create_authority,

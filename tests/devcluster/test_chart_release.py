@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nimify.devcluster.chart_release import KOPF_SERVER_NAME, chart_directory, real_node_values, write_values
-from nimify.devcluster.cluster import SERVICE_IP
-from nimify.devcluster.real_node import RealNodeInfo
+from nimify_devcluster.chart_release import KOPF_SERVER_NAME, chart_directory, real_node_values, write_values
+from nimify_devcluster.cluster import SERVICE_IP
+from nimify_devcluster.real_node import RealNodeInfo
 from tests.conftest import _bin_path
 from tests.install.helm import CHART, Helm, one
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from nimify.devcluster.cluster import ClusterError, wait_established
+from nimify_devcluster.cluster import ClusterError, wait_established
 
 ACCESSOR_ERROR = (
     "error: .status.conditions accessor error: <nil> is of the type <nil>, expected []interface{}"

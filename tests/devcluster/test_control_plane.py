@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nimify.devcluster.cluster import get_json, wait_established
-from nimify.devcluster.topology import GPU_PRODUCT_LABEL
+from nimify_devcluster.cluster import get_json, wait_established
+from nimify_devcluster.topology import GPU_PRODUCT_LABEL
 from tests.kube import ExistingCluster, apply, eventually
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nimify.devcluster.images import (
+from nimify_devcluster.images import (
     ImageBuildError,
     build_images,
     buildah_for,
@@ -104,6 +104,17 @@ def test_the_nimify_image_runs_the_cli_as_its_unprivileged_user() -> None:
     assert result.returncode == 0, result.stderr
     assert "--repository" in result.stdout
     assert run_in(ref, "id", "-u").stdout.strip() == "1000"
+
+
+@pytest.mark.real_node
+@root_only
+def test_the_nimify_image_carries_no_development_cluster() -> None:
+    # The development cluster is a distribution of its own, installed in the development virtualenv only.
+    ref = build_images(["nimify"])["nimify"].ref
+    command = run_in(ref, "nimify", "dev-cluster", "--help")
+    assert command.returncode == 2 and "No such command 'dev-cluster'" in command.stdout + command.stderr
+    probe = "from importlib.util import find_spec as f; print(f('nimify_devcluster'), f('nimify.devcluster'))"
+    assert run_in(ref, "python3", "-c", probe).stdout.split() == ["None", "None"]
 
 
 @pytest.mark.real_node

@@ -20,9 +20,9 @@ from nimify.api.spec import Autoscaler
 from nimify.autoscaling.adapter_rules import prometheus_adapter_rules
 from nimify.autoscaling.queries import deployment_pods_selector, gpu_utilization, queue_time_per_request
 from nimify.controller.autoscaling import keda_hpa_name, scaling_verdict
-from nimify.devcluster.cluster import get_json, wait_established
 from nimify.render.scaled_object import render_scaled_object
 from nimify.settings import OperatorSettings
+from nimify_devcluster.cluster import get_json, wait_established
 from tests.kube import apply, eventually, fresh_namespace
 from tests.metrics_stack import REPO_ROOT, MetricsCluster, metrics_cluster
 from tests.render.conftest import nimservice

@@ -3,7 +3,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nimify.devcluster.pki import CLIENTS, create_pki
+from nimify_devcluster.pki import CLIENTS, create_pki
 
 
 def test_every_certificate_is_signed_by_the_cluster_ca(tmp_path: Path) -> None:

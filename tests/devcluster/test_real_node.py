@@ -19,9 +19,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nimify.cli.devcluster import dev_cluster
-from nimify.devcluster.cluster import ClusterError, get_json, start_cluster
-from nimify.devcluster.node_config import (
+from nimify.render.pod_security import container_security_context, pod_security_context
+from nimify_devcluster.cli import dev_cluster
+from nimify_devcluster.cluster import ClusterError, get_json, start_cluster
+from nimify_devcluster.node_config import (
     BRIDGE,
     GPU_COUNT,
     GPU_PRODUCT,
@@ -31,8 +32,8 @@ from nimify.devcluster.node_config import (
     POD_CIDR,
     RUNTIME_CLASS,
 )
-from nimify.devcluster.node_network import GUARD_CHAIN
-from nimify.devcluster.real_node import (
+from nimify_devcluster.node_network import GUARD_CHAIN
+from nimify_devcluster.real_node import (
     RealNodeError,
     RealNodeInfo,
     RealNodeMode,
@@ -40,7 +41,6 @@ from nimify.devcluster.real_node import (
     mode_from_environment,
     unavailable_reason,
 )
-from nimify.render.pod_security import container_security_context, pod_security_context
 from tests.kube import ExistingCluster, fresh_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nimify.devcluster.cluster import running_cluster
-from nimify.devcluster.topology import NodePool
+from nimify_devcluster.cluster import running_cluster
+from nimify_devcluster.topology import NodePool
 from tests.kube import ExistingCluster
 
 pytestmark = pytest.mark.cluster

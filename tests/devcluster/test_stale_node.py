@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from nimify.devcluster.node_config import BRIDGE
+from nimify_devcluster.node_config import BRIDGE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network, mount and PID namespaces need root")
 
@@ -45,10 +45,10 @@ SCRIPT = textwrap.dedent(
     assert not copies(), copies()
     for point in ("/run", "/sys/fs/cgroup"):
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", point], check=True)
-    from nimify.devcluster.cluster import KWOK_BLACKHOLES, SERVICE_CIDR
-    from nimify.devcluster.node_config import LOCK_FILE, NODE_NAME
-    from nimify.devcluster.node_network import IP_FORWARD, setup_network
-    from nimify.devcluster.real_node import (
+    from nimify_devcluster.cluster import KWOK_BLACKHOLES, SERVICE_CIDR
+    from nimify_devcluster.node_config import LOCK_FILE, NODE_NAME
+    from nimify_devcluster.node_network import IP_FORWARD, setup_network
+    from nimify_devcluster.real_node import (
         acquire_lock, clear_stale_node, layout_for, leftovers, node_processes,
     )
 

@@ -1,6 +1,6 @@
 from typing import Any
 
-from nimify.devcluster.topology import (
+from nimify_devcluster.topology import (
     DEFAULT_POOLS,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,

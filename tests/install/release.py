@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from nimify.devcluster.build_runner import operator_environment
 from nimify.ports import free_ports
+from nimify_devcluster.build_runner import operator_environment
 from tests.install.helm import CHART, Helm
 from tests.kube import ExistingCluster
 

@@ -28,11 +28,11 @@ import httpx
 import numpy as np
 import pytest
 
-from nimify.devcluster.chart_release import HelmRelease, real_node_values, write_values
-from nimify.devcluster.cluster import get_json
-from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.render.identity import COMPONENT_SERVER
+from nimify_devcluster.chart_release import HelmRelease, real_node_values, write_values
+from nimify_devcluster.cluster import get_json
+from nimify_devcluster.real_node import RealNodeInfo
 from tests.controller.test_real_pods import (
     INPUT,
     Model,

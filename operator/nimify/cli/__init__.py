@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 
 import typer
@@ -22,13 +23,28 @@ def version() -> None:
     typer.echo(__version__)
 
 
+#: Entry-point group of command groups that other distributions add to `nimify`: each entry point names a
+#: `typer.Typer`, added under the entry point's name. The local development cluster, a distribution of its
+#: own (docs/development.md, "Two distributions"), adds `dev-cluster` this way: the command exists in the
+#: development virtualenv, and the operator's wheel and image carry none of its code. (A console script of its
+#: own would rename every `nimify dev-cluster ...` in scripts, docs and habits.)
+PLUGIN_GROUP = "nimify.cli"
+
+
 def _register_commands() -> None:
     # Each command group lives in its own module; importing it registers its commands on `app`.
     from nimify.cli import crd  # noqa: F401, I001
-    from nimify.cli import devcluster  # noqa: F401
     from nimify.cli import chart  # noqa: F401
     from nimify.cli import run  # noqa: F401
     from nimify.cli import convert, doctor, load, model, serve  # noqa: F401
+
+    # A plugin that fails to import fails the command: a half-installed development virtualenv shows, instead
+    # of `nimify dev-cluster` going missing without a word.
+    for entry_point in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        group = entry_point.load()
+        if not isinstance(group, typer.Typer):
+            raise TypeError(f"entry point {entry_point.value} ({PLUGIN_GROUP}) is not a typer.Typer")
+        app.add_typer(group, name=entry_point.name)
 
 
 def main() -> None:

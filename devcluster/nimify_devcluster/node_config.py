@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nimify.devcluster.topology import GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL
+from nimify_devcluster.topology import GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL
 
 NODE_NAME = "nimify-real-node"
 #: A GPU product of its own: NimServices asking for it (or for the RuntimeClass) run on this node only.

@@ -24,10 +24,12 @@ from typing import Any, Protocol
 
 import yaml
 
-from nimify.devcluster.aggregation import front_proxy_apiserver_args
-from nimify.devcluster.node_config import HOST_IP, KUBELET_HEALTHZ_PORT, RUN_DIR
-from nimify.devcluster.pki import CLIENTS, Pki, create_pki
-from nimify.devcluster.real_node import (
+from nimify.ports import free_ports
+from nimify.render.pod_security import RUN_AS
+from nimify_devcluster.aggregation import front_proxy_apiserver_args
+from nimify_devcluster.node_config import HOST_IP, KUBELET_HEALTHZ_PORT, RUN_DIR
+from nimify_devcluster.pki import CLIENTS, Pki, create_pki
+from nimify_devcluster.real_node import (
     ENVIRONMENT,
     NODE_CLIENTS,
     RealNodeError,
@@ -42,15 +44,13 @@ from nimify.devcluster.real_node import (
     stop_real_node,
     unavailable_reason,
 )
-from nimify.devcluster.topology import (
+from nimify_devcluster.topology import (
     DEFAULT_POOLS,
     KWOK_NODE_ANNOTATION,
     NodePool,
     bootstrap_manifests,
     kwok_pod_stages,
 )
-from nimify.ports import free_ports
-from nimify.render.pod_security import RUN_AS
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
@@ -87,7 +87,7 @@ class LocalCluster:
     pids: dict[str, int] = field(default_factory=dict)
     #: How each component was started (binary, arguments, user): what `start_component` starts it again with.
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The real node (state of `nimify.devcluster.real_node.RealNodeInfo`), when the cluster has one.
+    #: The real node (state of `nimify_devcluster.real_node.RealNodeInfo`), when the cluster has one.
     real_node: dict[str, Any] | None = None
     #: Why the cluster has no real node (root, packages, NIMIFY_REAL_NODE=off), when it has none.
     real_node_absent: str | None = None

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from nimify.devcluster.pki import certificate_name, sign_certificate
+from nimify_devcluster.pki import certificate_name, sign_certificate
 
 FRONT_PROXY_CLIENT = "front-proxy-client"
 

@@ -25,15 +25,15 @@ import numpy as np
 import yaml
 
 from nimify.api.crd import nimservice_crd
-from nimify.devcluster.build_runner import claim_host_path, create_local_claim
-from nimify.devcluster.build_runner import operator_environment as kwok_operator_environment
-from nimify.devcluster.chart_release import HelmRelease, real_node_values, write_values
-from nimify.devcluster.cluster import LocalCluster, get_json, wait_established
-from nimify.devcluster.real_node import RealNodeInfo
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.ports import free_ports
+from nimify_devcluster.build_runner import claim_host_path, create_local_claim
+from nimify_devcluster.build_runner import operator_environment as kwok_operator_environment
+from nimify_devcluster.chart_release import HelmRelease, real_node_values, write_values
+from nimify_devcluster.cluster import LocalCluster, get_json, wait_established
+from nimify_devcluster.real_node import RealNodeInfo
 
 NAMESPACE = "demo"
 SERVICE = "mlp-classifier"

@@ -29,16 +29,16 @@ from typing import Any
 
 import yaml
 
-from nimify.devcluster.aggregation import (
+from nimify.ports import free_ports
+from nimify.render.identity import COMPONENT_SERVER, MANAGED_BY
+from nimify_devcluster.aggregation import (
     Authority,
     CertPair,
     aggregated_api_manifests,
     create_authority,
     service_dns_names,
 )
-from nimify.devcluster.cluster import ClusterError, LocalCluster, terminate
-from nimify.ports import free_ports
-from nimify.render.identity import COMPONENT_SERVER, MANAGED_BY
+from nimify_devcluster.cluster import ClusterError, LocalCluster, terminate
 
 METRICS_SERVER = "metrics-server"
 PROMETHEUS = "prometheus"

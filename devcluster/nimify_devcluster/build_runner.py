@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nimify.devcluster.cluster import Kubectl, get_json
-from nimify.devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
+from nimify_devcluster.cluster import Kubectl, get_json
+from nimify_devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
 
 CUSTOM_STATUS = "=".join(KWOK_CUSTOM_STATUS_LABEL)
 #: What the operator under test must add to its build pods (NIMIFY_BUILD_POD_LABELS) to be run here.

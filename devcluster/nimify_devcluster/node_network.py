@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nimify.devcluster.node_config import BRIDGE, HOST_IP, POD_CIDR
+from nimify_devcluster.node_config import BRIDGE, HOST_IP, POD_CIDR
 
 GUARD_CHAIN = "NIMIFY-GUARD"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")

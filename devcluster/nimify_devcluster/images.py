@@ -80,10 +80,11 @@ def cache_root() -> Path:
 
 
 def source_root() -> Path:
-    """The repository this package is installed from (editable install), which holds `images/`."""
-    root = Path(__file__).resolve().parents[3]
+    """The repository this package is installed from (editable install of devcluster/), which holds `images/`
+    and the operator's sources."""
+    root = Path(__file__).resolve().parents[2]
     if not (root / "images").is_dir():
-        raise ImageBuildError(f"no images/ directory next to {root / 'operator'}: build from a checkout")
+        raise ImageBuildError(f"no images/ directory next to {root / 'devcluster'}: build from a checkout")
     return root
 
 
@@ -168,6 +169,35 @@ def digest(*parts: bytes | str | Path) -> str:
 def source_digest(root: Path) -> str:
     """Nimify's own code: the package tree and its metadata."""
     return digest(root / "operator" / "nimify", root / "pyproject.toml")
+
+
+def build_operator_wheel(root: Path, dist: Path) -> Path:
+    """The operator's wheel (distribution `nimify`, what the nimify images install), built from a copy of
+    its sources: the package tree, pyproject.toml and the README it names.
+
+    Not built in place: setuptools packages whatever an earlier build left under the checkout's build/lib (it
+    copies files there and removes none), so a module moved out of `nimify` (as this package moved out of
+    `nimify.devcluster`) would still ride into the image. The copy is also exactly what `source_digest`
+    keys the image on (the README is the wheel's description only).
+    """
+    with tempfile.TemporaryDirectory(prefix="nimify-wheel-") as tmp:
+        sources = Path(tmp)
+        shutil.copy2(root / "pyproject.toml", sources / "pyproject.toml")
+        shutil.copy2(root / "README.md", sources / "README.md")
+        shutil.copytree(
+            root / "operator" / "nimify",
+            sources / "operator" / "nimify",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        _run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist),
+             str(sources)],
+            "building Nimify's wheel",
+        )  # fmt: skip
+    wheels = sorted(dist.glob("nimify-*.whl"))
+    if len(wheels) != 1:
+        raise ImageBuildError(f"building Nimify's wheel left {len(wheels)} nimify wheels in {dist}")
+    return wheels[0]
 
 
 # --- buildah ------------------------------------------------------------------------------------------------
@@ -314,11 +344,7 @@ class _Builder:
             if tensorrt is not None:
                 self._tensorrt_wheels(context, tensorrt, pins)
             self.log("building Nimify's wheel")
-            _run(
-                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
-                 str(context / "dist"), str(self.source)],
-                "building Nimify's wheel",
-            )  # fmt: skip
+            build_operator_wheel(self.source, context / "dist")
 
         return ref, fill
 
@@ -331,7 +357,7 @@ class _Builder:
         if release is None:
             raise ImageBuildError(
                 f"nvidia-pytriton {pytriton}: which Triton release it ships is not known; add it to "
-                "PYTRITON_TRITON_RELEASE in nimify/devcluster/images.py"
+                "PYTRITON_TRITON_RELEASE in devcluster/nimify_devcluster/images.py"
             )
         pins = installed_closure(["numpy", "onnxruntime"]) | {"nvidia-pytriton": pytriton}
         backends = Path(tempfile.mkdtemp(prefix="nimify-backends-"))

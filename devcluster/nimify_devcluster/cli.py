@@ -1,4 +1,10 @@
-"""`nimify dev-cluster`: a local control plane with simulated GPU nodes, for trying Nimify and for tests."""
+"""`nimify dev-cluster`: a local control plane with simulated GPU nodes, for trying Nimify and for tests.
+
+The `nimify` command finds this group through the `nimify.cli` entry-point group that this distribution
+registers (devcluster/pyproject.toml), so it exists where nimify-devcluster is installed (the development
+virtualenv) and not in the operator's image. The commands import their modules when they run: `nimify --help`
+loads this module every time.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from nimify.cli import app
-
+#: Added to `nimify` as `dev-cluster` (the entry point's name) by `nimify.cli`.
 dev_cluster = typer.Typer(
     help="Local Kubernetes control plane with simulated GPU nodes (development).", no_args_is_help=True
 )
-app.add_typer(dev_cluster, name="dev-cluster")
 console = Console(stderr=True)
 
 NameOption = Annotated[str, typer.Option("--name", help="Cluster name; its files live under the cache.")]
@@ -53,8 +57,8 @@ def up(
 ) -> None:
     """Start a cluster: etcd, apiserver, controller-manager, scheduler, kwok with GPU node pools, and (where
     it can) a real node that runs pods."""
-    from nimify.devcluster.cluster import ClusterError, start_cluster
-    from nimify.devcluster.real_node import RealNodeError, RealNodeMode
+    from nimify_devcluster.cluster import ClusterError, start_cluster
+    from nimify_devcluster.real_node import RealNodeError, RealNodeMode
 
     if not bin_path:
         console.print(
@@ -88,9 +92,9 @@ def up(
 @dev_cluster.command("down")
 def down(name: NameOption = "nimify", directory: DirOption = None) -> None:
     """Stop a cluster and remove its files; a real node is drained first and leaves nothing behind."""
-    from nimify.devcluster.cluster import default_cluster_root, stop_cluster
-    from nimify.devcluster.node_config import LOCK_FILE
-    from nimify.devcluster.real_node import held_for_another, leftovers
+    from nimify_devcluster.cluster import default_cluster_root, stop_cluster
+    from nimify_devcluster.node_config import LOCK_FILE
+    from nimify_devcluster.real_node import held_for_another, leftovers
 
     target = directory or default_cluster_root() / name
     if not target.exists():
@@ -114,7 +118,7 @@ def down(name: NameOption = "nimify", directory: DirOption = None) -> None:
 def leftovers_command() -> None:
     """List what of a real node exists on this machine (processes, mounts, cgroups, veths, routes, rules);
     exits 1 when anything does."""
-    from nimify.devcluster.real_node import leftovers
+    from nimify_devcluster.real_node import leftovers
 
     if left := leftovers():
         typer.echo("\n".join(left))
@@ -125,7 +129,7 @@ def leftovers_command() -> None:
 @dev_cluster.command("kubeconfig")
 def kubeconfig(name: NameOption = "nimify", directory: DirOption = None) -> None:
     """Print the path of a running cluster's kubeconfig."""
-    from nimify.devcluster.cluster import default_cluster_root
+    from nimify_devcluster.cluster import default_cluster_root
 
     path = (directory or default_cluster_root() / name) / "kubeconfig"
     if not path.exists():
@@ -143,8 +147,8 @@ def run_builds(
     import signal
     import threading
 
-    from nimify.devcluster.build_runner import BuildPodKubelet
-    from nimify.devcluster.cluster import KubectlClient
+    from nimify_devcluster.build_runner import BuildPodKubelet
+    from nimify_devcluster.cluster import KubectlClient
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -165,10 +169,10 @@ def demo(
     Runtime's."""
     import httpx
 
-    from nimify.devcluster.chart_release import HelmError
-    from nimify.devcluster.cluster import ClusterError, start_cluster
-    from nimify.devcluster.demo import NAMESPACE, RELEASE_NAMESPACE, SERVICE, run_demo, show_inference
-    from nimify.devcluster.real_node import RealNodeError, RealNodeMode
+    from nimify_devcluster.chart_release import HelmError
+    from nimify_devcluster.cluster import ClusterError, start_cluster
+    from nimify_devcluster.demo import NAMESPACE, RELEASE_NAMESPACE, SERVICE, run_demo, show_inference
+    from nimify_devcluster.real_node import RealNodeError, RealNodeMode
 
     if not bin_path:
         console.print("[red]error:[/] no binaries: pass --bin-path or set NIMIFY_BIN_PATH")
@@ -230,7 +234,7 @@ def images(
     import json
     import sys
 
-    from nimify.devcluster.images import NODE_IMAGES, ImageBuildError, build_images
+    from nimify_devcluster.images import NODE_IMAGES, ImageBuildError, build_images
 
     try:
         built = build_images(

@@ -5,7 +5,7 @@ here are all that differs from an install on a real cluster: the images are name
 pulled (no registry), the operator pod opts into the real node through its RuntimeClass (which also selects
 the node and tolerates its taints), and kopf's in-cluster address `kubernetes.default.svc` is an /etc/hosts
 entry, since the local cluster runs no DNS. NimServices on the real node still set `triton.image` and
-`resources.gpus: 0` themselves (`nimify.devcluster.demo`).
+`resources.gpus: 0` themselves (`nimify_devcluster.demo`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from nimify.devcluster.cluster import SERVICE_IP
-from nimify.devcluster.images import source_root
-from nimify.devcluster.real_node import RealNodeInfo
+from nimify_devcluster.cluster import SERVICE_IP
+from nimify_devcluster.images import source_root
+from nimify_devcluster.real_node import RealNodeInfo
 
 #: kopf's fixed in-cluster server (`kopf._core.intents.piggybacking.login_with_service_account`), where
 #: client-go would read KUBERNETES_SERVICE_HOST.

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from nimify.devcluster.images import NODE_IMAGES, BuiltImage, build_images, buildah_for, cache_root
-from nimify.devcluster.node_config import (
+from nimify_devcluster.images import NODE_IMAGES, BuiltImage, build_images, buildah_for, cache_root
+from nimify_devcluster.node_config import (
     GPU_COUNT,
     GPU_PRODUCT,
     KUBE_PROXY_HEALTHZ_PORT,
@@ -46,12 +46,12 @@ from nimify.devcluster.node_config import (
     kubelet_config,
     runtime_class_manifest,
 )
-from nimify.devcluster.node_network import leftovers as network_leftovers
-from nimify.devcluster.node_network import remove_stale_network, setup_network, teardown_network
-from nimify.devcluster.topology import GPU_RESOURCE
+from nimify_devcluster.node_network import leftovers as network_leftovers
+from nimify_devcluster.node_network import remove_stale_network, setup_network, teardown_network
+from nimify_devcluster.topology import GPU_RESOURCE
 
 if TYPE_CHECKING:
-    from nimify.devcluster.cluster import Kubectl
+    from nimify_devcluster.cluster import Kubectl
 
 ENVIRONMENT = "NIMIFY_REAL_NODE"
 COMMANDS = ("containerd", "ctr", "runc", "iptables", "iptables-save", "ip6tables", "ip", "buildah",
