@@ -24,7 +24,7 @@ from lightkube.models.meta_v1 import Status
 from nimify.controller.children import CHILD_BY_KIND
 from nimify.controller.observed import Observed
 from nimify.controller.projection import project_child
-from nimify.render.identity import FIELD_MANAGER
+from nimify.render.identity import FIELD_MANAGER, NIMSERVICE_LABEL
 
 Key = tuple[str, str, str]  # kind, namespace, name
 Path = tuple[Any, ...]  # dict keys, and {key field: value} for a list element
@@ -138,10 +138,14 @@ class MemoryCluster:
         """What the operator's indexes would hold: each object as its kind's projection keeps it, so every
         Reconciler test also checks that the projections keep what the reconcile reads."""
         children: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
+        unit_children: dict[str, dict[tuple[str, str], list[str]]] = {}
         for (kind, namespace, name), body in self.objects.items():
             kept = project_child(copy.deepcopy(body), CHILD_BY_KIND[kind])
             children.setdefault(kind, {})[(namespace, name)] = [kept]
-        return Observed(children=children)
+            owner = (body["metadata"].get("labels") or {}).get(NIMSERVICE_LABEL)
+            if CHILD_BY_KIND[kind].unit_index is not None and owner:
+                unit_children.setdefault(kind, {}).setdefault((namespace, owner), []).append(name)
+        return Observed(children=children, unit_children_by_kind=unit_children)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, self.namespace, name))

@@ -27,7 +27,7 @@ def test_kinds_and_indexes_are_unique() -> None:
 def test_verbs_follow_how_each_kind_is_written() -> None:
     verbs = {child.kind: child.verbs for child in CHILD_KINDS}
     assert verbs["Job"] == ("list", "watch", "create"), "Jobs are created once, never patched or deleted"
-    assert verbs["Deployment"] == ("list", "watch", "create", "patch")
+    assert verbs["Deployment"] == ("list", "watch", "create", "patch", "delete"), "a retired unit's goes"
     assert verbs["HorizontalPodAutoscaler"] == ("list", "watch", "create", "patch", "delete")
     assert verbs["ScaledObject"] == ("list", "watch", "create", "patch", "delete")
     assert all("get" not in child.verbs for child in CHILD_KINDS), "reads come from watches"
@@ -55,7 +55,7 @@ def test_renderers_produce_the_registered_api_versions() -> None:
     from nimify.api.spec import Autoscaler
     from nimify.engine.location import EngineLocation
     from nimify.render.deployment import ServedEngine
-    from tests.render.conftest import nimservice
+    from tests.render.conftest import nimservice, unit_of
 
     by_kind = {child.kind: child.api_version for child in CHILD_KINDS}
     nim = nimservice(
@@ -66,7 +66,10 @@ def test_renderers_produce_the_registered_api_versions() -> None:
     )
     rendered = [
         render_deployment(
-            nim, ServedEngine(EngineLocation("k" * 64, "nimify-engines"), "abc"), OperatorSettings()
+            nim,
+            unit_of(nim, EngineLocation("k" * 64, "nimify-engines")),
+            ServedEngine("abc"),
+            OperatorSettings(),
         ),
         render_service(nim),
         render_autoscaler(nim, OperatorSettings()),

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from nimify.api import NimService, NimServiceStatus
-from nimify.controller.engine_step import engine_outcome, is_engine_ready, termination_result
-from nimify.controller.observed import Observed
+from nimify.api import EngineRecord, NimService, NimServiceStatus
+from nimify.controller.engine_step import EngineOutcome, engine_outcome, is_engine_ready, termination_result
+from nimify.controller.observed import Observed, ReadyEngine
 from nimify.engine.location import EngineLocation, engine_location
 from nimify.engine.parity import ParityReport
 from nimify.engine.result import ConversionResult
@@ -17,13 +17,25 @@ from nimify.model.errors import ModelError
 from nimify.model.signature import Signature, TensorInfo
 from nimify.render.identity import build_job_name
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAMESPACE, nimservice
+from tests.render.conftest import NAMESPACE, nimservice, unit_of
 
 SETTINGS = OperatorSettings(engine_cache_claim="nimify-engines")
 NIM = nimservice()
 LOCATION = engine_location(NIM, SETTINGS)
 JOB_NAME = build_job_name(LOCATION.claim, LOCATION.cache_key, LOCATION.conversion_key)
 LOCATION_TEXT = f"{LOCATION.claim}/{LOCATION.repository}"
+
+
+def outcome_of(nim: NimService, location: EngineLocation, observed: Observed) -> EngineOutcome:
+    return engine_outcome(nim, unit_of(nim, location), observed)
+
+
+def dumped(outcome: EngineOutcome) -> dict[str, Any]:
+    """The outcome's engine as the status records it."""
+    assert outcome.record is not None
+    return outcome.record.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 SIGNATURE = {
     "inputs": [{"name": "images", "dtype": "FLOAT", "shape": [-1, 3, 224, 224]}],
     "outputs": [{"name": "logits", "dtype": "FLOAT", "shape": [-1, 1000]}],
@@ -84,6 +96,11 @@ def error_result(reason: str, message: str) -> str:
     )
 
 
+def ready(record: dict[str, Any], served_by: str = "peer") -> ReadyEngine:
+    """A peer's engine as the ready-engine index holds it."""
+    return ReadyEngine(EngineRecord.model_validate(record), served_by)
+
+
 def observed(
     job_body: dict[str, Any] | None = None,
     pods: list[dict[str, Any]] | None = None,
@@ -92,7 +109,7 @@ def observed(
     return Observed(
         children={"Job": {(NAMESPACE, JOB_NAME): [job_body]} if job_body else {}},
         build_pods={(NAMESPACE, JOB_NAME): pods} if pods else {},
-        ready_engines={(NAMESPACE, LOCATION.claim, LOCATION.cache_key): [peer]} if peer else {},
+        ready_engines={(NAMESPACE, LOCATION.claim, LOCATION.cache_key): [ready(peer)]} if peer else {},
     )
 
 
@@ -124,34 +141,34 @@ def served_status(location_text: str = LOCATION_TEXT, reason: str = "EngineBuilt
 @pytest.mark.parametrize("reason", ["EngineBuilt", "EngineCacheHit"])
 def test_reuses_its_own_served_engine(reason: str) -> None:
     nim = nimservice(status=served_status(reason=reason))
-    outcome = engine_outcome(nim, LOCATION, observed())
+    outcome = outcome_of(nim, LOCATION, observed())
     assert outcome.state.ready and not outcome.state.failed
     assert outcome.state.reason == reason
     assert not outcome.create_job and not outcome.finished_build
-    assert outcome.engine_status is not None
-    assert outcome.engine_status["engine"]["location"] == LOCATION_TEXT
-    assert outcome.engine_status["signature"] == SIGNATURE
-    assert outcome.engine_status["parity"] == PARITY
+    assert outcome.record is not None
+    assert dumped(outcome)["engine"]["location"] == LOCATION_TEXT
+    assert dumped(outcome)["signature"] == SIGNATURE
+    assert dumped(outcome)["parity"] == PARITY
 
 
 def test_served_engine_reason_is_normalised() -> None:
     # A status left over from a build (EngineReady False, BuildingEngine) does not leak into a ready state.
     status = served_status()
     status["conditions"][0] |= {"status": "False", "reason": "BuildingEngine"}
-    outcome = engine_outcome(nimservice(status=status), LOCATION, observed())
+    outcome = outcome_of(nimservice(status=status), LOCATION, observed())
     assert outcome.state.ready and outcome.state.reason == "EngineBuilt"
 
 
 def test_served_engine_elsewhere_is_not_reused() -> None:
     stale = nimservice(status=served_status(location_text="nimify-engines/engines/old/repository"))
-    outcome = engine_outcome(stale, LOCATION, observed())
+    outcome = outcome_of(stale, LOCATION, observed())
     assert not outcome.state.ready and outcome.create_job
 
 
 def test_served_engine_without_signature_is_not_reused() -> None:
     status = served_status()
     del status["signature"]
-    assert engine_outcome(nimservice(status=status), LOCATION, observed()).create_job
+    assert outcome_of(nimservice(status=status), LOCATION, observed()).create_job
 
 
 def test_reuses_a_peers_ready_engine_without_a_job() -> None:
@@ -164,42 +181,44 @@ def test_reuses_a_peers_ready_engine_without_a_job() -> None:
         },
         "signature": SIGNATURE,
     }
-    outcome = engine_outcome(NIM, LOCATION, observed(peer=peer))
+    index = observed(peer=peer)
+    outcome = outcome_of(NIM, LOCATION, index)
     assert outcome.state.ready and outcome.state.reason == "EngineCacheHit"
     assert not outcome.create_job and not outcome.finished_build
-    assert outcome.engine_status is not None
-    assert outcome.engine_status["engine"]["cacheHit"] is True
-    assert outcome.engine_status["signature"] == SIGNATURE
+    assert outcome.record is not None
+    assert dumped(outcome)["engine"]["cacheHit"] is True
+    assert dumped(outcome)["signature"] == SIGNATURE
     # The peer's record (a view of kopf's index) is left untouched.
-    assert peer["engine"]["cacheHit"] is False
+    (held,) = index.ready_engines[(NAMESPACE, LOCATION.claim, LOCATION.cache_key)]
+    assert held.record.engine.cache_hit is False
 
 
 def test_peer_on_another_claim_or_key_is_not_reused() -> None:
     peer = {"engine": {"cacheKey": "0" * 64, "location": "x"}, "signature": SIGNATURE}
     other = Observed(
         ready_engines={
-            (NAMESPACE, "other-claim", LOCATION.cache_key): [peer],
-            (NAMESPACE, LOCATION.claim, "0" * 64): [peer],
-            ("other-namespace", LOCATION.claim, LOCATION.cache_key): [peer],
+            (NAMESPACE, "other-claim", LOCATION.cache_key): [ready(peer)],
+            (NAMESPACE, LOCATION.claim, "0" * 64): [ready(peer)],
+            ("other-namespace", LOCATION.claim, LOCATION.cache_key): [ready(peer)],
         }
     )
-    assert engine_outcome(NIM, LOCATION, other).create_job
+    assert outcome_of(NIM, LOCATION, other).create_job
 
 
 # --- the conversion Job -------------------------------------------------------------------------------------
 
 
 def test_creates_the_job_when_there_is_none() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed())
+    outcome = outcome_of(NIM, LOCATION, observed())
     assert outcome.create_job
     assert not outcome.state.ready and not outcome.state.failed
     assert outcome.state.reason == "BuildingEngine"
     assert JOB_NAME in outcome.state.message
-    assert outcome.engine_status is None
+    assert outcome.record is None
 
 
 def test_running_job_is_building() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(RUNNING))
+    outcome = outcome_of(NIM, LOCATION, observed(RUNNING))
     assert not outcome.create_job and not outcome.finished_build
     assert (outcome.state.ready, outcome.state.failed, outcome.state.reason) == (
         False,
@@ -209,11 +228,11 @@ def test_running_job_is_building() -> None:
 
 
 def test_complete_job_with_ok_result_is_ready() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(OK_RESULT))]))
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(OK_RESULT))]))
     assert outcome.state.ready and not outcome.state.failed
     assert outcome.state.reason == "EngineBuilt"
     assert outcome.finished_build and not outcome.create_job
-    assert outcome.engine_status == {
+    assert dumped(outcome) == {
         "engine": {
             "cacheKey": LOCATION.cache_key,
             "tensorrtVersion": "10.13.0.35",
@@ -231,31 +250,31 @@ def test_complete_job_with_ok_result_is_ready() -> None:
 def test_a_succeeded_pod_is_the_engine_before_the_job_controller_says_so() -> None:
     succeeded = pod(json.dumps(OK_RESULT))
     succeeded["status"]["phase"] = "Succeeded"
-    outcome = engine_outcome(NIM, LOCATION, observed(RUNNING, [succeeded]))
+    outcome = outcome_of(NIM, LOCATION, observed(RUNNING, [succeeded]))
     assert outcome.state.ready and outcome.finished_build
     assert outcome.state.reason == "EngineBuilt"
     running = pod(json.dumps(OK_RESULT))
     running["status"]["phase"] = "Running"  # a result line in the message is not the end of the pod
-    assert not engine_outcome(NIM, LOCATION, observed(RUNNING, [running])).state.ready
+    assert not outcome_of(NIM, LOCATION, observed(RUNNING, [running])).state.ready
 
 
 def test_result_is_read_from_the_last_line() -> None:
     message = "converting...\n" + json.dumps(OK_RESULT) + "\n"
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
     assert outcome.state.ready
 
 
 def test_newest_pod_wins() -> None:
     pods = [pod(json.dumps(OK_RESULT), "2025-01-01T00:05:00Z"), pod("garbage", "2025-01-01T00:00:00Z")]
-    assert engine_outcome(NIM, LOCATION, observed(COMPLETE, pods)).state.ready
+    assert outcome_of(NIM, LOCATION, observed(COMPLETE, pods)).state.ready
 
 
 def test_onnxruntime_result_without_parity() -> None:
     result = {k: v for k, v in OK_RESULT.items() if k != "parity"} | {"maxBatchSize": 0, "parity": None}
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(result))]))
-    assert outcome.state.ready and outcome.engine_status is not None
-    assert "parity" not in outcome.engine_status
-    assert outcome.engine_status["engine"]["maxBatchSize"] == 0
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(result))]))
+    assert outcome.state.ready and outcome.record is not None
+    assert "parity" not in dumped(outcome)
+    assert dumped(outcome)["engine"]["maxBatchSize"] == 0
 
 
 @pytest.mark.parametrize(
@@ -267,7 +286,7 @@ def test_onnxruntime_result_without_parity() -> None:
     ],
 )
 def test_complete_job_without_result_yet_is_still_building(pods: list[dict[str, Any]] | None) -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, pods))
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, pods))
     assert not outcome.state.ready and not outcome.state.failed
     assert outcome.state.reason == "BuildingEngine"
     assert not outcome.create_job and not outcome.finished_build
@@ -275,14 +294,14 @@ def test_complete_job_without_result_yet_is_still_building(pods: list[dict[str, 
 
 def test_complete_job_without_usable_result_fails() -> None:
     result = {"ok": True, "cacheKey": LOCATION.cache_key}
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(result))]))
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(json.dumps(result))]))
     assert outcome.state.failed and not outcome.state.ready
     assert outcome.state.reason == "EngineBuildFailed"
     assert outcome.finished_build
 
 
 def test_deadline_exceeded_is_a_timeout() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(DEADLINE))
+    outcome = outcome_of(NIM, LOCATION, observed(DEADLINE))
     assert (outcome.state.ready, outcome.state.failed) == (False, True)
     assert outcome.state.reason == "EngineBuildTimedOut"
     assert "buildTimeoutSeconds" in outcome.state.message
@@ -290,7 +309,7 @@ def test_deadline_exceeded_is_a_timeout() -> None:
 
 
 def test_deadline_wins_over_a_partial_result() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(DEADLINE, [pod(error_result("Interrupted", "killed"))]))
+    outcome = outcome_of(NIM, LOCATION, observed(DEADLINE, [pod(error_result("Interrupted", "killed"))]))
     assert outcome.state.reason == "EngineBuildTimedOut"
 
 
@@ -310,7 +329,7 @@ def test_deadline_wins_over_a_partial_result() -> None:
 )
 def test_failed_job_reports_the_result_reason(error_reason: str, condition_reason: str) -> None:
     message = "s3://models-prod/vision/resnet50.onnx: digest differs from spec.model.sha256"
-    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF, [pod(error_result(error_reason, message))]))
+    outcome = outcome_of(NIM, LOCATION, observed(BACKOFF, [pod(error_result(error_reason, message))]))
     assert (outcome.state.ready, outcome.state.failed) == (False, True)
     assert outcome.state.reason == condition_reason
     assert message in outcome.state.message
@@ -318,7 +337,7 @@ def test_failed_job_reports_the_result_reason(error_reason: str, condition_reaso
 
 
 def test_failed_job_without_result_uses_the_job_condition() -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF))
+    outcome = outcome_of(NIM, LOCATION, observed(BACKOFF))
     assert outcome.state.failed and outcome.state.reason == "EngineBuildFailed"
     assert "backoff limit" in outcome.state.message
 
@@ -327,7 +346,7 @@ def test_a_conversion_killed_for_its_memory_is_oom_killed_and_names_the_field_to
     killed = pod("[convert] building the engine\n")  # FallbackToLogsOnError: the log's tail
     terminated = killed["status"]["containerStatuses"][0]["state"]["terminated"]
     terminated |= {"reason": "OOMKilled", "exitCode": 137}
-    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF, [killed]))
+    outcome = outcome_of(NIM, LOCATION, observed(BACKOFF, [killed]))
     assert (outcome.state.ready, outcome.state.failed) == (False, True)
     assert outcome.state.reason == "OOMKilled"
     assert JOB_NAME in outcome.state.message
@@ -340,7 +359,7 @@ def test_more_memory_for_the_conversion_is_a_new_job() -> None:
     more = nimservice({"engine": {"buildResources": {"memory": "32Gi", "memoryLimit": "32Gi"}}})
     location = engine_location(more, SETTINGS)
     assert location.cache_key == LOCATION.cache_key
-    outcome = engine_outcome(more, location, observed(BACKOFF, [pod(None)]))
+    outcome = outcome_of(more, location, observed(BACKOFF, [pod(None)]))
     assert outcome.create_job and not outcome.state.failed
 
 
@@ -353,7 +372,7 @@ def test_more_memory_for_the_conversion_is_a_new_job() -> None:
     ],
 )
 def test_garbage_termination_message_fails_readably(garbage: str) -> None:
-    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF, [pod(garbage)]))
+    outcome = outcome_of(NIM, LOCATION, observed(BACKOFF, [pod(garbage)]))
     assert outcome.state.failed and not outcome.state.ready
     assert outcome.state.reason == "EngineBuildFailed"
     assert JOB_NAME in outcome.state.message
@@ -414,9 +433,9 @@ def conversion(**fields: Any) -> ConversionResult:
 
 def test_real_ok_result_makes_the_engine_ready() -> None:
     message = conversion().termination_message()
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
-    assert outcome.state.ready and outcome.engine_status is not None
-    record = outcome.engine_status
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
+    assert outcome.state.ready and outcome.record is not None
+    record = dumped(outcome)
     assert record["signature"]["inputs"][0] == {
         "name": "images",
         "dtype": "FLOAT",
@@ -444,7 +463,7 @@ def test_real_ok_result_makes_the_engine_ready() -> None:
 )
 def test_real_error_result_fails_with_its_reason(error: ModelError, condition_reason: str) -> None:
     message = conversion(error=error).termination_message()
-    outcome = engine_outcome(NIM, LOCATION, observed(BACKOFF, [pod(message)]))
+    outcome = outcome_of(NIM, LOCATION, observed(BACKOFF, [pod(message)]))
     assert outcome.state.failed and outcome.state.reason == condition_reason
     assert error.message in outcome.state.message
 
@@ -460,7 +479,7 @@ def test_successful_build_with_a_large_signature_is_not_a_failure() -> None:
         pytest.fail("precondition: this result must be too large for a plain termination message")
     message = result.termination_message()
     assert len(message.encode()) <= 4096
-    outcome = engine_outcome(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [pod(message)]))
     assert outcome.state.ready and not outcome.state.failed, outcome.state
-    assert outcome.engine_status is not None
-    assert len(outcome.engine_status["signature"]["inputs"]) == 41
+    assert outcome.record is not None
+    assert len(dumped(outcome)["signature"]["inputs"]) == 41

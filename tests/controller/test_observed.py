@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nimify.controller.observed import Observed, first
+from nimify.api import EngineRecord
+from nimify.controller.observed import Observed, ReadyEngine, first
 
 
 def body(name: str, created: str | None = None) -> dict[str, Any]:
@@ -51,19 +52,17 @@ def test_build_pod_without_timestamp_loses() -> None:
     assert Observed(build_pods={("ml", "job"): [unknown]}).build_pod("ml", "job") is unknown
 
 
+RECORD = EngineRecord.model_validate({"engine": {"cacheKey": "k"}, "signature": {}})
+
+
 def test_ready_engine_by_namespace_claim_and_key() -> None:
-    record = {"engine": {"cacheKey": "k"}, "signature": {}, "servedBy": "peer"}
-    observed = Observed(ready_engines={("ml", "nimify-engines", "k"): [record]})
-    assert observed.ready_engine("ml", "nimify-engines", "k", besides="me") == {
-        "engine": {"cacheKey": "k"},
-        "signature": {},
-    }
+    observed = Observed(ready_engines={("ml", "nimify-engines", "k"): [ReadyEngine(RECORD, "peer")]})
+    assert observed.ready_engine("ml", "nimify-engines", "k", besides="me") == RECORD
     assert observed.ready_engine("ml", "other-claim", "k", besides="me") is None
     assert observed.ready_engine("other", "nimify-engines", "k", besides="me") is None
     assert observed.ready_engine("ml", "nimify-engines", "other-key", besides="me") is None
 
 
 def test_a_nimservice_is_never_its_own_peer() -> None:
-    record = {"engine": {"cacheKey": "k"}, "signature": {}, "servedBy": "me"}
-    observed = Observed(ready_engines={("ml", "nimify-engines", "k"): [record]})
+    observed = Observed(ready_engines={("ml", "nimify-engines", "k"): [ReadyEngine(RECORD, "me")]})
     assert observed.ready_engine("ml", "nimify-engines", "k", besides="me") is None

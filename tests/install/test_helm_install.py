@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from nimify.controller.children import CHILD_KINDS
-from nimify.devcluster.build_runner import BuildPodKubelet, create_local_claim
-from nimify.devcluster.cluster import get_json, wait_established
 from nimify.install.rbac import operator_grants
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
 from nimify.ports import free_ports
+from nimify_devcluster.build_runner import BuildPodKubelet, create_local_claim
+from nimify_devcluster.cluster import get_json, wait_established
 from tests.install.argocd import argocd_health
 from tests.install.helm import CHART, Helm
 from tests.install.release import OperatorRun, Release, can_i, token_kubeconfig
@@ -119,6 +119,8 @@ ALLOWED = [
     ("list", "jobs.batch"),
     ("create", "deployments.apps"),
     ("patch", "deployments.apps"),
+    ("delete", "deployments.apps"),  # a serving unit that goes away takes its Deployment with it
+    ("delete", "configmaps"),
     ("create", "services"),
     ("patch", "services"),
     ("create", "configmaps"),
@@ -146,7 +148,7 @@ DENIED = [
     ("delete", "nimservices.nimify.dev"),
     ("update", "jobs.batch"),
     ("patch", "jobs.batch"),
-    ("delete", "deployments.apps"),
+    ("delete", "services"),  # one per NimService, which garbage collection removes with it
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),

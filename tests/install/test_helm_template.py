@@ -19,7 +19,7 @@ from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.pod_security import RUN_AS
 from nimify.settings import OperatorSettings
 from tests.install.helm import CHART, Helm, by_kind, one
-from tests.render.conftest import nimservice
+from tests.render.conftest import nimservice, unit_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MONITORING = (
@@ -228,7 +228,10 @@ def test_pod_monitor_scrapes_the_triton_pods_the_operator_renders(helm: Helm) ->
     pod_monitor = one(helm.template(*MONITORING), "PodMonitor")
     nim = nimservice()
     triton = render_deployment(
-        nim, ServedEngine(EngineLocation("c" * 64, "nimify-engines"), "0" * 16), OperatorSettings()
+        nim,
+        unit_of(nim, EngineLocation("c" * 64, "nimify-engines")),
+        ServedEngine("0" * 16),
+        OperatorSettings(),
     )
     template = triton["spec"]["template"]
     assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()

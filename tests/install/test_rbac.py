@@ -26,6 +26,7 @@ from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.render.triton_config import render_triton_config
 from nimify.settings import OperatorSettings
+from tests.render.conftest import unit_of
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "nimify"
 GRANTS = {(grant.group, grant.resource): grant for grant in operator_grants()}
@@ -82,10 +83,10 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
     nim = _full_nimservice()
     location = engine_location(nim, settings)
     rendered: list[dict[str, Any] | None] = [
-        render_build_job(nim, location, settings),
+        render_build_job(nim, unit_of(nim, location), settings),
         render_engine_claim(nim, location.claim, settings),
-        render_triton_config(nim, "name: 'full'\n"),
-        render_deployment(nim, ServedEngine(location, "0" * 16), settings),
+        render_triton_config(nim, unit_of(nim, location), "name: 'full'\n"),
+        render_deployment(nim, unit_of(nim, location), ServedEngine("0" * 16), settings),
         render_service(nim),
         render_autoscaler(nim, settings),
         render_scaled_object(nim, settings.model_copy(update={"autoscaler": Autoscaler.KEDA})),

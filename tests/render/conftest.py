@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from nimify.api import NimService
+from nimify.api import NimService, UnitRole
+from nimify.engine.location import EngineLocation
+from nimify.render.units import ServingUnit, serving_unit
 from nimify.settings import OperatorSettings
 
 NAME = "resnet50"
@@ -67,3 +69,12 @@ def settings() -> OperatorSettings:
         engine_cache_size="50Gi",
         engine_cache_access_mode="ReadWriteMany",
     )
+
+
+def unit_of(
+    nim: NimService, location: EngineLocation | None = None, settings: OperatorSettings | None = None
+) -> ServingUnit:
+    """The NimService's serving unit, its engine at `location` (else where the spec puts it)."""
+    if location is None:
+        return serving_unit(nim, settings or OperatorSettings())
+    return ServingUnit(nim.metadata.name or "", UnitRole.SERVING, nim, location)

@@ -9,7 +9,7 @@ from nimify.engine.location import EngineLocation
 from nimify.render.autoscaler import GPU_UTILIZATION_METRIC, QUEUE_TIME_METRIC, render_autoscaler
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAME, nimservice
+from tests.render.conftest import NAME, nimservice, unit_of
 
 SETTINGS = OperatorSettings()
 
@@ -50,7 +50,7 @@ def test_targets_the_deployment(settings: OperatorSettings) -> None:
     nim = nimservice(ALL_TARGETS)
     hpa = hpa_for(ALL_TARGETS)
     deployment = render_deployment(
-        nim, ServedEngine(EngineLocation("c" * 64, "nimify-engines"), "0" * 16), settings
+        nim, unit_of(nim, EngineLocation("c" * 64, "nimify-engines")), ServedEngine("0" * 16), settings
     )
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["kind"] == "HorizontalPodAutoscaler"
     assert hpa["metadata"]["name"] == NAME

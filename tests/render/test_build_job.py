@@ -12,7 +12,7 @@ from nimify.engine.location import ENGINE_MOUNT, engine_location
 from nimify.render.build_job import builder_image, model_claim, render_build_job
 from nimify.render.identity import ENGINE_KEY_ANNOTATION, build_job_name
 from nimify.settings import OperatorSettings
-from tests.render.conftest import nimservice
+from tests.render.conftest import nimservice, unit_of
 
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"
@@ -43,7 +43,7 @@ FULL_SPEC: dict[str, Any] = {
 
 def job_for(spec: dict[str, Any] | None, settings: OperatorSettings) -> dict[str, Any]:
     nim = nimservice(spec)
-    return render_build_job(nim, engine_location(nim, settings), settings)
+    return render_build_job(nim, unit_of(nim, settings=settings), settings)
 
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def test_default_build_timeout(settings: OperatorSettings) -> None:
 def test_name_and_engine_key_annotation(settings: OperatorSettings) -> None:
     nim = nimservice()
     location = engine_location(nim, settings)
-    job = render_build_job(nim, location, settings)
+    job = render_build_job(nim, unit_of(nim, location), settings)
     assert job["metadata"]["name"] == build_job_name(
         location.claim, location.cache_key, location.conversion_key
     )
@@ -228,7 +228,7 @@ def test_build_follows_the_replicas_node_affinity(settings: OperatorSettings) ->
 @pytest.mark.parametrize("spec", [None, FULL_SPEC, ONNXRUNTIME, {"model": {"sha256": None}}])
 def test_spec_env_round_trips(settings: OperatorSettings, spec: dict[str, Any] | None) -> None:
     nim = nimservice(spec)
-    job = render_build_job(nim, engine_location(nim, settings), settings)
+    job = render_build_job(nim, unit_of(nim, settings=settings), settings)
     # The Job reads it back with the same model the apiserver's data went through.
     assert NimServiceSpec.model_validate_json(env(job)["NIMIFY_SPEC"]) == nim.spec
     assert NimServiceSpec.model_validate(json.loads(env(job)["NIMIFY_SPEC"])) == nim.spec
@@ -254,7 +254,7 @@ def test_no_env_from_without_credentials(settings: OperatorSettings) -> None:
 def test_engine_claim_mounted_and_cache_key_passed(settings: OperatorSettings) -> None:
     nim = nimservice()
     location = engine_location(nim, settings)
-    job = render_build_job(nim, location, settings)
+    job = render_build_job(nim, unit_of(nim, location), settings)
     volumes = {volume["name"]: volume for volume in pod_spec(job)["volumes"]}
     assert volumes["engines"]["persistentVolumeClaim"] == {"claimName": location.claim}
     mounts = {mount["name"]: mount for mount in container(job)["volumeMounts"]}

@@ -16,10 +16,10 @@ from nimify.render.deployment import (
 )
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, labels, server_selector
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAME, nimservice
+from tests.render.conftest import NAME, nimservice, unit_of
 
 LOCATION = EngineLocation(cache_key="c" * 64, claim="nimify-engines")
-ENGINE = ServedEngine(LOCATION, config_hash="0123456789abcdef")
+ENGINE = ServedEngine(config_hash="0123456789abcdef")
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
@@ -30,8 +30,10 @@ def deployment_for(
     spec: dict[str, Any] | None = None,
     engine: ServedEngine = ENGINE,
     settings: OperatorSettings | None = None,
+    location: EngineLocation = LOCATION,
 ) -> dict[str, Any]:
-    return render_deployment(nimservice(spec), engine, settings or OperatorSettings())
+    nim = nimservice(spec)
+    return render_deployment(nim, unit_of(nim, location), engine, settings or OperatorSettings())
 
 
 def pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +137,9 @@ def test_engine_and_config_annotations_roll_the_pods() -> None:
     annotations = deployment_for()["spec"]["template"]["metadata"]["annotations"]
     assert annotations[ENGINE_KEY_ANNOTATION] == LOCATION.cache_key
     assert annotations[CONFIG_HASH_ANNOTATION] == ENGINE.config_hash
-    other_key = ServedEngine(EngineLocation("d" * 64, LOCATION.claim), ENGINE.config_hash)
-    other_config = ServedEngine(LOCATION, "fedcba9876543210")
+    other_config = ServedEngine("fedcba9876543210")
     base = deployment_for()["spec"]["template"]
-    assert deployment_for(engine=other_key)["spec"]["template"] != base
+    assert deployment_for(location=EngineLocation("d" * 64, LOCATION.claim))["spec"]["template"] != base
     assert deployment_for(engine=other_config)["spec"]["template"] != base
 
 
@@ -198,7 +199,7 @@ def test_restricted_security_context() -> None:
 def test_node_selector(
     spec: dict[str, Any] | None, engine_product: str | None, node_selector: dict[str, str] | None
 ) -> None:
-    engine = ServedEngine(LOCATION, ENGINE.config_hash, gpu_product=engine_product)
+    engine = ServedEngine(ENGINE.config_hash, gpu_product=engine_product)
     assert pod(deployment_for(spec, engine)).get("nodeSelector") == node_selector
 
 
@@ -274,7 +275,7 @@ def test_triton_image_and_command() -> None:
 
 
 def test_triton_args_defaults() -> None:
-    args = triton_args(nimservice())
+    args = triton_args(nimservice().spec)
     assert f"--model-repository={MODEL_REPOSITORY}" in args
     assert "--model-control-mode=none" in args
     assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"} <= set(args)
@@ -291,13 +292,13 @@ def test_triton_args_defaults() -> None:
     ],
 )
 def test_triton_args_response_cache(cache: dict[str, Any], flag: str | None) -> None:
-    args = triton_args(nimservice({"triton": {"responseCache": cache}}))
+    args = triton_args(nimservice({"triton": {"responseCache": cache}}).spec)
     assert [arg for arg in args if arg.startswith("--cache-config")] == ([flag] if flag else [])
 
 
 def test_triton_extra_args_come_last_in_order() -> None:
     extra = ["--log-verbose=1", "--backend-config=tensorrt,coalesce-request-input=true"]
-    args = triton_args(nimservice({"triton": {"extraArgs": extra}}))
+    args = triton_args(nimservice({"triton": {"extraArgs": extra}}).spec)
     assert args[-2:] == extra
     assert triton(deployment_for({"triton": {"extraArgs": extra}}))["args"] == args
 

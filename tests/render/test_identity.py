@@ -30,7 +30,7 @@ from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.render.triton_config import render_triton_config
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAME, NAMESPACE, UID, nimservice
+from tests.render.conftest import NAME, NAMESPACE, UID, nimservice, unit_of
 
 RECOMMENDED = (
     "app.kubernetes.io/name",
@@ -49,10 +49,12 @@ FULL_SPEC: dict[str, Any] = {
 def children(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str, Any]]:
     location = engine_location(nim, settings)
     rendered = {
-        "Job": render_build_job(nim, location, settings),
+        "Job": render_build_job(nim, unit_of(nim, location), settings),
         "PersistentVolumeClaim": render_engine_claim(nim, location.claim, settings),
-        "ConfigMap": render_triton_config(nim, "name: 'resnet50'\n"),
-        "Deployment": render_deployment(nim, ServedEngine(location, "0123456789abcdef"), settings),
+        "ConfigMap": render_triton_config(nim, unit_of(nim, location), "name: 'resnet50'\n"),
+        "Deployment": render_deployment(
+            nim, unit_of(nim, location), ServedEngine("0123456789abcdef"), settings
+        ),
         "Service": render_service(nim),
         "HorizontalPodAutoscaler": render_autoscaler(nim, settings),
         # The other autoscaler, as the operator renders it when KEDA is chosen.

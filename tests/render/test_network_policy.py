@@ -10,13 +10,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nimify.engine.location import engine_location
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.identity import server_selector
 from nimify.render.network_policy import render_network_policy
 from nimify.settings import OperatorSettings
 from tests.kube import ExistingCluster
-from tests.render.conftest import nimservice
+from tests.render.conftest import nimservice, unit_of
 
 MONITORING = {"namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"}}
 GATEWAY = {"namespaceSelector": {"team": "edge"}, "podSelector": {"app.kubernetes.io/name": "gateway"}}
@@ -70,7 +69,7 @@ def test_clients_and_metrics_clients() -> None:
 def test_the_ports_it_names_are_the_pods_ports() -> None:
     settings = OperatorSettings()
     nim = nimservice({"expose": {"networkPolicy": {}, "httpPort": 9000}})
-    deployment = render_deployment(nim, ServedEngine(engine_location(nim, settings), "hash", None), settings)
+    deployment = render_deployment(nim, unit_of(nim, settings=settings), ServedEngine("hash", None), settings)
     names = {
         p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
     }

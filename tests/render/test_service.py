@@ -10,9 +10,10 @@ from nimify.engine.location import EngineLocation
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.service import render_service, service_endpoints
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAME, NAMESPACE, nimservice
+from tests.render.conftest import NAME, NAMESPACE, nimservice, unit_of
 
-ENGINE = ServedEngine(EngineLocation(cache_key="c" * 64, claim="nimify-engines"), config_hash="0" * 16)
+LOCATION = EngineLocation(cache_key="c" * 64, claim="nimify-engines")
+ENGINE = ServedEngine(config_hash="0" * 16)
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,10 @@ ENGINE = ServedEngine(EngineLocation(cache_key="c" * 64, claim="nimify-engines")
 )
 def test_ports_and_selector_meet_the_deployment(expose: dict[str, Any], settings: OperatorSettings) -> None:
     nim = nimservice({"expose": expose})
-    service, deployment = render_service(nim), render_deployment(nim, ENGINE, settings)
+    service, deployment = (
+        render_service(nim),
+        render_deployment(nim, unit_of(nim, LOCATION), ENGINE, settings),
+    )
     template = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

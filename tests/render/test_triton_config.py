@@ -17,7 +17,7 @@ from nimify.render.triton_config import (
     toolkit_signature,
 )
 from nimify.settings import OperatorSettings
-from tests.render.conftest import NAME, NAMESPACE, nimservice
+from tests.render.conftest import NAME, NAMESPACE, nimservice, unit_of
 
 SIGNATURE = ModelSignature.model_validate(
     {
@@ -112,7 +112,7 @@ def test_text_is_deterministic() -> None:
 def test_config_map(settings: OperatorSettings) -> None:
     nim: NimService = nimservice()
     text = text_for()
-    config_map = render_triton_config(nim, text)
+    config_map = render_triton_config(nim, unit_of(nim), text)
     assert config_map["apiVersion"] == "v1" and config_map["kind"] == "ConfigMap"
     assert config_map["metadata"]["name"] == f"{NAME}-triton-config"
     assert config_map["metadata"]["namespace"] == NAMESPACE

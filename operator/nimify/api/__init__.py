@@ -50,11 +50,14 @@ from nimify.api.status import (
     Condition,
     ConditionStatus,
     Endpoints,
+    EngineRecord,
     EngineStatus,
     ModelSignature,
     NimServiceStatus,
     ParityStatus,
     TensorSpec,
+    UnitRole,
+    UnitStatus,
 )
 from nimify.api.validation import FieldError, field_errors
 
@@ -78,6 +81,7 @@ __all__ = [
     "ConditionType",
     "DynamicBatchingSpec",
     "Endpoints",
+    "EngineRecord",
     "EngineSpec",
     "EngineStatus",
     "ExposeSpec",
@@ -109,6 +113,8 @@ __all__ = [
     "TensorSpec",
     "Toleration",
     "TritonSpec",
+    "UnitRole",
+    "UnitStatus",
     "WarmupSpec",
     "field_errors",
     "nimservice_errors",

@@ -119,6 +119,60 @@ class ParityStatus(StatusModel):
     """Whether every element was within atol or within rtol * |reference| (Polygraphy's rule)."""
 
 
+class EngineRecord(StatusModel):
+    """One ready engine as status records it: what it is, what it takes and gives, how it was checked."""
+
+    engine: EngineStatus
+    """The engine: its cache key, where it lives, what built it."""
+
+    signature: ModelSignature
+    """Inputs and outputs of its model."""
+
+    parity: ParityStatus | None = None
+    """The conversion Job's check of it."""
+
+
+class UnitRole(StrEnum):
+    """What a serving unit is for."""
+
+    SERVING = "Serving"
+    """The engine that takes the NimService's traffic (its Deployment has the NimService's name)."""
+
+    CANDIDATE = "Candidate"
+    """A new engine beside the serving one, taking a share of the traffic while it is judged."""
+
+    PIPELINE_MEMBER = "PipelineMember"
+    """One model of a pipeline."""
+
+
+class UnitStatus(StatusModel):
+    """One serving unit: an engine in a Triton Deployment of its own."""
+
+    name: str = Field(max_length=63)
+    """The unit's name: its Deployment's (the NimService's own name for the serving unit)."""
+
+    role: UnitRole
+    """What the unit is for."""
+
+    traffic_percent: int = Field(ge=0, le=100)
+    """The share of the NimService's traffic the unit gets."""
+
+    engine: EngineStatus | None = None
+    """The engine the unit serves, once one is ready."""
+
+    signature: ModelSignature | None = None
+    """Inputs and outputs of the unit's model."""
+
+    parity: ParityStatus | None = None
+    """The conversion Job's check of the unit's engine."""
+
+    def record(self) -> EngineRecord | None:
+        """The unit's engine, when it has one."""
+        if self.engine is None or self.signature is None:
+            return None
+        return EngineRecord(engine=self.engine, signature=self.signature, parity=self.parity)
+
+
 class Endpoints(StatusModel):
     """Where clients reach the model."""
 
@@ -193,6 +247,20 @@ class NimServiceStatus(StatusModel):
 
     autoscaler: AutoscalerStatus | None = None
     """The autoscaler's view of the replicas (with spec.autoscaling)."""
+
+    units: list[UnitStatus] | None = Field(default=None, max_length=16, json_schema_extra=list_map("name"))
+    """The serving units, each an engine in a Triton Deployment of its own; signature, engine and parity
+    above are the serving unit's."""
+
+    def record(self) -> EngineRecord | None:
+        """The serving unit's engine as recorded above (statuses written before units have only these)."""
+        if self.engine is None or self.signature is None:
+            return None
+        return EngineRecord(engine=self.engine, signature=self.signature, parity=self.parity)
+
+    def unit(self, name: str) -> UnitStatus | None:
+        """The unit of that name, if reported."""
+        return next((unit for unit in self.units or () if unit.name == name), None)
 
     def condition(self, condition_type: str) -> Condition | None:
         """The condition of that type, if reported."""

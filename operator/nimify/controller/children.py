@@ -1,5 +1,10 @@
-"""Every kind of object the operator touches, and how: the one list its watches, indexes, writer and the
-generated RBAC read.
+"""Every kind of object the operator touches, and how: the one list its watches, indexes, writer, desired set
+and the generated RBAC read.
+
+Each kind has a scope: one per engine (the conversion Job, the engine claim), one per serving unit whose
+engine is ready (its Triton config and Deployment), or one per NimService. A kind of the last scope names its
+renderer here and the desired set renders it with no code of its own: adding one touches this file and its
+renderer only.
 
 A child kind is watched (list + watch, with a server-side selector on the managed-by label), indexed by
 (namespace, name) and written in one way: server-side applied (create + patch) or created once (create).
@@ -10,11 +15,20 @@ reads NimServices and patches their status, watches the pods of its children and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from nimify.api import NimService
 from nimify.api.conditions import ConditionReason
 from nimify.api.nimservice import GROUP, PLURAL
+from nimify.render.autoscaler import render_autoscaler
+from nimify.render.disruption_budget import render_disruption_budget
+from nimify.render.routes import render_http_route, render_ingress
+from nimify.render.scaled_object import render_scaled_object
+from nimify.render.service import render_service
+from nimify.settings import OperatorSettings
 
 
 class Index(StrEnum):
@@ -22,8 +36,10 @@ class Index(StrEnum):
 
     JOBS = "job_index"
     DEPLOYMENTS = "deployment_index"
+    UNIT_DEPLOYMENTS = "unit_deployment_index"  # Deployment names by (namespace, NimService)
     SERVICES = "service_index"
     CONFIG_MAPS = "configmap_index"
+    UNIT_CONFIG_MAPS = "unit_configmap_index"  # ConfigMap names by (namespace, NimService)
     CLAIMS = "persistentvolumeclaim_index"
     AUTOSCALERS = "horizontalpodautoscaler_index"  # ours, and the ones KEDA makes for our ScaledObjects
     SCALED_OBJECTS = "scaledobject_index"
@@ -34,8 +50,8 @@ class Index(StrEnum):
     SERVER_PODS = "server_pod_index"  # Triton pods' trouble by (namespace, NimService name)
     NIMSERVICES = "nimservice_index"
     READY_ENGINES = "ready_engine_index"  # ready engines by (namespace, claim, cache key)
-    BUILD_JOBS = "build_job_index"  # NimServices by (namespace, the conversion Job their spec needs)
-    CLAIM_USERS = "claim_user_index"  # NimServices by (namespace, the engine claim their spec uses)
+    BUILD_JOBS = "build_job_index"  # NimServices by (namespace, a conversion Job their units need)
+    CLAIM_USERS = "claim_user_index"  # NimServices by (namespace, an engine claim their units use)
 
 
 class Write(StrEnum):
@@ -48,6 +64,22 @@ class Write(StrEnum):
     """Created once when missing and never changed (an immutable, deterministically named Job)."""
 
 
+class Scope(StrEnum):
+    """How many of a kind one NimService has."""
+
+    ENGINE = "engine"
+    """One per engine its units need (named from the engine: units and NimServices share them)."""
+
+    UNIT = "unit"
+    """One per serving unit whose engine is ready; a unit's are deleted when the unit goes away."""
+
+    NIMSERVICE = "nimservice"
+    """At most one, named after the NimService, rendered by the kind's `render`."""
+
+
+Renderer = Callable[[NimService, OperatorSettings], dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class ChildKind:
     """One kind of child object."""
@@ -58,6 +90,15 @@ class ChildKind:
     plural: str
     index: Index
     write: Write
+    scope: Scope = Scope.NIMSERVICE
+    render: Renderer | None = None
+    """For a kind of NimService scope: the object the spec wants, or None (then it is deleted if prunable)."""
+    needs_server: bool = False
+    """Rendered only once the serving unit has a Deployment (it acts on it); until then left as it is."""
+    route: bool = False
+    """Routes outside traffic to the NimService: its host is an endpoint once one is in place."""
+    unit_index: Index | None = None
+    """For a kind of unit scope: the index of its names by (namespace, NimService), to find retired units'."""
     prunable: bool = True
     """Deleted when the NimService that controls it no longer wants it."""
     drift: bool = True
@@ -91,6 +132,7 @@ JOB = ChildKind(
     "jobs",
     Index.JOBS,
     Write.CREATE,
+    scope=Scope.ENGINE,
     prunable=False,
     drift=False,
     wakes_owner=True,
@@ -103,7 +145,8 @@ DEPLOYMENT = ChildKind(
     "deployments",
     Index.DEPLOYMENTS,
     Write.APPLY,
-    prunable=False,
+    scope=Scope.UNIT,
+    unit_index=Index.UNIT_DEPLOYMENTS,
     wakes_owner=True,
     # The rollout (status, generation), what the pods serve (template annotations), the replica count and
     # its manager, the claims mounted, and the ports drift may have renumbered (containers).
@@ -117,13 +160,37 @@ DEPLOYMENT = ChildKind(
     ),
 )
 SERVICE = ChildKind(
-    "Service", "", "v1", "services", Index.SERVICES, Write.APPLY, prunable=False, reads=("spec.ports",)
+    "Service",
+    "",
+    "v1",
+    "services",
+    Index.SERVICES,
+    Write.APPLY,
+    render=lambda nim, _: render_service(nim),
+    prunable=False,
+    reads=("spec.ports",),
 )
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", Index.CONFIG_MAPS, Write.APPLY, prunable=False)
+CONFIG_MAP = ChildKind(
+    "ConfigMap",
+    "",
+    "v1",
+    "configmaps",
+    Index.CONFIG_MAPS,
+    Write.APPLY,
+    scope=Scope.UNIT,
+    unit_index=Index.UNIT_CONFIG_MAPS,
+)
 # Claims hold engines: an edit of one (e.g. an expansion) is its owner's business, only a spec change
 # re-applies it; a dedicated claim is deleted once nothing wants or mounts it.
 CLAIM = ChildKind(
-    "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", Index.CLAIMS, Write.APPLY, drift=False
+    "PersistentVolumeClaim",
+    "",
+    "v1",
+    "persistentvolumeclaims",
+    Index.CLAIMS,
+    Write.APPLY,
+    scope=Scope.ENGINE,
+    drift=False,
 )
 # An autoscaler's status (ScalingActive, replicas) is reported on the NimService: its changes wake it. KEDA's
 # HPA is owned by the ScaledObject, not the NimService; it carries the NimService label (copied by KEDA).
@@ -134,6 +201,10 @@ AUTOSCALER = ChildKind(
     "horizontalpodautoscalers",
     Index.AUTOSCALERS,
     Write.APPLY,
+    # At most one of the HPA and the ScaledObject is rendered; the other is deleted first, so they never
+    # both scale the Deployment.
+    render=render_autoscaler,
+    needs_server=True,
     wakes_owner=True,
     reads=("status",),  # conditions and replicas: status.autoscaler and ScalingActive
 )
@@ -144,6 +215,8 @@ SCALED_OBJECT = ChildKind(
     "scaledobjects",
     Index.SCALED_OBJECTS,
     Write.APPLY,
+    render=render_scaled_object,
+    needs_server=True,
     optional=True,
     missing=(
         ConditionReason.KEDA_MISSING,
@@ -153,9 +226,25 @@ SCALED_OBJECT = ChildKind(
     reads=("status",),  # conditions and hpaName (the HPA KEDA made)
 )
 DISRUPTION_BUDGET = ChildKind(
-    "PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", Index.DISRUPTION_BUDGETS, Write.APPLY
+    "PodDisruptionBudget",
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    Index.DISRUPTION_BUDGETS,
+    Write.APPLY,
+    render=lambda nim, _: render_disruption_budget(nim),
+    needs_server=True,
 )
-INGRESS = ChildKind("Ingress", "networking.k8s.io", "v1", "ingresses", Index.INGRESSES, Write.APPLY)
+INGRESS = ChildKind(
+    "Ingress",
+    "networking.k8s.io",
+    "v1",
+    "ingresses",
+    Index.INGRESSES,
+    Write.APPLY,
+    render=lambda nim, _: render_ingress(nim),
+    route=True,
+)
 HTTP_ROUTE = ChildKind(
     "HTTPRoute",
     "gateway.networking.k8s.io",
@@ -163,6 +252,8 @@ HTTP_ROUTE = ChildKind(
     "httproutes",
     Index.HTTP_ROUTES,
     Write.APPLY,
+    render=lambda nim, _: render_http_route(nim),
+    route=True,
     optional=True,
     missing=(ConditionReason.GATEWAY_API_MISSING, "install the Gateway API CRDs or use spec.expose.ingress"),
 )

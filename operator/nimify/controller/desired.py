@@ -1,12 +1,17 @@
-"""The desired set of one NimService: from its whole spec and what the watches observed, every child kind is
+"""The desired set of one NimService: from its whole spec and what the watches observed, every child is
 wanted (and applied unless current), kept as it is, or unwanted (and deleted if it is there). Pure.
+
+It iterates the NimService's serving units (render/units.py): each unit needs an engine (a conversion Job,
+an engine claim) and, once its engine is ready, a Triton config and a Deployment; then come the children of
+the NimService itself, each rendered by its kind's renderer (children.py).
 
 | child | wanted when | otherwise |
 |---|---|---|
-| engine claim | the spec uses a claim nimify creates | a dedicated claim goes once nothing mounts it; the |
+| engine claim | a unit uses a claim nimify creates | a dedicated claim goes once nothing mounts it; the |
 | | | shared one once no NimService uses it (`unused_shared_claim`) |
-| conversion Job | the engine is neither served, reusable nor built | created once, never changed |
-| ConfigMap, Deployment | the engine for the spec is ready | kept: the old engine serves meanwhile |
+| conversion Job | a unit's engine is neither served, reusable nor built | created once, never changed |
+| ConfigMap, Deployment | the unit's engine is ready | kept while the unit exists: its old engine serves |
+| | | meanwhile; deleted once the unit is gone |
 | Service | always | |
 | HPA | spec.autoscaling with the HPA as its autoscaler (once a Deployment is there) | deleted |
 | KEDA ScaledObject | spec.autoscaling with KEDA as its autoscaler (same) | deleted (KEDA removes its HPA) |
@@ -20,57 +25,71 @@ NimService controls (its owner reference with controller=true), never a user's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nimify.api import NimService, NimServiceStatus
+from nimify.api import EngineRecord, NimService, UnitRole
 from nimify.api.conditions import ConditionReason
 from nimify.api.semantics import semantic_errors
 from nimify.api.spec import Autoscaler
 from nimify.autoscaling.choice import chosen_autoscaler
 from nimify.controller.actions import Action, Apply, Create, Delete, HandOverReplicas, Target
 from nimify.controller.children import (
-    AUTOSCALER,
     CHILD_BY_KIND,
+    CHILD_KINDS,
     CLAIM,
     CONFIG_MAP,
     DEPLOYMENT,
-    DISRUPTION_BUDGET,
-    HTTP_ROUTE,
-    INGRESS,
-    SCALED_OBJECT,
     ChildKind,
+    Scope,
 )
 from nimify.controller.conditions import EngineState
 from nimify.controller.drift import ChildState, child_state, conflicting_elements, owns_replicas
 from nimify.controller.engine_step import EngineOutcome, engine_outcome
 from nimify.controller.observed import Body, Observed
-from nimify.engine.location import EngineLocation, dedicated_claim_name, engine_location
-from nimify.render.autoscaler import render_autoscaler
+from nimify.engine.location import EngineLocation, dedicated_claim_name
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.disruption_budget import render_disruption_budget
 from nimify.render.engine_claim import render_engine_claim
-from nimify.render.identity import server_name, triton_config_name
-from nimify.render.routes import render_http_route, render_ingress
-from nimify.render.scaled_object import render_scaled_object
-from nimify.render.service import render_service
+from nimify.render.identity import server_name
 from nimify.render.triton_config import config_hash, render_config_text, render_triton_config
+from nimify.render.units import ServingUnit, serving_units
 from nimify.settings import OperatorSettings
+
+Units = Callable[[NimService, OperatorSettings], tuple[ServingUnit, ...]]
+"""A NimService's serving units, the serving one first (render/units.py: serving_units)."""
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """One serving unit in this reconcile: where its engine stands and what serves it."""
+
+    unit: ServingUnit
+    outcome: EngineOutcome
+    config_hash: str | None = None  # of the Triton config its ready engine is served with
+    deployment: Body | None = None  # the Deployment wanted for it (applied now or already current)
+
+    @property
+    def record(self) -> EngineRecord | None:
+        return self.outcome.record
 
 
 @dataclass(frozen=True)
 class DesiredSet:
-    """What one reconcile wants: the writes to send, and what the status reports about the engine."""
+    """What one reconcile wants: the writes to send, and the facts the status reports."""
 
-    engine: EngineState
+    engine: EngineState  # the serving unit's
     invalid_spec: str | None = None
-    outcome: EngineOutcome | None = None  # None for an invalid spec
-    location: EngineLocation | None = None
-    config_hash: str | None = None  # of the Triton config the current engine is served with
+    units: tuple[UnitPlan, ...] = ()  # the serving unit's first; none for an invalid spec
     actions: list[Action] = field(default_factory=list)
+    rendered: frozenset[Target] = frozenset()  # children wanted as rendered this pass (applied or current)
     routes: tuple[str, ...] = ()  # kinds of route the spec asks for (Ingress / HTTPRoute)
     autoscaler: Autoscaler | None = None  # what owns the replica count (spec.autoscaling, else None)
+
+    @property
+    def serving(self) -> UnitPlan | None:
+        return next((plan for plan in self.units if plan.unit.role is UnitRole.SERVING), None)
 
 
 def controlled_by(live: Body, nim: NimService) -> bool:
@@ -90,13 +109,18 @@ class _Plan:
         self.observed = observed
         self.deletions: list[Action] = []
         self.writes: list[Action] = []
+        self.rendered: set[Target] = set()
 
     def live(self, child: ChildKind, name: str) -> Body | None:
         return self.observed.get(child.kind, self.namespace, name)
 
     def apply(self, desired: dict[str, Any], requires: tuple[Target, ...] = ()) -> None:
         child = CHILD_BY_KIND[desired["kind"]]
-        live = self.live(child, desired["metadata"]["name"])
+        target = (child.kind, desired["metadata"]["name"])
+        if target in self.rendered:
+            return  # two units with one engine claim
+        self.rendered.add(target)
+        live = self.live(child, target[1])
         state = child_state(desired, live, drift=child.drift)
         if state is ChildState.CURRENT:
             return
@@ -117,62 +141,113 @@ class _Plan:
         return [*self.deletions, *self.writes]
 
 
-def desired_set(nim: NimService, observed: Observed, settings: OperatorSettings) -> DesiredSet:
+def desired_set(
+    nim: NimService,
+    observed: Observed,
+    settings: OperatorSettings,
+    units: Units = serving_units,
+) -> DesiredSet:
+    """The desired set of `nim`'s serving units (`units` says which; tests give their own) and of the
+    NimService itself."""
     errors = semantic_errors(nim.spec)
     if errors:
         invalid = "; ".join(str(error) for error in errors)
         return DesiredSet(
             EngineState(False, ConditionReason.INVALID_SPEC.value, invalid, failed=True), invalid_spec=invalid
         )
-    location = engine_location(nim, settings)
-    outcome = engine_outcome(nim, location, observed)
-    record = outcome.engine_status  # the engine to serve, once it is ready
-    config_text = _config_text(nim, record) if record is not None else None
-    digest = config_hash(config_text) if config_text is not None else None
-    expose = nim.spec.expose
+    plans = [_unit_plan(nim, unit, observed) for unit in units(nim, settings)]
     routes = tuple(
-        kind
-        for kind, route in ((INGRESS.kind, expose.ingress), (HTTP_ROUTE.kind, expose.http_route))
-        if route is not None
+        child.kind for child in CHILD_KINDS if child.route and child.render and child.render(nim, settings)
     )
-    autoscaler = chosen_autoscaler(nim, settings)
-    kept = DesiredSet(outcome.state, None, outcome, location, digest, routes=routes, autoscaler=autoscaler)
+    kept = DesiredSet(
+        plans[0].outcome.state,
+        units=tuple(plans),
+        routes=routes,
+        autoscaler=chosen_autoscaler(nim, settings),
+    )
     if nim.spec.paused:
         return kept  # every child stays as it is
 
     plan = _Plan(nim, observed)
-    claim = _claim(plan, nim, location, settings)
-    if outcome.create_job:
-        plan.writes.append(
-            Create(render_build_job(nim, location, settings), requires=(claim,) if claim else ())
-        )
-
-    name = server_name(nim)
-    live_deployment = plan.live(DEPLOYMENT, name)
-    if record is not None and config_text is not None and digest is not None:
-        plan.apply(render_triton_config(nim, config_text))
-        deployment = render_deployment(
-            nim, ServedEngine(location, digest, record["engine"].get("gpuProduct")), settings
-        )
-        if "replicas" not in deployment["spec"] and live_deployment and owns_replicas(live_deployment):
-            plan.writes.append(HandOverReplicas(name, int(live_deployment["spec"].get("replicas", 1))))
-        plan.apply(deployment, requires=((CONFIG_MAP.kind, triton_config_name(nim)),))
-    plan.apply(render_service(nim))
-    if record is not None or live_deployment is not None:  # an autoscaler or PDB needs a Deployment to act on
-        # At most one of the two is rendered; the other is deleted first, so they never both scale it.
-        plan.want(AUTOSCALER, name, render_autoscaler(nim, settings))
-        plan.want(SCALED_OBJECT, name, render_scaled_object(nim, settings))
-        plan.want(DISRUPTION_BUDGET, name, render_disruption_budget(nim))
-    plan.want(INGRESS, name, render_ingress(nim))
-    plan.want(HTTP_ROUTE, name, render_http_route(nim))
-    _retire_dedicated_claim(plan, nim, location)
-    return replace(kept, actions=plan.actions)
+    plans = _engines_and_servers(plan, nim, plans, settings)
+    serving = plans[0]
+    _nimservice_children(plan, nim, settings, server_there=serving.deployment is not None)
+    _retire_units(plan, nim, {p.unit.name for p in plans}, {p.unit.config_map_name for p in plans})
+    _retire_dedicated_claim(plan, nim, [p.unit for p in plans])
+    return replace(kept, units=tuple(plans), actions=plan.actions, rendered=frozenset(plan.rendered))
 
 
-def _config_text(nim: NimService, record: dict[str, Any]) -> str:
-    signature = NimServiceStatus.model_validate({"signature": record["signature"]}).signature
-    assert signature is not None, "a ready engine always comes with its signature"
-    return render_config_text(nim, signature, int(record["engine"].get("maxBatchSize") or 0))
+def _engines_and_servers(
+    plan: _Plan, nim: NimService, plans: list[UnitPlan], settings: OperatorSettings
+) -> list[UnitPlan]:
+    """Each unit's engine (its claim, and a conversion Job unless the engine is there) and, once the engine is
+    ready, its Triton config and Deployment; the plans with the Deployments wanted."""
+    jobs: set[str] = set()
+    served = []
+    for unit_plan in plans:
+        unit, outcome = unit_plan.unit, unit_plan.outcome
+        claim = _claim(plan, nim, unit.location, settings)
+        if outcome.create_job:
+            job = render_build_job(nim, unit, settings)
+            if job["metadata"]["name"] not in jobs:  # two units with one engine: one Job
+                jobs.add(job["metadata"]["name"])
+                plan.writes.append(Create(job, requires=(claim,) if claim else ()))
+        if outcome.record is not None and unit_plan.config_hash is not None:
+            unit_plan = replace(unit_plan, deployment=_serve(plan, nim, unit_plan, settings))
+        served.append(unit_plan)
+    return served
+
+
+def _nimservice_children(
+    plan: _Plan, nim: NimService, settings: OperatorSettings, *, server_there: bool
+) -> None:
+    """The NimService's own children, each rendered by its kind (children.py); an autoscaler or PDB needs a
+    Deployment to act on: without the serving unit's, they stay as they are."""
+    server_there = server_there or plan.live(DEPLOYMENT, server_name(nim)) is not None
+    for child in CHILD_KINDS:
+        if child.render is None or (child.needs_server and not server_there):
+            continue
+        rendered = child.render(nim, settings)
+        if child.prunable:
+            plan.want(child, server_name(nim), rendered)
+        elif rendered is not None:
+            plan.apply(rendered)
+
+
+def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:
+    outcome = engine_outcome(nim, unit, observed)
+    if outcome.record is None:
+        return UnitPlan(unit, outcome)
+    return UnitPlan(unit, outcome, config_hash(_config_text(unit, outcome.record)))
+
+
+def _serve(plan: _Plan, nim: NimService, unit_plan: UnitPlan, settings: OperatorSettings) -> Body:
+    """Apply the unit's Triton config and Deployment; the Deployment wanted."""
+    unit, record = unit_plan.unit, unit_plan.record
+    assert record is not None and unit_plan.config_hash is not None, "only a unit with a ready engine"
+    plan.apply(render_triton_config(nim, unit, _config_text(unit, record)))
+    deployment = render_deployment(
+        nim, unit, ServedEngine(unit_plan.config_hash, record.engine.gpu_product), settings
+    )
+    live = plan.live(DEPLOYMENT, unit.name)
+    if "replicas" not in deployment["spec"] and live and owns_replicas(live):
+        plan.writes.append(HandOverReplicas(unit.name, int(live["spec"].get("replicas", 1))))
+    plan.apply(deployment, requires=((CONFIG_MAP.kind, unit.config_map_name),))
+    return deployment
+
+
+def _config_text(unit: ServingUnit, record: EngineRecord) -> str:
+    return render_config_text(unit.nimservice, record.signature, record.engine.max_batch_size or 0)
+
+
+def _retire_units(plan: _Plan, nim: NimService, deployments: set[str], configs: set[str]) -> None:
+    """Children of units the NimService no longer has: their Deployments and Triton configs."""
+    namespace, name = plan.namespace, nim.metadata.name or ""
+    for child in CHILD_KINDS:
+        if child.scope is Scope.UNIT:
+            wanted = deployments if child is DEPLOYMENT else configs
+            for retired in sorted(plan.observed.unit_children(child.kind, namespace, name) - wanted):
+                plan.want(child, retired, None)
 
 
 def _claim(
@@ -200,14 +275,15 @@ def unused_shared_claim(
     return name
 
 
-def _retire_dedicated_claim(plan: _Plan, nim: NimService, location: EngineLocation) -> None:
-    """A claim nimify made for this NimService's engines goes once the spec uses another claim and the
-    Deployment no longer mounts it (its replicas may still serve from it while a new engine builds)."""
+def _retire_dedicated_claim(plan: _Plan, nim: NimService, units: list[ServingUnit]) -> None:
+    """A claim nimify made for this NimService's engines goes once no unit uses it and no Deployment of the
+    NimService mounts it (its replicas may still serve from it while a new engine builds)."""
     name = dedicated_claim_name(nim)
-    if location.claim == name:
+    if any(unit.location.claim == name for unit in units):
         return
-    deployment = plan.live(DEPLOYMENT, server_name(nim))
-    volumes = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes") or []
-    if any((volume.get("persistentVolumeClaim") or {}).get("claimName") == name for volume in volumes):
-        return
+    deployments = plan.observed.unit_children(DEPLOYMENT.kind, plan.namespace, nim.metadata.name or "")
+    for deployment in (plan.live(DEPLOYMENT, d) for d in deployments | {server_name(nim)}):
+        volumes = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes") or []
+        if any((volume.get("persistentVolumeClaim") or {}).get("claimName") == name for volume in volumes):
+            return
     plan.want(CLAIM, name, None)

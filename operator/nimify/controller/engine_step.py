@@ -1,13 +1,18 @@
-"""Where the engine for the current spec stands: already served, reusable from a peer, built by a Job,
-still building, or failed. Pure: it reads observed objects and says what to do."""
+"""Where a serving unit's engine stands: already served, reusable from a peer, built by a Job, still
+building, or failed. Pure: it reads observed objects and says what to do.
+
+The engine travels typed (`EngineRecord`): decoded once from the Job's termination message (or read from a
+status), dumped once into the status.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from nimify.api import NimService
+from pydantic import ValidationError
+
+from nimify.api import EngineRecord, NimService, UnitRole
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.status import ConditionStatus
 from nimify.controller.conditions import EngineState
@@ -15,6 +20,7 @@ from nimify.controller.observed import Body, Observed
 from nimify.engine.location import EngineLocation
 from nimify.engine.result import decode_termination_message
 from nimify.render.identity import build_job_name
+from nimify.render.units import ServingUnit
 
 # Error reasons `nimify convert` reports that have a condition reason of their own; others keep theirs.
 _REASON_BY_PREFIX = (
@@ -30,7 +36,7 @@ _REASON_BY_PREFIX = (
 @dataclass(frozen=True)
 class EngineOutcome:
     state: EngineState
-    engine_status: dict[str, Any] | None = None  # status.engine / signature / parity to record, when ready
+    record: EngineRecord | None = None  # the engine to serve and record, when ready
     create_job: bool = False
     finished_build: bool = False  # the Job's result was read just now (count it once in metrics)
 
@@ -45,12 +51,15 @@ def _condition_status(nim: NimService, kind: ConditionType) -> tuple[str, str] |
     return condition.status.value, condition.reason
 
 
-def served_record(nim: NimService) -> dict[str, Any] | None:
-    """The engine/signature/parity triple in the NimService's status, as camelCase dicts."""
-    if nim.status is None or nim.status.engine is None:
+def served_record(nim: NimService, unit: ServingUnit) -> EngineRecord | None:
+    """The engine the NimService's status records for `unit` (the serving unit's is status.engine,
+    .signature and .parity: statuses written before units have only those)."""
+    if nim.status is None:
         return None
-    status = nim.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return {key: status[key] for key in ("engine", "signature", "parity") if key in status}
+    if unit.role is UnitRole.SERVING:
+        return nim.status.record()
+    entry = nim.status.unit(unit.name)
+    return entry.record() if entry is not None else None
 
 
 def termination_result(pod: Body | None) -> dict[str, Any] | None:
@@ -91,7 +100,8 @@ def _job_condition(job: Body, kind: str) -> Body | None:
     )
 
 
-def _record_from_result(result: dict[str, Any], location: EngineLocation) -> dict[str, Any]:
+def record_from_result(result: dict[str, Any], location: EngineLocation) -> EngineRecord | None:
+    """The engine a conversion's result describes, where `location` puts it; None if it describes none."""
     engine = dict(result.get("engine") or {})
     engine |= {
         "cacheKey": location.cache_key,
@@ -99,27 +109,34 @@ def _record_from_result(result: dict[str, Any], location: EngineLocation) -> dic
         "cacheHit": False,
         "maxBatchSize": result.get("maxBatchSize") or 0,
     }
-    record: dict[str, Any] = {"engine": engine}
-    for key in ("signature", "parity"):
-        if result.get(key):
-            record[key] = result[key]
-    return record
+    document = {"engine": engine} | {key: result[key] for key in ("signature", "parity") if result.get(key)}
+    try:
+        return EngineRecord.model_validate(document)
+    except ValidationError:
+        return None
 
 
-def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed) -> EngineOutcome:
-    namespace = nim.metadata.namespace or ""
-    served = served_record(nim)
-    if served and served["engine"].get("location") == _location_text(location) and "signature" in served:
-        reason = (_condition_status(nim, ConditionType.ENGINE_READY) or ("", ConditionReason.ENGINE_BUILT))[1]
-        if reason not in (ConditionReason.ENGINE_BUILT, ConditionReason.ENGINE_CACHE_HIT):
-            reason = ConditionReason.ENGINE_BUILT
+def _served_reason(nim: NimService, unit: ServingUnit) -> str:
+    """How the served engine came to be (EngineBuilt or EngineCacheHit): the serving unit's condition says."""
+    if unit.role is not UnitRole.SERVING:
+        return ConditionReason.ENGINE_BUILT.value
+    reason = (_condition_status(nim, ConditionType.ENGINE_READY) or ("", ConditionReason.ENGINE_BUILT))[1]
+    if reason not in (ConditionReason.ENGINE_BUILT, ConditionReason.ENGINE_CACHE_HIT):
+        return ConditionReason.ENGINE_BUILT.value
+    return reason
+
+
+def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> EngineOutcome:
+    namespace, location = nim.metadata.namespace or "", unit.location
+    served = served_record(nim, unit)
+    if served is not None and served.engine.location == _location_text(location):
+        reason = _served_reason(nim, unit)
         return EngineOutcome(EngineState(True, reason, f"engine {location.cache_key[:12]} ready"), served)
 
     if peer := observed.ready_engine(
         namespace, location.claim, location.cache_key, besides=nim.metadata.name or ""
     ):
-        record = json.loads(json.dumps(peer))
-        record["engine"]["cacheHit"] = True
+        record = peer.model_copy(update={"engine": peer.engine.model_copy(update={"cache_hit": True})})
         return EngineOutcome(
             EngineState(
                 True,
@@ -144,10 +161,11 @@ def engine_outcome(nim: NimService, location: EngineLocation, observed: Observed
     if _job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
         if result is None:  # the pod's watch event can trail the Job's: wait for it
             return EngineOutcome(building)
-        if result.get("ok") and result.get("signature"):
+        built = record_from_result(result, location) if result.get("ok") else None
+        if built is not None:
             return EngineOutcome(
                 EngineState(True, ConditionReason.ENGINE_BUILT.value, f"built by Job {job_name}"),
-                _record_from_result(result, location),
+                built,
                 finished_build=True,
             )
         return EngineOutcome(

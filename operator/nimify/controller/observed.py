@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nimify.api import EngineRecord
 from nimify.controller.children import CHILD_KINDS, Index
 from nimify.controller.pods import PodTrouble, worst_trouble
 
@@ -19,6 +20,14 @@ def first(index: Mapping[Any, Any], key: Any) -> Any:
     return next(iter(store), None) if store is not None else None
 
 
+@dataclass(frozen=True)
+class ReadyEngine:
+    """A ready engine as a NimService's status records it, and which NimService that is."""
+
+    record: EngineRecord
+    served_by: str
+
+
 @dataclass
 class Observed:
     """Views over kopf indexes (or plain dicts in unit tests), keyed by (namespace, name) per kind."""
@@ -27,6 +36,7 @@ class Observed:
     build_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # keyed by (namespace, job name)
     server_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # troubles by (namespace, NimService)
     ready_engines: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, claim, key)
+    unit_children_by_kind: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_indexes(cls, indexes: Mapping[str, Any]) -> Observed:
@@ -35,6 +45,9 @@ class Observed:
             build_pods=indexes[Index.BUILD_PODS],
             server_pods=indexes[Index.SERVER_PODS],
             ready_engines=indexes[Index.READY_ENGINES],
+            unit_children_by_kind={
+                child.kind: indexes[child.unit_index] for child in CHILD_KINDS if child.unit_index is not None
+            },
         )
 
     def get(self, kind: str, namespace: str, name: str) -> Body | None:
@@ -53,10 +66,18 @@ class Observed:
         store = self.server_pods.get((namespace, nimservice))
         return worst_trouble(store if store is not None else ())
 
-    def ready_engine(self, namespace: str, claim: str, cache_key: str, *, besides: str) -> Body | None:
-        """A ready engine record served by a NimService other than `besides`."""
+    def unit_children(self, kind: str, namespace: str, nimservice: str) -> set[str]:
+        """Names of the NimService's children of a unit-scoped kind (its units' Deployments or configs)."""
+        store = self.unit_children_by_kind.get(kind, {}).get((namespace, nimservice))
+        return set(store) if store is not None else set()
+
+    def ready_engine(
+        self, namespace: str, claim: str, cache_key: str, *, besides: str
+    ) -> EngineRecord | None:
+        """A ready engine served by a NimService other than `besides`."""
         store = self.ready_engines.get((namespace, claim, cache_key))
-        for record in store if store is not None else ():
-            if record.get("servedBy") != besides:
-                return {key: value for key, value in record.items() if key != "servedBy"}
+        for ready in store if store is not None else ():
+            if ready.served_by != besides:
+                record: EngineRecord = ready.record
+                return record
         return None

@@ -30,19 +30,18 @@ import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from nimify.api import NimService
+from nimify.api import NimService, NimServiceStatus, UnitRole
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
 from nimify.controller import kopf_namespaces, kopf_resources, metrics
 from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
 from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
 from nimify.controller.kube import KubeWriter
-from nimify.controller.observed import ObjectKey, Observed
+from nimify.controller.observed import ObjectKey, Observed, ReadyEngine
 from nimify.controller.pods import pod_trouble
 from nimify.controller.projection import project_build_pod, project_child, project_nimservice
 from nimify.controller.reconcile import Reconciler
 from nimify.controller.work_queue import WorkQueue
-from nimify.engine.location import EngineLocation, engine_location
 from nimify.render.identity import (
     ANNOTATION_PREFIX,
     COMPONENT_BUILD,
@@ -51,6 +50,7 @@ from nimify.render.identity import (
     build_job_name,
 )
 from nimify.render.identity import MANAGED_BY_SELECTOR as MANAGED
+from nimify.render.units import serving_units
 from nimify.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class OperatorState:
     indexes: Mapping[str, Any]  # kopf's live index views, by Index id
     queue: WorkQueue[ObjectKey] = field(init=False)
     generations: dict[str, int | None] = field(default_factory=dict)  # uid -> generation last queued for
-    locations: dict[str, tuple[int | None, EngineLocation | None]] = field(default_factory=dict)  # by uid
+    # uid -> (generation, the (claim, conversion Job) of each of its units)
+    engines: dict[str, tuple[int | None, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
     build_ends: dict[str, str | None] = field(default_factory=dict)  # Job or build pod uid -> how it ended
     pod_troubles: dict[str, Any] = field(default_factory=dict)  # pod uid -> its last trouble (or None)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -175,8 +176,23 @@ def _register_child_index(child: ChildKind) -> None:
     )
 
 
+def _register_unit_index(child: ChildKind, index_id: Index) -> None:
+    """Names of a unit-scoped kind by (namespace, NimService): the desired set deletes retired units'."""
+
+    async def index(body: kopf.Body, **_: Any) -> dict[ObjectKey, str] | None:
+        owner = (body.metadata.labels or {}).get(NIMSERVICE_LABEL)
+        if not owner:
+            return None
+        return {(body.metadata.namespace or "", owner): body.metadata.name or ""}
+
+    index.__name__ = index_id.value
+    kopf.index(*_resource(child.group, child.version, child.plural), labels=MANAGED, id=index_id.value)(index)
+
+
 for _child in CHILD_KINDS:
     _register_child_index(_child)
+    if _child.unit_index is not None:
+        _register_unit_index(_child, _child.unit_index)
 
 BUILD_POD_LABELS = MANAGED | {COMPONENT: COMPONENT_BUILD}
 SERVER_POD_LABELS = MANAGED | {COMPONENT: COMPONENT_SERVER}
@@ -205,53 +221,58 @@ async def nimservice_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[st
 
 @kopf.index(GROUP, VERSION, PLURAL, id=Index.READY_ENGINES.value)
 async def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
-    """Ready engines by (namespace, claim, cache key): another NimService reuses them with no Job."""
-    status_dict = dict(status)
-    engine = status_dict.get("engine") or {}
-    location, key = engine.get("location"), engine.get("cacheKey")
-    if not (location and key and status_dict.get("signature") and is_engine_ready(status_dict)):
+    """Ready engines by (namespace, claim, cache key): another NimService reuses them with no Job. The
+    serving unit's once its EngineReady condition says so, every other unit's once its status holds one."""
+    try:
+        recorded = NimServiceStatus.model_validate(dict(status))
+    except ValidationError:
         return None
-    claim = location.split("/", 1)[0]
-    record = {name: status_dict[name] for name in ("engine", "signature", "parity") if status_dict.get(name)}
-    record["servedBy"] = body.metadata.name
-    return {(body.metadata.namespace or "", claim, key): record}
+    records = [unit.record() for unit in recorded.units or () if unit.role is not UnitRole.SERVING]
+    if is_engine_ready(dict(status)):
+        records.append(recorded.record())
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    engines = {}
+    for record in records:
+        if record is not None and record.engine.location and record.engine.cache_key:
+            claim = record.engine.location.split("/", 1)[0]
+            engines[(namespace, claim, record.engine.cache_key)] = ReadyEngine(record, name)
+    return engines or None
 
 
-def _location(body: kopf.Body, memo: kopf.Memo) -> EngineLocation | None:
-    """Where the NimService's spec puts its engine (None for a spec that does not validate), computed once
-    per generation: two indexes need it on every watch event, status patches included."""
+def _unit_engines(body: kopf.Body, memo: kopf.Memo) -> tuple[tuple[str, str], ...]:
+    """The (engine claim, conversion Job) of each of the NimService's serving units (none for a spec that does
+    not validate), computed once per generation: two indexes need them on every watch event, status patches
+    included."""
     uid, generation = body.metadata.uid or "", body.metadata.get("generation")
     state = _state(memo) if "nimify" in memo else None
-    if state is not None and (known := state.locations.get(uid)) is not None and known[0] == generation:
+    if state is not None and (known := state.engines.get(uid)) is not None and known[0] == generation:
         return known[1]
     try:
         nim = NimService.model_validate(dict(body))
-    except ValidationError:
-        location = None  # the reconcile reports what is wrong with it
-    else:
-        location = engine_location(nim, state.settings if state is not None else OperatorSettings())
+        units = serving_units(nim, state.settings if state is not None else OperatorSettings())
+    except (ValidationError, ValueError):
+        units = ()  # the reconcile reports what is wrong with it
+    engines = tuple(
+        (u.location.claim, build_job_name(u.location.claim, u.location.cache_key, u.location.conversion_key))
+        for u in units
+    )
     if state is not None:
-        state.locations[uid] = (generation, location)
-    return location
+        state.engines[uid] = (generation, engines)
+    return engines
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=Index.BUILD_JOBS.value)
 async def build_job_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKey, str] | None:
-    """NimServices by the conversion Job their current spec needs, so a Job's progress wakes exactly them."""
-    location = _location(body, memo)
-    if location is None:
-        return None
-    job = build_job_name(location.claim, location.cache_key, location.conversion_key)
-    return {(body.metadata.namespace or "", job): body.metadata.name or ""}
+    """NimServices by the conversion Jobs their units need, so a Job's progress wakes exactly them."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    return {(namespace, job): name for _, job in _unit_engines(body, memo)} or None
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=Index.CLAIM_USERS.value)
 async def claim_user_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[ObjectKey, str] | None:
-    """NimServices by the engine claim their spec uses: the shared claim goes with the last of them."""
-    location = _location(body, memo)
-    if location is None:
-        return None
-    return {(body.metadata.namespace or "", location.claim): body.metadata.name or ""}
+    """NimServices by the engine claims their units use: the shared claim goes with the last of them."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    return {(namespace, claim): name for claim, _ in _unit_engines(body, memo)} or None
 
 
 # --- reconciling -------------------------------------------------------------------------------------------
@@ -309,7 +330,7 @@ async def nimservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
         state.reconciler.forget(uid)
         state.queue.forget(key)
         state.generations.pop(uid, None)
-        state.locations.pop(uid, None)
+        state.engines.pop(uid, None)
         await _retire_shared_claim(state, key[0])
         return
     state.reconciler.observed(uid, body.metadata.get("resourceVersion"))

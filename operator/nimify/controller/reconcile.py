@@ -15,16 +15,17 @@ from typing import Any, Protocol
 
 from lightkube import ApiError
 
-from nimify.api import Condition, NimService, NimServiceStatus
+from nimify.api import Condition, NimService, NimServiceStatus, UnitRole
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.controller import metrics
 from nimify.controller.actions import Create
 from nimify.controller.conditions import events_for
-from nimify.controller.desired import DesiredSet, desired_set
+from nimify.controller.desired import DesiredSet, UnitPlan, Units, desired_set
 from nimify.controller.observed import Body, Observed
 from nimify.controller.status import desired_status
 from nimify.controller.writes import RecentWrites, Writer, write_all
 from nimify.render.identity import server_name
+from nimify.render.units import serving_units
 from nimify.settings import OperatorSettings
 
 # Reasons of progress and success: their events are Normal; any other reason of a False condition warns.
@@ -101,8 +102,10 @@ class Reconciler:
         events: EventSink | None = None,
         clock: Clock = _now,
         monotonic: Callable[[], float] = time.monotonic,
+        units: Units = serving_units,
     ) -> None:
         self.writer = writer
+        self.units = units  # a NimService's serving units (render/units.py)
         self.events: EventSink = events or writer  # where Events go: the API writer, or a sink in tests
         self.settings = settings
         self.clock = clock
@@ -154,7 +157,7 @@ class Reconciler:
         previous = self._previous_status(nim)
         nim = nim.model_copy(update={"status": previous})  # every step works from the freshest status known
 
-        desired = desired_set(nim, observed, self.settings)
+        desired = desired_set(nim, observed, self.settings, self.units)
         written = await write_all(self.writer, namespace, desired.actions, self.recent)
         self._count_builds(nim, desired, written.created)
         report = desired_status(nim, previous, desired, written, observed, self.clock())
@@ -211,17 +214,25 @@ class Reconciler:
         reconcile first reads its result."""
         if any(isinstance(a, Create) and a.target in created for a in desired.actions):
             metrics.ENGINE_BUILDS.labels(outcome="started").inc()
-        outcome = desired.outcome
-        if outcome is None or not outcome.finished_build or _was_finished(nim):
-            return
-        metrics.ENGINE_BUILDS.labels(outcome="succeeded" if outcome.state.ready else "failed").inc()
-        seconds = (outcome.engine_status or {}).get("engine", {}).get("buildSeconds")
-        if seconds is not None:
-            metrics.ENGINE_BUILD_SECONDS.observe(seconds)
+        for plan in desired.units:
+            outcome = plan.outcome
+            if not outcome.finished_build or _was_finished(nim, plan):
+                continue
+            metrics.ENGINE_BUILDS.labels(outcome="succeeded" if outcome.state.ready else "failed").inc()
+            if outcome.record is not None and outcome.record.engine.build_seconds is not None:
+                metrics.ENGINE_BUILD_SECONDS.observe(outcome.record.engine.build_seconds)
 
 
-def _was_finished(nim: NimService) -> bool:
-    """Whether the previous reconcile already saw this build end (so metrics count each build once)."""
-    if nim.status is None or (engine := nim.status.condition(ConditionType.ENGINE_READY.value)) is None:
+def _was_finished(nim: NimService, plan: UnitPlan) -> bool:
+    """Whether the previous reconcile already saw this build end (so metrics count each build once): the
+    serving unit's EngineReady condition no longer said it was building; another unit's status entry
+    already held the engine."""
+    if nim.status is None:
+        return False
+    if plan.unit.role is not UnitRole.SERVING:
+        before = nim.status.unit(plan.unit.name)
+        location = plan.record.engine.location if plan.record is not None else None
+        return before is not None and before.engine is not None and before.engine.location == location
+    if (engine := nim.status.condition(ConditionType.ENGINE_READY.value)) is None:
         return False
     return engine.reason != ConditionReason.BUILDING_ENGINE.value

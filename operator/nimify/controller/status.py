@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nimify.api import Condition, NimService, NimServiceStatus
+from nimify.api import Condition, EngineRecord, NimService, NimServiceStatus, UnitRole, UnitStatus
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.spec import Autoscaler
-from nimify.controller.actions import Apply
 from nimify.controller.autoscaling import autoscaler_status, keda_hpa_name, scaling_verdict
 from nimify.controller.children import AUTOSCALER, CLAIM, DEPLOYMENT, JOB, SCALED_OBJECT
 from nimify.controller.conditions import (
@@ -25,7 +24,7 @@ from nimify.controller.conditions import (
     desired_conditions,
     merge_conditions,
 )
-from nimify.controller.desired import DesiredSet
+from nimify.controller.desired import DesiredSet, UnitPlan
 from nimify.controller.observed import Body, Observed
 from nimify.controller.writes import Written
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, server_name, server_selector
@@ -109,46 +108,68 @@ def desired_status(
     namespace, name = nim.metadata.namespace or "", server_name(nim)
     generation = nim.metadata.generation or 0
     status = previous.model_dump(mode="json", by_alias=True, exclude_none=True)
-    record = desired.outcome.engine_status if desired.outcome is not None else None
-    if record is not None:
-        status |= record
-    engine_key = desired.location.cache_key if record is not None and desired.location is not None else None
-    deployment = observed.get(DEPLOYMENT.kind, namespace, name) or _just_applied(desired, written, name)
-    problem = _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None
+    _record_engines(status, desired, previous)
+    serving = desired.serving
+    deployment = observed.get(DEPLOYMENT.kind, namespace, name)
+    if deployment is None and serving is not None and written.ok((DEPLOYMENT.kind, name)):
+        deployment = serving.deployment  # created now: the status reports it before the watch shows it
+    engine_key = (
+        serving.unit.location.cache_key if serving is not None and serving.record is not None else None
+    )
     observation = Observation(
         generation,
         desired.invalid_spec,
         nim.spec.paused,
         _engine(desired.engine, written),
-        serving_state(deployment, engine_key, desired.config_hash),
-        problem,
+        serving_state(deployment, engine_key, serving.config_hash if serving is not None else None),
+        _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None,
     )
     wanted = desired_conditions(observation)
-    autoscaler = desired.autoscaler if desired.invalid_spec is None else None
-    if autoscaler is not None:
-        hpa, scaled_object = _autoscaler_objects(observed, namespace, name, autoscaler)
-        verdict = scaling_verdict(autoscaler, name, hpa, scaled_object)
-        wanted.append(
-            (ConditionType.SCALING_ACTIVE.value, verdict.status.value, verdict.reason.value, verdict.message)
-        )
-        status["autoscaler"] = autoscaler_status(autoscaler, name, hpa, scaled_object).model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
-    elif desired.invalid_spec is None:
-        status.pop("autoscaler", None)  # autoscaling turned off: nothing scales it any more
+    if (scaling := _scaling(status, desired, observed, namespace, name)) is not None:
+        wanted.append(scaling)
     conditions = merge_conditions(wanted, previous.conditions, generation, now)
     status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     status["observedGeneration"] = generation
     if deployment is not None:
         status["replicas"] = deployment.get("status", {}).get("replicas", 0)
         status["readyReplicas"] = deployment.get("status", {}).get("readyReplicas", 0)
-        endpoints: dict[str, str] = service_endpoints(nim)
-        host = route_host(nim)
-        if host is not None and _route_in_place(nim, desired, written, observed):
-            endpoints["external"] = host
-        status["endpoints"] = endpoints
+        status["endpoints"] = _endpoints(nim, desired, written, observed)
     status["selector"] = ",".join(f"{k}={v}" for k, v in server_selector(nim).items())
     return Report(status, conditions)
+
+
+def _record_engines(status: dict[str, Any], desired: DesiredSet, previous: NimServiceStatus) -> None:
+    """The serving unit's engine where it always was (when a new one is ready), and an entry per unit."""
+    serving = desired.serving
+    if serving is not None and serving.record is not None:
+        status |= _dump(serving.record)
+    if desired.units:
+        status["units"] = [_dump(_unit_status(plan, previous)) for plan in desired.units]
+
+
+def _scaling(
+    status: dict[str, Any], desired: DesiredSet, observed: Observed, namespace: str, name: str
+) -> tuple[str, str, str, str] | None:
+    """The ScalingActive condition, recording the autoscaler's view in `status`; None without autoscaling."""
+    autoscaler = desired.autoscaler if desired.invalid_spec is None else None
+    if autoscaler is None:
+        if desired.invalid_spec is None:
+            status.pop("autoscaler", None)  # autoscaling turned off: nothing scales it any more
+        return None
+    hpa, scaled_object = _autoscaler_objects(observed, namespace, name, autoscaler)
+    verdict = scaling_verdict(autoscaler, name, hpa, scaled_object)
+    status["autoscaler"] = autoscaler_status(autoscaler, name, hpa, scaled_object).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    return ConditionType.SCALING_ACTIVE.value, verdict.status.value, verdict.reason.value, verdict.message
+
+
+def _endpoints(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> dict[str, str]:
+    endpoints: dict[str, str] = service_endpoints(nim)
+    host = route_host(nim)
+    if host is not None and _route_in_place(nim, desired, written, observed):
+        endpoints["external"] = host
+    return endpoints
 
 
 def _autoscaler_objects(
@@ -161,14 +182,27 @@ def _autoscaler_objects(
     return observed.get(AUTOSCALER.kind, namespace, keda_hpa_name(name, scaled_object)), scaled_object
 
 
-def _just_applied(desired: DesiredSet, written: Written, name: str) -> Body | None:
-    """The Deployment this pass created, as it stands before the watch shows it (no status yet): so the
-    status reports it (endpoints, zero replicas) now, and the watch's first sight of it changes nothing."""
-    target = (DEPLOYMENT.kind, name)
-    for action in desired.actions:
-        if isinstance(action, Apply) and action.target == target and written.ok(target):
-            return action.desired
-    return None
+def _dump(model: EngineRecord | UnitStatus) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _unit_status(plan: UnitPlan, previous: NimServiceStatus) -> UnitStatus:
+    """A unit's entry: its engine once ready, else the engine it served before (still serving meanwhile)."""
+    unit, record = plan.unit, plan.record
+    if record is None:
+        before = previous.unit(unit.name)
+        if before is not None:
+            record = before.record()
+        elif unit.role is UnitRole.SERVING:
+            record = previous.record()  # a status written before units
+    return UnitStatus(
+        name=unit.name,
+        role=unit.role,
+        traffic_percent=unit.traffic_percent,
+        engine=record.engine if record is not None else None,
+        signature=record.signature if record is not None else None,
+        parity=record.parity if record is not None else None,
+    )
 
 
 def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> bool:
@@ -176,9 +210,6 @@ def _route_in_place(nim: NimService, desired: DesiredSet, written: Written, obse
     namespace, name = nim.metadata.namespace or "", server_name(nim)
     return all(
         written.ok((kind, name))
-        and (
-            observed.get(kind, namespace, name) is not None
-            or any(a.target == (kind, name) for a in desired.actions)
-        )
+        and (observed.get(kind, namespace, name) is not None or (kind, name) in desired.rendered)
         for kind in desired.routes
     )

@@ -8,12 +8,14 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.api.releases import builder_label
-from nimify.api.spec import GPU_PRODUCT_LABEL, Backend, BuildResourcesSpec, quantity_value
+from nimify.api.spec import Backend, BuildResourcesSpec, quantity_value
 from nimify.engine.address_policy import DENIED_RANGES_ENV
-from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, requested_gpu_product
 from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, build_job_name, labels, object_meta
+from nimify.render.placement import pod_placement
 from nimify.render.pod_identity import build_pod_identity
-from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
+from nimify.render.pod_security import container_security_context, pod_security_context
+from nimify.render.units import ServingUnit
 from nimify.settings import OperatorSettings
 
 PVC_ROOT = "/mnt/pvc"
@@ -51,34 +53,37 @@ def model_claim(nim: NimService) -> str | None:
     return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
 
 
-def render_build_job(nim: NimService, location: EngineLocation, settings: OperatorSettings) -> dict[str, Any]:
-    spec = nim.spec
-    tensorrt = spec.engine.backend == Backend.TENSORRT
-    pod_labels = labels(nim, COMPONENT_BUILD) | settings.build_pod_labels
-    node_selector = dict(spec.placement.node_selector or {}) if spec.placement else {}
-    if product := requested_gpu_product(nim):
-        node_selector[GPU_PRODUCT_LABEL] = product
-    resources = build_resources(nim, settings)
-    if tensorrt:
-        resources["limits"]["nvidia.com/gpu"] = 1
+def _storage(unit: ServingUnit) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volume mounts, volumes): the engine claim, scratch space, and a pvc:// model's claim read-only."""
     mounts: list[dict[str, Any]] = [
         {"name": "engines", "mountPath": ENGINE_MOUNT},
         {"name": "work", "mountPath": "/work"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "engines", "persistentVolumeClaim": {"claimName": location.claim}},
+        {"name": "engines", "persistentVolumeClaim": {"claimName": unit.location.claim}},
         {"name": "work", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    if claim := model_claim(nim):
+    if claim := model_claim(unit.nimservice):
         mounts.append({"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
         volumes.append(
             {"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
+    return mounts, volumes
+
+
+def convert_container(
+    unit: ServingUnit, settings: OperatorSettings, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`nimify convert` for the unit's engine; its result goes to the termination message."""
+    spec, location = unit.spec, unit.location
+    resources = build_resources(unit.nimservice, settings)
+    if spec.engine.backend == Backend.TENSORRT:
+        resources["limits"]["nvidia.com/gpu"] = 1
     container: dict[str, Any] = {
         "name": "convert",
-        "image": builder_image(nim, settings),
+        "image": builder_image(unit.nimservice, settings),
         "command": ["nimify", "convert"],
         "args": [
             f"--repository={ENGINE_MOUNT}/{location.repository}",
@@ -111,26 +116,30 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
     if spec.model.credentials_secret:
         # Keys become environment variables; their values never appear in the Job spec or the logs.
         container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
+    return container
+
+
+def render_build_job(nim: NimService, unit: ServingUnit, settings: OperatorSettings) -> dict[str, Any]:
+    """The Job that builds `unit`'s engine (named from the engine: units and NimServices that need the same
+    engine share it)."""
+    spec, location = unit.spec, unit.location
+    pod_labels = labels(nim, COMPONENT_BUILD) | settings.build_pod_labels
+    mounts, volumes = _storage(unit)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        **build_pod_identity(nim, settings),
+        **build_pod_identity(unit.nimservice, settings),
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
-        "containers": [container],
+        "containers": [convert_container(unit, settings, mounts)],
         "volumes": volumes,
-        "tolerations": [gpu_toleration(), *_user_tolerations(nim)],
+        # The build lands where the replicas may run, on the GPU product asked for (render/placement.py).
+        **pod_placement(
+            spec,
+            gpu_product=requested_gpu_product(unit.nimservice),
+            tolerate_gpus=True,
+            node_affinity_only=True,
+        ),
     }
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if spec.placement:
-        # The build must land where the replicas may run: same node affinity, same GPU runtime class.
-        node_affinity = (spec.placement.affinity or {}).get("nodeAffinity")
-        if node_affinity:
-            pod_spec["affinity"] = {"nodeAffinity": node_affinity}
-        if spec.placement.priority_class_name:
-            pod_spec["priorityClassName"] = spec.placement.priority_class_name
-        if spec.placement.runtime_class_name:
-            pod_spec["runtimeClassName"] = spec.placement.runtime_class_name
     name = build_job_name(location.claim, location.cache_key, location.conversion_key)
     return {
         "apiVersion": "batch/v1",
@@ -151,11 +160,3 @@ def render_build_job(nim: NimService, location: EngineLocation, settings: Operat
             },
         },
     }
-
-
-def _user_tolerations(nim: NimService) -> list[dict[str, Any]]:
-    if nim.spec.placement is None or not nim.spec.placement.tolerations:
-        return []
-    return [
-        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in nim.spec.placement.tolerations
-    ]

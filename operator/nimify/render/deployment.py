@@ -5,22 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nimify.api import NimService
-from nimify.api.spec import GPU_PRODUCT_LABEL
-from nimify.engine.location import REPOSITORY_MODEL_DIR, EngineLocation, requested_gpu_product
+from nimify.api import NimService, NimServiceSpec
+from nimify.engine.location import REPOSITORY_MODEL_DIR, requested_gpu_product
 from nimify.render.identity import (
-    COMPONENT_SERVER,
     CONFIG_HASH_ANNOTATION,
     ENGINE_KEY_ANNOTATION,
-    labels,
-    object_meta,
-    server_name,
-    server_selector,
-    triton_config_name,
+    owner_reference,
 )
+from nimify.render.placement import pod_placement
 from nimify.render.pod_identity import server_pod_identity
-from nimify.render.pod_security import container_security_context, gpu_toleration, pod_security_context
+from nimify.render.pod_security import container_security_context, pod_security_context
 from nimify.render.triton_config import CONFIG_KEY
+from nimify.render.units import ServingUnit, unit_labels, unit_selector
 from nimify.settings import OperatorSettings
 
 MODEL_REPOSITORY = "/models"
@@ -34,15 +30,14 @@ TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + 35
 
 @dataclass(frozen=True)
 class ServedEngine:
-    """The ready engine a Deployment serves: where it is, what config goes with it, what it was built on."""
+    """What a unit's ready engine adds to its Deployment: its Triton config, the GPU it was built on."""
 
-    location: EngineLocation
     config_hash: str
     gpu_product: str | None = None
 
 
-def triton_args(nim: NimService) -> list[str]:
-    expose, triton = nim.spec.expose, nim.spec.triton
+def triton_args(spec: NimServiceSpec) -> list[str]:
+    expose, triton = spec.expose, spec.triton
     args = [
         f"--model-repository={MODEL_REPOSITORY}",
         "--model-control-mode=none",
@@ -68,25 +63,30 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_deployment(nim: NimService, engine: ServedEngine, settings: OperatorSettings) -> dict[str, Any]:
-    spec, expose = nim.spec, nim.spec.expose
-    model = nim.triton_model_name
-    model_dir = f"{MODEL_REPOSITORY}/{model}"
-    ready_path = f"/v2/models/{model}/ready"
-    gpus = spec.resources.gpus
+def triton_resources(spec: NimServiceSpec) -> dict[str, Any]:
+    """The Triton container's requests and limits: GPUs as limits, memory as both."""
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
-    if gpus:
-        limits["nvidia.com/gpu"] = gpus
+    if spec.resources.gpus:
+        limits["nvidia.com/gpu"] = spec.resources.gpus
     if spec.resources.cpu is not None:
         requests["cpu"] = str(spec.resources.cpu)
     if spec.resources.memory is not None:
         requests["memory"] = limits["memory"] = str(spec.resources.memory)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def triton_container(unit: ServingUnit, settings: OperatorSettings) -> dict[str, Any]:
+    """Triton serving the unit's engine (mounted under the model's name) with its config beside it."""
+    spec = unit.spec
+    expose = spec.expose
+    model_dir = f"{MODEL_REPOSITORY}/{unit.model_name}"
+    ready_path = f"/v2/models/{unit.model_name}/ready"
     container: dict[str, Any] = {
         "name": "triton",
         "image": spec.triton.image,
         "command": ["tritonserver"],
-        "args": triton_args(nim),
+        "args": triton_args(spec),
         "ports": [
             {"name": "http", "containerPort": expose.http_port},
             {"name": "grpc", "containerPort": expose.grpc_port},
@@ -97,13 +97,13 @@ def render_deployment(nim: NimService, engine: ServedEngine, settings: OperatorS
         "startupProbe": _probe(ready_path, expose.http_port, period=2, failures=450),
         "readinessProbe": _probe(ready_path, expose.http_port, period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", expose.http_port, period=10, failures=3),
-        "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+        "resources": triton_resources(spec),
         "volumeMounts": [
             {
                 "name": "engines",
                 "mountPath": model_dir,
                 "readOnly": True,
-                "subPath": f"{engine.location.repository}/{REPOSITORY_MODEL_DIR}",
+                "subPath": f"{unit.location.repository}/{REPOSITORY_MODEL_DIR}",
             },
             {
                 "name": "triton-config",
@@ -119,66 +119,70 @@ def render_deployment(nim: NimService, engine: ServedEngine, settings: OperatorS
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
-    node_selector = dict(spec.placement.node_selector or {}) if spec.placement else {}
-    if product := requested_gpu_product(nim) or engine.gpu_product:
-        node_selector[GPU_PRODUCT_LABEL] = product
-    tolerations = [gpu_toleration()] if gpus else []
-    if spec.placement and spec.placement.tolerations:
-        tolerations += [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.placement.tolerations
-        ]
+    return container
+
+
+def server_pod_spec(unit: ServingUnit, engine: ServedEngine, settings: OperatorSettings) -> dict[str, Any]:
+    """The Triton pod: its identity, volumes (the engine claim read-only, the config) and placement."""
     pod_spec: dict[str, Any] = {
-        **server_pod_identity(nim, settings),
+        **server_pod_identity(unit.nimservice, settings),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security_context(),
-        "containers": [container],
+        "containers": [triton_container(unit, settings)],
         "volumes": [
             {
                 "name": "engines",
-                "persistentVolumeClaim": {"claimName": engine.location.claim, "readOnly": True},
+                "persistentVolumeClaim": {"claimName": unit.location.claim, "readOnly": True},
             },
-            {"name": "triton-config", "configMap": {"name": triton_config_name(nim)}},
+            {"name": "triton-config", "configMap": {"name": unit.config_map_name}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if spec.placement:
-        if spec.placement.affinity:
-            pod_spec["affinity"] = spec.placement.affinity
-        if spec.placement.priority_class_name:
-            pod_spec["priorityClassName"] = spec.placement.priority_class_name
-        if spec.placement.runtime_class_name:
-            pod_spec["runtimeClassName"] = spec.placement.runtime_class_name
+    # On the product asked for, else the one the engine was built on (render/placement.py).
+    return pod_spec | pod_placement(
+        unit.spec,
+        gpu_product=requested_gpu_product(unit.nimservice) or engine.gpu_product,
+        tolerate_gpus=bool(unit.spec.resources.gpus),
+        node_affinity_only=False,
+    )
+
+
+def render_deployment(
+    nim: NimService, unit: ServingUnit, engine: ServedEngine, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Triton Deployment of `unit`, serving its ready `engine`."""
     deployment_spec: dict[str, Any] = {
-        "selector": {"matchLabels": server_selector(nim)},
+        "selector": {"matchLabels": unit_selector(unit)},
         # Never below the serving capacity while a new engine rolls out: new pods must be Ready first.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
             "metadata": {
-                "labels": labels(nim, COMPONENT_SERVER),
+                "labels": unit_labels(nim, unit),
                 "annotations": {
-                    ENGINE_KEY_ANNOTATION: engine.location.cache_key,
+                    ENGINE_KEY_ANNOTATION: unit.location.cache_key,
                     CONFIG_HASH_ANNOTATION: engine.config_hash,
                     "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(expose.metrics_port),
+                    "prometheus.io/port": str(unit.spec.expose.metrics_port),
                     "prometheus.io/path": "/metrics",
                 },
             },
-            "spec": pod_spec,
+            "spec": server_pod_spec(unit, engine, settings),
         },
     }
-    if spec.replicas is not None:
+    if unit.spec.replicas is not None:
         # Left out (autoscaling, or no count asked for), nimify does not own the count: the HPA does, or the
         # Deployment keeps what it has (1 when created; the HPA's last count once autoscaling is turned off).
-        deployment_spec["replicas"] = spec.replicas
+        deployment_spec["replicas"] = unit.spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
+        "metadata": {
+            "name": unit.name,
+            "namespace": nim.metadata.namespace,
+            "labels": unit_labels(nim, unit),
+            "ownerReferences": [owner_reference(nim)],
+        },
         "spec": deployment_spec,
     }

@@ -11,7 +11,8 @@ from typing import Any
 
 from nimify.api import ModelSignature, NimService
 from nimify.model.signature import Signature, TensorInfo
-from nimify.render.identity import COMPONENT_SERVER, object_meta, triton_config_name
+from nimify.render.identity import COMPONENT_SERVER, object_meta
+from nimify.render.units import ServingUnit
 from nimify.triton.model_config import platform_for_backend, render_model_config
 
 CONFIG_KEY = "config.pbtxt"
@@ -40,10 +41,11 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def render_triton_config(nim: NimService, config_text: str) -> dict[str, Any]:
+def render_triton_config(nim: NimService, unit: ServingUnit, config_text: str) -> dict[str, Any]:
+    """The ConfigMap with `unit`'s Triton config (`render_config_text` of its NimService view)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_meta(nim, triton_config_name(nim), COMPONENT_SERVER),
+        "metadata": object_meta(nim, unit.config_map_name, COMPONENT_SERVER),
         "data": {CONFIG_KEY: config_text},
     }
