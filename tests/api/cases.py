@@ -61,14 +61,47 @@ TRT11_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 INVALID = [
     # model
     Case("uri-missing", "spec.model.uri", {"model": {"uri": DELETE, "format": "onnx"}}),
-    Case("uri-ftp-scheme", "spec.model.uri", {"model": {"uri": "ftp://host/model.onnx"}}),
-    Case("uri-plain-http", "spec.model.uri", {"model": {"uri": "http://host/model.onnx"}}),
+    Case(
+        "uri-ftp-scheme",
+        "spec.model.uri",
+        {"model": {"uri": "ftp://host/model.onnx"}},
+        message="must start with one of https://, s3://, gs://, pvc://, hf://",
+    ),
+    Case(
+        "uri-plain-http",
+        "spec.model.uri",
+        {"model": {"uri": "http://host/model.onnx"}},
+        message="plain http and others are not fetched",
+    ),
+    Case(
+        "uri-s3-bucket-upper-case",
+        "spec.model.uri",
+        {"model": {"uri": "s3://Models/model.onnx"}},
+        message="a s3:// uri takes the form s3://BUCKET/KEY",
+    ),
+    Case(
+        "uri-https-with-fragment",
+        "spec.model.uri",
+        {"model": {"uri": "https://host.example.com/model.onnx#x"}},
+        message="https://HOST[:PORT]/PATH[?QUERY]",
+    ),
     Case(
         "uri-dot-dot-segment", "spec.model.uri", {"model": {"uri": "s3://models/a/../../secret/model.onnx"}}
     ),
     Case("uri-encoded-dot-dot", "spec.model.uri", {"model": {"uri": "https://host/a/%2e%2e/model.onnx"}}),
-    Case("uri-pvc-without-path", "spec.model.uri", {"model": {"uri": "pvc://claim"}}),
-    Case("uri-hf-without-file", "spec.model.uri", {"model": {"uri": "hf://org"}}),
+    Case(
+        "uri-pvc-without-path",
+        "spec.model.uri",
+        {"model": {"uri": "pvc://claim"}},
+        message="pvc://CLAIM/PATH",
+    ),
+    Case("uri-hf-without-file", "spec.model.uri", {"model": {"uri": "hf://org"}}, message="hf://ORG/REPO"),
+    Case(
+        "uri-gs-without-object",
+        "spec.model.uri",
+        {"model": {"uri": "gs://bucket", "format": "onnx"}},
+        message="gs://BUCKET/OBJECT",
+    ),
     Case("sha256-too-short", "spec.model.sha256", {"model": {"sha256": "abc123"}}),
     Case("format-unknown", "spec.model.format", {"model": {"format": "pytorch"}}),
     Case("format-not-inferable", "spec.model.format", {"model": {"uri": "s3://models/resnet/weights.bin"}}),
@@ -139,6 +172,7 @@ INVALID = [
         "parity-inputs-not-a-uri",
         "spec.engine.parity.inputs.uri",
         {"engine": {"parity": {"inputs": {"uri": "ftp://host/samples.npz"}}}},
+        message="must start with one of https://",
     ),
     Case(
         "parity-inputs-bad-digest",

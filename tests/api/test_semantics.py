@@ -92,7 +92,7 @@ def test_compute_capability_of_gpu_products(product: str, capability: tuple[int,
 
 
 def test_nimservice_errors_reports_shape_before_semantics() -> None:
-    document = {"metadata": {"name": "x"}, "spec": {"model": {"uri": "ftp://nope"}}}
+    document = {"metadata": {"name": "x"}, "spec": {"model": {"uri": "ftp://nope/model.onnx"}}}
     assert paths(nimservice_errors(document)) == ["spec.model.uri"]
     document = {
         "metadata": {"name": "x"},

@@ -300,6 +300,27 @@ def test_complete_job_without_usable_result_fails() -> None:
     assert outcome.finished_build
 
 
+def test_a_completed_pod_without_a_result_stalls_with_its_own_reason() -> None:
+    silent = pod(None)
+    silent["status"]["phase"] = "Succeeded"
+    outcome = outcome_of(NIM, LOCATION, observed(COMPLETE, [silent]))
+    assert (outcome.state.ready, outcome.state.failed) == (False, True)
+    assert outcome.state.reason == "EngineResultMissing"
+    assert JOB_NAME in outcome.state.message and "delete the Job" in outcome.state.message
+    assert outcome.finished_build and not outcome.create_job
+
+
+def test_a_complete_job_waits_for_its_pods_end_before_calling_the_result_missing() -> None:
+    # The pod's watch event can trail the Job's: no pod yet, or one not yet terminated, is no verdict.
+    assert outcome_of(NIM, LOCATION, observed(COMPLETE)).state.reason == "BuildingEngine"
+    starting = pod(None)
+    starting["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "convert", "state": {"running": {}}}],
+    }
+    assert outcome_of(NIM, LOCATION, observed(COMPLETE, [starting])).state.reason == "BuildingEngine"
+
+
 def test_deadline_exceeded_is_a_timeout() -> None:
     outcome = outcome_of(NIM, LOCATION, observed(DEADLINE))
     assert (outcome.state.ready, outcome.state.failed) == (False, True)

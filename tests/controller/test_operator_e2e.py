@@ -229,6 +229,54 @@ def test_deleting_the_nimservice_removes_every_child(e2e: E2E) -> None:
     eventually(lambda: not get_json(cluster, kinds, "-n", ns, "-l", selector)["items"], timeout=90)
 
 
+def test_a_conversion_pod_that_leaves_no_result_stalls_with_its_own_reason(e2e: E2E) -> None:
+    """A Job that completes although its pod wrote no result (its command overridden, or run on a node that
+    runs no containers) was BuildingEngine forever; the pod's status is reported here as that node would."""
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
+    e2e.builds.hold.set()
+    try:
+        apply(cluster, ns, nimservice("silent", models["mlp"]))
+        (job,) = eventually(lambda: jobs(cluster, ns), what="the conversion Job")
+        name = job["metadata"]["name"]
+        pod = eventually(
+            lambda: next(iter(get_json(cluster, "pods", "-n", ns, "-l", f"job-name={name}")["items"]), None),
+            what="the conversion pod",
+        )
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
+        status = {
+            "phase": "Succeeded",
+            "startTime": now,
+            "containerStatuses": [
+                {
+                    "name": "convert",
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+        cluster.kubectl(
+            "patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}),
+        )  # fmt: skip
+        stalled = eventually(
+            lambda: (c := condition(cluster, ns, "silent", "Stalled")) and c["status"] == "True" and c,
+            what="Stalled=True",
+        )
+    finally:
+        e2e.builds.hold.clear()
+    assert stalled["reason"] == "EngineResultMissing" and name in stalled["message"], stalled
+    ready = condition(cluster, ns, "silent", "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "EngineResultMissing")
+    warnings = get_json(
+        cluster, "events", "-n", ns, "--field-selector=type=Warning,reason=EngineResultMissing"
+    )
+    assert [event["involvedObject"]["name"] for event in warnings["items"]] == ["silent"]
+
+
 def test_kubectl_scale_changes_the_deployment_when_autoscaling_is_off(e2e: E2E) -> None:
     cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     apply(cluster, ns, nimservice("scaled", models["mlp"]))

@@ -40,6 +40,9 @@ class ConditionReason(StrEnum):
     CHECKSUM_MISMATCH = "ChecksumMismatch"
     ENGINE_BUILD_FAILED = "EngineBuildFailed"
     ENGINE_BUILD_TIMED_OUT = "EngineBuildTimedOut"
+    ENGINE_RESULT_MISSING = "EngineResultMissing"
+    """The conversion Job completed, but its pod left no result to read (its command overridden, or it ran
+    where no kubelet runs containers): nothing will change until the spec does or the Job is deleted."""
     PARITY_FAILED = "ParityFailed"
     PARITY_INPUTS_REQUIRED = "ParityInputsRequired"
     """The conversion could not generate inputs the model accepts for the parity check: give parity inputs."""

@@ -75,6 +75,17 @@ def termination_result(pod: Body | None) -> dict[str, Any] | None:
     return None
 
 
+def _finished(pod: Body | None) -> bool:
+    """Whether the pod's containers have all terminated and it says it succeeded (so no result will come)."""
+    status = (pod or {}).get("status", {})
+    statuses = status.get("containerStatuses") or []
+    return (
+        status.get("phase") == "Succeeded"
+        and bool(statuses)
+        and all((c.get("state") or {}).get("terminated") for c in statuses)
+    )
+
+
 def _oom_killed(pod: Body | None) -> bool:
     statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
     return any((c.get("state", {}).get("terminated") or {}).get("reason") == "OOMKilled" for c in statuses)
@@ -159,6 +170,16 @@ def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> En
     # controller to say so (it batches pod updates, and is rate limited like every controller) only delays
     # every NimService that waits for this engine.
     if _job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
+        if result is None and _finished(pod):
+            message = (
+                f"Job {job_name} completed, but its pod left no result in its termination message (was the"
+                " container's command overridden, or did it run on a node that runs no containers?); delete"
+                " the Job to run it again"
+            )
+            return EngineOutcome(
+                EngineState(False, ConditionReason.ENGINE_RESULT_MISSING.value, message, failed=True),
+                finished_build=True,
+            )
         if result is None:  # the pod's watch event can trail the Job's: wait for it
             return EngineOutcome(building)
         built = record_from_result(result, location) if result.get("ok") else None

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from nimify.api.base import ApiModel
 from nimify.api.spec.fields import Dimension, Quantity, cel_list, positive_quantity_rule, quantity_value
-from nimify.api.spec.model import DOT_DOT_SEGMENT, MODEL_URI
+from nimify.api.spec.model import DOT_DOT_SEGMENT, uri_rules
 from nimify.api.validation import Rule, cel_string, list_map, matches
 
 
@@ -81,7 +81,7 @@ class ParityInputs(ApiModel):
     after the model's inputs form one sample; arrays named `N/INPUT` (N = 0, 1, ...) form sample N. Each array
     has the input's full shape (batch dimension included) and a dtype that casts safely to the input's."""
 
-    uri: str = Field(pattern=MODEL_URI, max_length=2048)
+    uri: str = Field(max_length=2048)
     """Where the .npz lives, in the forms model.uri takes (https, s3, gs, pvc, hf); credentials are the
     model's (model.credentialsSecret)."""
 
@@ -89,6 +89,7 @@ class ParityInputs(ApiModel):
     """Expected SHA-256 digest of the file; a download that differs is refused."""
 
     cel_rules = (
+        *uri_rules(),
         Rule(
             cel=f"!self.uri.matches({cel_string(DOT_DOT_SEGMENT)})",
             message="must not contain '..' path segments",

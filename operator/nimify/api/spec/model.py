@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -11,19 +13,70 @@ from nimify.api.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from nimify.api.validation import Rule, ValidationReason, cel_string, matches
 
 _PATH = r"(/[^/\s?#]+)+"
-_MODEL_URI_FORMS = (
-    r"https://[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]{1,5})?"
-    + _PATH
-    + r"(\?[^\s#]*)?",
-    r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]" + _PATH,
-    r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]" + _PATH,
-    r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*" + _PATH,
-    r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?" + _PATH,
-)
-MODEL_URI = "^(" + "|".join(_MODEL_URI_FORMS) + ")$"
+#: Each scheme's form, and how the refusal of a uri that misses it describes it.
+URI_FORMS: dict[str, tuple[str, str]] = {
+    "https": (
+        r"https://[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]{1,5})?"
+        + _PATH
+        + r"(\?[^\s#]*)?",
+        "https://HOST[:PORT]/PATH[?QUERY] (a DNS name, a path of one or more segments, no fragment)",
+    ),
+    "s3": (
+        r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]" + _PATH,
+        "s3://BUCKET/KEY (a bucket of 3 to 63 lower-case letters, digits, dots and hyphens)",
+    ),
+    "gs": (
+        r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]" + _PATH,
+        "gs://BUCKET/OBJECT (a bucket of 3 to 222 lower-case letters, digits, dots, underscores and hyphens)",
+    ),
+    "pvc": (
+        r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*" + _PATH,
+        "pvc://CLAIM/PATH (a PersistentVolumeClaim of the namespace, then the file's path on it)",
+    ),
+    "hf": (
+        r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?" + _PATH,
+        "hf://ORG/REPO[@REVISION]/PATH (a Hugging Face Hub repository, then the file's path in it)",
+    ),
+}
+MODEL_URI = "^(" + "|".join(form for form, _ in URI_FORMS.values()) + ")$"
+"""Every uri form at once (the fetchers' own check)."""
+_SCHEME = r"^(" + "|".join(URI_FORMS) + ")://"
 DOT_DOT_SEGMENT = r"(^|/)(\.|%2[eE]){2}(/|[?#]|$)"
 PLAN_SUFFIX = r"\.(plan|engine)([?#].*)?$"
 ONNX_SUFFIX = r"\.onnx([?#].*)?$"
+
+
+def _takes_form(field: str, scheme: str, whole: str) -> Callable[[Any], bool]:
+    def holds(model: Any) -> bool:
+        value: str = getattr(model, field)
+        return not value.startswith(f"{scheme}://") or matches(whole, value)
+
+    return holds
+
+
+def uri_rules(field: str = "uri") -> tuple[Rule, ...]:
+    """The rules of a uri field, one per way it can be wrong, each with a message that says what is wrong:
+    a schema pattern with every form in one regular expression would answer with the expression."""
+    schemes = ", ".join(f"{scheme}://" for scheme in URI_FORMS)
+    rules = [
+        Rule(
+            cel=f"self.{field}.matches({cel_string(_SCHEME)})",
+            message=f"the uri must start with one of {schemes} (plain http and others are not fetched)",
+            holds=lambda model: matches(_SCHEME, getattr(model, field)),
+            field_path=f".{field}",
+        )
+    ]
+    for scheme, (form, described) in URI_FORMS.items():
+        whole = f"^{form}$"
+        rules.append(
+            Rule(
+                cel=f"!self.{field}.startsWith('{scheme}://') || self.{field}.matches({cel_string(whole)})",
+                message=f"a {scheme}:// uri takes the form {described}",
+                holds=_takes_form(field, scheme, whole),
+                field_path=f".{field}",
+            )
+        )
+    return tuple(rules)
 
 
 class ModelFormat(StrEnum):
@@ -36,7 +89,7 @@ class ModelFormat(StrEnum):
 class ModelSpec(ApiModel):
     """The model to serve: where to fetch it and how to recognise it."""
 
-    uri: str = Field(pattern=MODEL_URI, max_length=2048)
+    uri: str = Field(max_length=2048)
     """Where the model file lives: https://host/path, s3://bucket/key, gs://bucket/key, pvc://claim/path (a
     PersistentVolumeClaim in the same namespace) or hf://org/repo[@revision]/path (Hugging Face Hub). An ONNX
     model (.onnx) or a serialized TensorRT engine (.plan, .engine). Path segments `..` are refused."""
@@ -63,6 +116,7 @@ class ModelSpec(ApiModel):
     """Model name inside Triton (the /v2/models/NAME endpoints). Defaults to the NimService's name."""
 
     cel_rules = (
+        *uri_rules(),
         Rule(
             cel=f"!self.uri.matches({cel_string(DOT_DOT_SEGMENT)})",
             message="must not contain '..' path segments",
