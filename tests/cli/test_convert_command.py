@@ -11,6 +11,7 @@ import yaml
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_spectrogram, write_model, write_sample
 from tests.cli.conftest import Cli
+from tests.real_models import OCR_DETECTOR, real_model
 
 
 def test_convert_from_a_nimservice_manifest(tmp_path: Path, cli: Cli) -> None:
@@ -137,7 +138,13 @@ def test_plan_with_a_signature_file(tmp_path: Path, cli: Cli) -> None:
 def test_parity_options_for_a_model_random_data_does_not_fit(tmp_path: Path, cli: Cli) -> None:
     model = write_model(build_spectrogram(), tmp_path / "spectrogram.onnx")
     base = ["convert", str(model), "--backend", "onnxruntime", "--repository", str(tmp_path / "repo"), "-q"]
+    # ONNX Runtime refuses the default size (8 samples cannot be padded); a searched size it accepts is used.
     result = cli(*base)
+    assert result.exit_code == 0, result.output
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["inputs"] == "searched" and parity["shapes"][0].startswith("audio: [1, ")
+    # A shape the user fixed is not searched: too short a window is the user's to fix.
+    result = cli(*base, "--parity-shape", "audio=1x8")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"]["reason"] == "ParityInputsRequired"
     assert "error: ParityInputsRequired: could not generate valid inputs" in result.stderr
@@ -183,3 +190,12 @@ def test_parity_inputs_from_the_spec(tmp_path: Path, cli: Cli) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["parity"]["inputs"] == "file"
+
+
+def test_convert_records_searched_parity_inputs_of_a_real_detector(tmp_path: Path, cli: Cli) -> None:
+    model = real_model(OCR_DETECTOR)
+    result = cli("convert", str(model), "--backend", "onnxruntime", "--repository", str(tmp_path / "r"), "-q")
+    assert result.exit_code == 0, result.output
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["inputs"] == "searched" and parity["passed"] is True
+    assert parity["shapes"][0] == "x: [1, 3, 32, 32]"

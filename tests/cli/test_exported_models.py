@@ -177,14 +177,27 @@ def convert(cli: Cli, path: Path, repository: Path, *args: str) -> dict[str, Any
     return line
 
 
-def test_a_sample_rate_and_audio_length_must_be_given(exported: Exported, cli: Cli, tmp_path: Path) -> None:
+def test_a_sample_rate_must_be_given_and_the_audio_length_is_searched(
+    exported: Exported, cli: Cli, tmp_path: Path
+) -> None:
     path = exported.path("energy")
+    # A random sample rate (0 to 7) makes a hop of 0: no size helps, and the refusal names the input.
     failed = convert(cli, path, tmp_path / "a")
     assert failed["error"]["reason"] == "ParityInputsRequired"
-    assert "audio, sample_rate generated" in failed["error"]["message"]
+    message = failed["error"]["message"]
+    assert "audio, sample_rate generated" in message and "'sample_rate' (a scalar INT64)" in message
+    # Given the rate, the audio length is searched: 8 samples are shorter than the model's window.
     only_rate = convert(cli, path, tmp_path / "b", "--parity-value", "sample_rate=16000")
-    assert only_rate["error"]["reason"] == "ParityInputsRequired"  # 8 samples are shorter than a window
-    assert "(audio generated)" in only_rate["error"]["message"]
+    assert only_rate["ok"] and only_rate["parity"]["inputs"] == "searched", only_rate
+    assert only_rate["parity"]["passed"] and only_rate["parity"]["shapes"][0].startswith("audio: [1, ")
+    # A length the user fixed too short is the user's to fix.
+    short = convert(
+        cli, path, tmp_path / "d", "--parity-value", "sample_rate=16000", "--parity-shape", "audio=1x8"
+    )
+    assert (
+        short["error"]["reason"] == "ParityInputsRequired"
+        and "(audio generated)" in short["error"]["message"]
+    )
     given = convert(
         cli, path, tmp_path / "c", "--parity-value", "sample_rate=16000", "--parity-shape", "audio=2x8000"
     )

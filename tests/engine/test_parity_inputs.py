@@ -141,9 +141,13 @@ def convert(
     )
 
 
-def test_stft_needs_parity_inputs(tmp_path: Path) -> None:
+def test_stft_parity_inputs_searched_given_or_shaped(tmp_path: Path) -> None:
     model = write_model(build_spectrogram(), tmp_path / "spectrogram.onnx")
-    failed = convert(tmp_path / "a", model)
+    searched = convert(tmp_path / "s", model)
+    assert searched.ok, searched.error
+    assert json.loads(searched.json_line())["parity"]["inputs"] == "searched"
+    # A window the user fixed too short is not searched over: the user must give inputs.
+    failed = convert(tmp_path / "a", model, {"generated": [{"input": "audio", "shape": [1, 8]}]})
     assert failed.error is not None and failed.error.reason == "ParityInputsRequired"
     message = failed.error.message
     assert message.startswith("could not generate valid inputs for the parity check (audio generated)")

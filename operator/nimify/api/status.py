@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
@@ -104,7 +105,11 @@ class ParityStatus(StatusModel):
     pythonBackend (the generated model.py of Triton's python backend against ONNX Runtime)."""
 
     inputs: str | None = Field(default=None, max_length=64)
-    """Where the inputs came from: generated, or file (engine.parity.inputs)."""
+    """Where the inputs came from: generated, searched (generated at sizes ONNX Runtime was asked to accept,
+    see shapes), or file (engine.parity.inputs)."""
+
+    shapes: list[Annotated[str, Field(max_length=1024)]] | None = Field(default=None, max_length=8)
+    """The shapes of the searched inputs, per distinct sample (INPUT: [dims], ...)."""
 
     max_abs_error: float | None = Field(default=None, ge=0)
     """Largest absolute difference over all outputs."""

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 from rich.markup import escape
 
+from nimify.api.validation import field_errors
 from nimify.cli import app
 from nimify.cli.failures import stderr
 from nimify.cli.model import (
@@ -47,8 +48,7 @@ def load_spec(path: Path | None, inline: str | None) -> tuple[Any, str | None]:
             return service.spec, service.metadata.name
         return NimServiceSpec.model_validate(data), None
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ModelError("InvalidSpec", problems) from None
+        raise ModelError("InvalidSpec", "; ".join(map(str, field_errors(error)))) from None
 
 
 @app.command("convert")
@@ -231,8 +231,7 @@ def _engine_with_options(
     try:
         return EngineSpec.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"engine.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ModelError("InvalidSpec", problems) from None
+        raise ModelError("InvalidSpec", "; ".join(map(str, field_errors(error, ("engine",))))) from None
 
 
 def _default_gpus(spec: Any, backend: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nimify.api import EngineSpec, NimService
+from nimify.api.validation import field_errors
 from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.reference import check_generated
 from nimify.model.batching import assume_batching
@@ -98,11 +99,7 @@ def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[Nim
     try:
         service = NimService.model_validate({"metadata": metadata, "spec": spec})
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'spec'}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ModelError("InvalidManifest", problems) from None
+        raise ModelError("InvalidManifest", "; ".join(map(str, field_errors(error)))) from None
     # What the conversion Job will decide, decided now so a model that cannot be served fails here.
     engine_spec: EngineSpec = service.spec.engine
     max_batch_size = resolve_max_batch_size(engine_spec, report.batching)

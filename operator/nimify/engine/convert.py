@@ -21,9 +21,10 @@ from nimify.engine.fetch import FetchedModel, FetchOptions, fetch_file, fetch_mo
 from nimify.engine.gpu_product import detect_gpu_product
 from nimify.engine.parity import Arrays, ParityReport, compare_outputs
 from nimify.engine.parity_inputs import load_parity_inputs
+from nimify.engine.parity_search import reference_set
 from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.quantity import quantity_bytes
-from nimify.engine.reference import OnnxRuntimeModel, reference_inputs
+from nimify.engine.reference import OnnxRuntimeModel
 from nimify.engine.result import ConversionResult
 from nimify.engine.served_check import check_config_against_model, serve_requests
 from nimify.engine.tensorrt_build import BuildSettings, build_engine, import_tensorrt, timing_cache_path
@@ -265,20 +266,6 @@ def _given_inputs(request: ConvertRequest, signature: Signature) -> list[Arrays]
     return load_parity_inputs(fetched.path, signature, f"engine.parity.inputs {fetched.source}")
 
 
-def _reference_outputs(model: OnnxRuntimeModel, feeds: Arrays, chosen: set[str]) -> Arrays:
-    try:
-        return model.run(feeds)
-    except ModelError as error:
-        generated = sorted(set(feeds) - chosen)
-        if error.reason != "OnnxRuntimeRunFailed" or not generated:
-            raise
-        raise ModelError(
-            "ParityInputsRequired",
-            f"could not generate valid inputs for the parity check ({', '.join(generated)} generated): "
-            f"{error.message}; {GIVE_PARITY_INPUTS}",
-        ) from None
-
-
 def _check_parity(
     request: ConvertRequest,
     report: ModelReport,
@@ -292,8 +279,8 @@ def _check_parity(
     parity_spec = request.engine.parity
     given = _given_inputs(request, report.signature)
     result.parity_check = PARITY_CHECKS[request.backend]
-    result.parity_inputs = "file" if given else "generated"
-    inputs = reference_inputs(
+    references = reference_set(
+        OnnxRuntimeModel(fetched.path),
         report.signature,
         parity_spec.samples,
         max_batch_size=max_batch_size,
@@ -301,14 +288,10 @@ def _check_parity(
         generated=parity_spec.generated or (),
         given=given,
         seed=request.seed,
+        advice=GIVE_PARITY_INPUTS,
     )
-    reference_model = OnnxRuntimeModel(fetched.path)
-    # What the user chose (a file's arrays, fixed values) is not "generated", even where it fails.
-    fixed = {entry.input for entry in parity_spec.generated or () if entry.value is not None}
-    reference = [
-        _reference_outputs(reference_model, feeds, fixed | (set(given[index]) if given else set()))
-        for index, feeds in enumerate(inputs)
-    ]
+    result.parity_inputs, result.parity_shapes = references.origin, references.shapes
+    inputs, reference = references.inputs, references.outputs
     candidate = _candidate_outputs(request, report.signature, assembled, inputs, max_batch_size, trt)
     return compare_outputs(reference, candidate, atol=parity_spec.atol, rtol=parity_spec.rtol)
 

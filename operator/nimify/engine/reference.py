@@ -27,6 +27,7 @@ from nimify.model.signature import Signature, TensorInfo
 
 Arrays = dict[str, npt.NDArray[Any]]
 DEFAULT_DYNAMIC_SIZE = 8  # a dynamic non-batch dim with no profile and no given size: a small real size
+INTEGER_DTYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 
 
 def _batch_sizes(max_batch_size: int) -> tuple[int, int, int]:
@@ -78,11 +79,14 @@ def sample_shapes(
     profiles: Sequence[ShapeProfile] = (),
     generated: Sequence[GeneratedInput] = (),
     given: Mapping[str, npt.NDArray[Any]] | None = None,
+    dynamic_size: int = DEFAULT_DYNAMIC_SIZE,
+    unnamed_size: int | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for reference sample number `sample`: profile min, opt, max in turn.
 
     Sizes are settled in order of authority: arrays the user gave, generated shapes, profiles, then the
-    defaults (batch-like dims 1, half, all of max_batch_size; others 8).
+    defaults (batch-like dims 1, half, all of max_batch_size; others `dynamic_size`, unnamed ones past the
+    first `unnamed_size` where given: the parity search's choices, engine/parity_search.py).
     """
     point = sample % 3  # 0 min, 1 opt, 2 max
     given = given or {}
@@ -117,10 +121,12 @@ def sample_shapes(
             if isinstance(dim, int):
                 shape.append(dim)
             elif isinstance(dim, str):
-                default = batches[point] if dim in batch_names else DEFAULT_DYNAMIC_SIZE
+                default = batches[point] if dim in batch_names else dynamic_size
                 shape.append(named.setdefault(dim, default))
+            elif index == 0:
+                shape.append(batches[point])
             else:
-                shape.append(batches[point] if index == 0 else DEFAULT_DYNAMIC_SIZE)
+                shape.append(dynamic_size if unnamed_size is None else unnamed_size)
         shapes[tensor.name] = tuple(shape)
     return shapes
 
@@ -149,15 +155,20 @@ def reference_inputs(
     generated: Sequence[GeneratedInput] = (),
     given: Sequence[Mapping[str, npt.NDArray[Any]]] = (),
     seed: int = 0,
+    dynamic_size: int = DEFAULT_DYNAMIC_SIZE,
+    unnamed_size: int | None = None,
+    integer_fill: int | None = None,
 ) -> list[Arrays]:
     """One feed per sample: the given samples (their missing inputs generated to fit), else `samples` made up
-    ones."""
+    ones (integer inputs all `integer_fill` where given: the parity search's choice)."""
     by_generated = check_generated(signature, generated)
     rng = np.random.default_rng(seed)
     batches = []
     for sample in range(len(given) if given else samples):
         provided = given[sample] if given else {}
-        shapes = sample_shapes(signature, sample, max_batch_size, profiles, generated, provided)
+        shapes = sample_shapes(
+            signature, sample, max_batch_size, profiles, generated, provided, dynamic_size, unnamed_size
+        )
         feeds: Arrays = {}
         for tensor in signature.inputs:
             if tensor.name in provided:
@@ -166,6 +177,8 @@ def reference_inputs(
                 feeds[tensor.name] = np.full(shapes[tensor.name], entry.value).astype(
                     numpy_dtype(tensor.dtype)
                 )
+            elif integer_fill is not None and tensor.dtype in INTEGER_DTYPES:
+                feeds[tensor.name] = np.full(shapes[tensor.name], integer_fill, numpy_dtype(tensor.dtype))
             else:
                 feeds[tensor.name] = random_tensor(tensor, shapes[tensor.name], rng)
         batches.append(feeds)

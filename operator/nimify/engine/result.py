@@ -48,7 +48,8 @@ class ConversionResult:
     cache_hit: bool | None = None
     parity: ParityReport | None = None
     parity_check: str | None = None  # ParityStatus.check: what the parity stage compared
-    parity_inputs: str | None = None  # ParityStatus.inputs: generated, or file
+    parity_inputs: str | None = None  # ParityStatus.inputs: generated, searched, or file
+    parity_shapes: list[str] = field(default_factory=list)  # ParityStatus.shapes, when searched
     backend: str | None = None
     model_name: str | None = None
     repository: str | None = None
@@ -82,7 +83,12 @@ class ConversionResult:
         if self.parity is None:
             return None
         return ParityStatus.model_validate(
-            {**self.parity.to_status(), "check": self.parity_check, "inputs": self.parity_inputs}
+            {
+                **self.parity.to_status(),
+                "check": self.parity_check,
+                "inputs": self.parity_inputs,
+                "shapes": self.parity_shapes or None,
+            }
         )
 
     def to_json(self, *, with_signature: bool = True) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Real models from real exporters, shipped inside PyPI packages (hack/ensure-real-models.sh fetches them):
+silero-vad's voice activity detectors (an STFT front-end, an LSTM with its state as input and output),
+RapidOCR's PaddleOCR text detector (a convolutional network with several strides) and magika's tf2onnx
+file-type classifier."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SILERO_VAD_NAMED = "silero_vad/data/silero_vad_16k_op15.onnx"  # 'batch' and 'sequence' named
+SILERO_VAD_UNNAMED = "silero_vad/data/silero_vad.onnx"  # no dim named at all
+OCR_DETECTOR = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+OCR_RECOGNISER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+MAGIKA = "magika/models/standard_v3_3/model.onnx"
+
+
+@functools.cache
+def real_models_dir() -> Path:
+    """hack/test.sh fetches them before any test (NIMIFY_REAL_MODELS_DIR); pytest alone fetches them here."""
+    if found := os.environ.get("NIMIFY_REAL_MODELS_DIR"):
+        return Path(found)
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "ensure-real-models.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def real_model(relative: str) -> Path:
+    path = real_models_dir() / relative
+    assert path.is_file(), f"{relative} is not in {real_models_dir()} (hack/versions.env: REAL_MODEL_WHEELS)"
+    return path
