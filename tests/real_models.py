@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SILERO_VAD_NAMED = "silero_vad/data/silero_vad_16k_op15.onnx"  # 'batch' and 'sequence' named
 SILERO_VAD_UNNAMED = "silero_vad/data/silero_vad.onnx"  # no dim named at all
+SILERO_VAD_SEQUENCE = "silero_vad/data/silero_vad_16k_sequence.onnx"  # an LSTM state dim named, runtime-fixed
 OCR_DETECTOR = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 OCR_RECOGNISER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 MAGIKA = "magika/models/standard_v3_3/model.onnx"

@@ -13,6 +13,7 @@ from nimify.api import NimService
 from nimify.model.digest import file_sha256
 from nimify.model.samples import SAMPLES, build_mlp, build_spectrogram, write_model, write_sample
 from tests.cli.conftest import Cli
+from tests.real_models import MAGIKA, SILERO_VAD_SEQUENCE, real_model
 
 BATCHED = {"mlp": True, "cnn": True, "int_bool": True, "multi_output": True, "recurrent": False}
 
@@ -219,3 +220,17 @@ def test_openapi_validates_like_inspect(tmp_path: Path, cli: Cli) -> None:
     assert result.exit_code == 1 and result.stderr.startswith("error: NotOnnx:")
     missing = cli("openapi", str(tmp_path / "nowhere.onnx"))
     assert missing.exit_code == 1 and missing.stderr.startswith("error: ModelNotFound:")
+
+
+def test_inspect_shows_the_declared_dims_and_those_the_runtime_fixes(cli: Cli) -> None:
+    model = str(real_model(SILERO_VAD_SEQUENCE))
+    report = json.loads(cli("inspect", model, "--json").stdout)
+    outputs = {t["name"]: t["shape"] for t in report["signature"]["outputs"]}
+    declared = {t["name"]: t for t in report["declaredSignature"]["outputs"]}
+    assert outputs["hn"] == [1, 1, 128]
+    assert declared["hn"]["shape"] == [1, -1, 128]
+    assert declared["hn"]["dimNames"] == [None, "LSTMhn_dim_1", None]
+    table = cli("inspect", model).stdout
+    assert "declared" in table and "runtime" in table and "LSTMhn_dim_1" in table
+    plain = cli("inspect", str(real_model(MAGIKA))).stdout
+    assert "declared" not in plain, "nothing to tell apart: one shape column"

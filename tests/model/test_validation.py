@@ -9,10 +9,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from nimify.api import EngineSpec
+from nimify.engine.convert import ConvertRequest, run_conversion
 from nimify.model.errors import ModelError
+from nimify.model.inspection import inspect_model
 from nimify.model.samples import SAMPLES, build_mlp, write_model, write_sample
 from nimify.model.tensorrt_limits import OPERATORS_DOC
 from nimify.model.validation import validate_model
+from nimify.triton.config_reader import read_model_config
+from tests.real_models import SILERO_VAD_SEQUENCE, real_model
 
 
 def identity_model(
@@ -178,3 +183,39 @@ def test_plan_needs_tensorrt_backend(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as error:
         validate_model(path, backend="onnxruntime")
     assert error.value.reason == "PlanNeedsTensorRT"
+
+
+def test_dims_the_runtime_fixes_are_fixed_in_the_signature() -> None:
+    """silero-vad's sequence export names its LSTM state's middle dim (`LSTMhn_dim_1`), which ONNX Runtime
+    settles at 1: Triton's onnxruntime backend refuses a config with -1 there (ServingConfigMismatch)."""
+    path = real_model(SILERO_VAD_SEQUENCE)
+    declared = inspect_model(path).signature
+    assert declared.outputs[1].name == "hn" and declared.outputs[1].dims == (1, "LSTMhn_dim_1", 128)
+    validated = validate_model(path, backend="onnxruntime").signature
+    assert {t.name: t.dims for t in validated.outputs} == {
+        "speech_probs": ("sequence_length",),
+        "hn": (1, 1, 128),
+        "cn": (1, 1, 128),
+    }
+    assert validated.inputs == declared.inputs, "what the file and the runtime agree on stays as it is"
+
+
+def test_a_real_lstm_export_converts_with_a_config_the_runtime_accepts(tmp_path: Path) -> None:
+    result = run_conversion(
+        ConvertRequest(
+            uri=str(real_model(SILERO_VAD_SEQUENCE)),
+            name="vad",
+            repository=tmp_path / "repository",
+            work_dir=tmp_path / "work",
+            backend="onnxruntime",
+            gpus=0,
+            engine=EngineSpec.model_validate({"backend": "onnxruntime"}),
+        )
+    )
+    assert result.ok, result.error
+    config = read_model_config((tmp_path / "repository" / "vad" / "config.pbtxt").read_text())
+    assert {t.name: t.dims for t in config.outputs} == {
+        "speech_probs": (-1,),
+        "hn": (1, 1, 128),
+        "cn": (1, 1, 128),
+    }

@@ -96,13 +96,17 @@ def render_report(report: ModelReport, console: Console, source: str | None = No
     summary.add_row("triton batching", f"{verdict}: {escape(report.batching.reason)}")
     console.print(summary)
     tensors = Table(title="signature", title_justify="left")
-    for column in ("", "name", "dtype", "shape", "config shape"):
+    # Where ONNX Runtime fixes dims the file leaves open, both: what the file declares, what the runtime says.
+    files = {(kind, t.name): t for kind, t in report.declared.tensors()} if report.declared else None
+    shapes = ("declared shape", "runtime shape") if files is not None else ("shape",)
+    for column in ("", "name", "dtype", *shapes, "config shape"):
         tensors.add_column(column)
     for kind, tensor in report.signature.tensors():
         served, _ = config_dims(tensor, report.batching.batched)
-        tensors.add_row(
-            kind, escape(tensor.name), tensor.dtype, escape(tensor.describe_dims()), _dims(served)
-        )
+        described = [escape(tensor.describe_dims())]
+        if files is not None:
+            described.insert(0, escape(files.get((kind, tensor.name), tensor).describe_dims()))
+        tensors.add_row(kind, escape(tensor.name), tensor.dtype, *described, _dims(served))
     console.print(tensors)
 
 

@@ -42,6 +42,7 @@ class ModelReport:
     producer: str = ""
     signature_source: str = "onnx"
     warnings: tuple[str, ...] = ()  # what validation could not settle and the runtime will (see validation)
+    declared: Signature | None = None  # the file's own signature, where the runtime fixes dims it leaves open
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class ModelReport:
             "opTypes": list(self.op_types),
             "externalData": list(self.external_data),
             "signature": self.signature.to_json(),
+            **({"declaredSignature": self.declared.to_json()} if self.declared is not None else {}),
             "signatureSource": self.signature_source,
             "batching": self.batching.to_json(),
             "warnings": list(self.warnings),

@@ -11,7 +11,9 @@ outputs or value infos.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import onnx
 from onnx import ModelProto, ValueInfoProto
@@ -87,3 +89,27 @@ def _tensor(value: ValueInfoProto, kind: str, filename: str, names: frozenset[st
         else:
             dims.append(None)
     return TensorInfo(value.name, dtype.name, tuple(dims))
+
+
+def with_runtime_dims(signature: Signature, session: Any) -> Signature:
+    """The signature with every dim ONNX Runtime fixes where the file leaves it dynamic fixed too.
+
+    The runtime is the authority: a file may name a dim (an LSTM state's `[1, 'LSTMhn_dim_1', 128]`) that
+    ONNX Runtime's own shape inference settles (`[1, 1, 128]`), and Triton's onnxruntime backend compares a
+    config's dims with what the runtime reports, exactly: `-1` for such a dim is refused when it loads."""
+
+    def settled(tensor: TensorInfo, reported: Sequence[object] | None) -> TensorInfo:
+        if reported is None or len(reported) != tensor.rank:
+            return tensor
+        dims = tuple(
+            have if not isinstance(dim, int) and isinstance(have, int) and have >= 0 else dim
+            for dim, have in zip(tensor.dims, reported, strict=True)
+        )
+        return tensor if dims == tensor.dims else dataclasses.replace(tensor, dims=dims)
+
+    inputs = {arg.name: arg.shape for arg in session.get_inputs()}
+    outputs = {arg.name: arg.shape for arg in session.get_outputs()}
+    return Signature(
+        tuple(settled(t, inputs.get(t.name)) for t in signature.inputs),
+        tuple(settled(t, outputs.get(t.name)) for t in signature.outputs),
+    )

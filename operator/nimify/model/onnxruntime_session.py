@@ -36,9 +36,9 @@ def open_session(path: Path, *, threads: int = 0) -> Any:
         ) from None
 
 
-def check_onnxruntime_loads(path: Path) -> None:
-    """Raises OnnxRuntimeLoadFailed with ONNX Runtime's message when it cannot load the model."""
-    open_session(path, threads=1)
+def check_onnxruntime_loads(path: Path) -> Any:
+    """The loaded session; raises OnnxRuntimeLoadFailed with ONNX Runtime's message when it cannot load."""
+    return open_session(path, threads=1)
 
 
 def runtime_message(error: BaseException) -> str:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import onnx
 
+from nimify.model.batching import decide_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport, inspect_onnx, inspect_plan, resolve_format
 from nimify.model.onnx_file import check_model_file, read_onnx
+from nimify.model.onnx_signature import with_runtime_dims
 from nimify.model.onnxruntime_session import check_onnxruntime_loads
 from nimify.model.signature import Signature
 from nimify.model.tensorrt_limits import check_tensorrt_limits
@@ -47,17 +49,25 @@ def validate_model(
     model = read_onnx(path)
     report = inspect_onnx(path, model)
     warnings: list[str] = []
+    session = None
     if backend == "tensorrt":
         warnings.extend(check_tensorrt_limits(model, report.signature, path.name))
         try:
-            check_onnxruntime_loads(path)
+            session = check_onnxruntime_loads(path)
         except ModelError as error:
             warnings.append(
                 f"{error.message}; the parity check compares the engine with ONNX Runtime, so it would fail "
                 "(engine.parity.samples 0 builds without it)"
             )
     else:
-        check_onnxruntime_loads(path)
+        session = check_onnxruntime_loads(path)
+    if session is not None:
+        # Dims the runtime fixes are fixed in the config Triton checks against it (and in batching's view).
+        signature = with_runtime_dims(report.signature, session)
+        if signature != report.signature:
+            report = dataclasses.replace(
+                report, signature=signature, batching=decide_batching(signature), declared=report.signature
+            )
     if (advice := checker_findings(path)) is not None:
         warnings.append(advice)
     return dataclasses.replace(report, warnings=tuple(warnings))
