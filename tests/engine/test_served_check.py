@@ -21,6 +21,7 @@ from nimify.model.onnxruntime_session import open_session
 from nimify.model.samples import build_mlp, write_model, write_sample
 from nimify.triton.config_reader import read_model_config
 from nimify.triton.model_config import render_model_config
+from tests.real_models import MAGIKA, OCR_DETECTOR, OCR_RECOGNISER, real_model
 
 
 def convert(tmp_path: Path, model: Path, **engine: object) -> ConversionResult:
@@ -157,3 +158,25 @@ def test_a_request_beyond_max_batch_size_is_refused(tmp_path: Path) -> None:
             [{"input": np.zeros((3, 16), np.float32)}],
         )
     assert error.value.reason == "InvalidParityInputs" and "beyond max_batch_size 2" in error.value.message
+
+
+@pytest.mark.parametrize("model", [MAGIKA, OCR_DETECTOR, OCR_RECOGNISER])
+def test_exports_naming_each_batch_dim_apart_batch_once_the_runtime_agrees(
+    tmp_path: Path, model: str
+) -> None:
+    """tf2onnx (magika) and paddle2onnx (RapidOCR) name each tensor's first dim apart (unk__214 / unk__215,
+    DynamicDimension.0 / .3): names cannot tie them, so batching is assumed when asked, and the served check
+    runs batched requests against each request alone before anything is published."""
+    result = convert(tmp_path, real_model(model), maxBatchSize=4)
+    assert result.ok, result.error
+    assert result.batching is not None and result.batching.batched and result.batching.assumed
+    assert result.parity is not None and result.parity.passed and result.max_batch_size == 4
+
+
+def test_a_model_naming_its_batch_dims_apart_that_mixes_the_batch_is_refused(tmp_path: Path) -> None:
+    mixing = batch_mixing_model()
+    mixing.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "unk__215"  # as tf2onnx names them
+    model = write_model(mixing, tmp_path / "mixing.onnx")
+    result = convert(tmp_path, model, maxBatchSize=4)
+    assert result.error is not None and result.error.reason == "ParityFailed"
+    assert "mixes the batch" in result.error.message and "maxBatchSize 0" in result.error.message

@@ -45,7 +45,8 @@ def test_decide_batching(
     [
         ([(None, 4)], [(None,), (None, 3)], True),  # skl2onnx: no dim is ever named
         ([("N", 4)], [(None, 3)], True),  # a name on one side only ties nothing apart
-        ([("N", 4)], [("M", 3), (None,)], False),  # two names: two different dims
+        # Two names: an exporter's placeholders (tf2onnx's unk__N) or two dims; the conversion checks which.
+        ([("N", 4)], [("M", 3), (None,)], True),
         ([(None, 4), ()], [(None,)], False),  # a scalar has no batch dimension
         ([(None, 4)], [(2, None)], False),
     ],

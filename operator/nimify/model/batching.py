@@ -7,11 +7,12 @@ dynamic and carry the same dim_param name. ONNX shape inference propagates names
 output derived from the batch keeps its name; an unnamed dynamic dimension is one that nothing ties to the
 batch, and a model with one falls back to `max_batch_size: 0` (full shapes, every request served as sent).
 
-Many exporters name no dims at all (skl2onnx, PaddlePaddle's -1, tf2onnx), so a model whose first dims are all
-dynamic, some of them unnamed, and none named differently may be batched when the user asks for it
-(engine.maxBatchSize): an explained assumption, which the onnxruntime backend's conversion check then tests by
-comparing batched requests with each request run alone. A fixed first dim, a scalar or two different names
-rule batching out whatever is asked.
+Many exporters name no dims at all (skl2onnx, PaddlePaddle's -1), or give each tensor's dims names of its
+own (tf2onnx's unk__N, paddle2onnx's DynamicDimension.N), so a model whose first dims are all dynamic, unnamed
+or named apart, may be batched when the user asks for it (engine.maxBatchSize): names cannot decide it, the
+runtime does. The conversion's check runs batched requests and compares them with each request run alone
+(the onnxruntime backend's served-config check; the engine against ONNX Runtime on batches for TensorRT), and
+refuses with what it measured. A fixed first dim or a scalar rules batching out whatever is asked.
 """
 
 from __future__ import annotations
@@ -57,8 +58,18 @@ def decide_batching(signature: Signature) -> BatchingDecision:
         else:
             first.setdefault(head, []).append(label)
     if len(first) > 1:
+        # Every first dim is dynamic, only their names differ: what exporters' placeholders do (tf2onnx's
+        # unk__N, paddle2onnx's DynamicDimension.N name each tensor's dims apart). Names cannot settle it, the
+        # runtime can: batching may be assumed when asked, and the conversion's check then compares batched
+        # requests with each request run alone.
         spelled = "; ".join(f"'{name}' in {', '.join(labels)}" for name, labels in sorted(first.items()))
-        return BatchingDecision(False, None, f"first dimensions differ: {spelled}")
+        return BatchingDecision(
+            False,
+            None,
+            f"first dimensions differ: {spelled} (if these are an exporter's placeholders for one batch, set "
+            "engine.maxBatchSize: the conversion then checks batched requests against each one alone)",
+            assumable=True,
+        )
     if unnamed:
         return BatchingDecision(
             False,
@@ -81,5 +92,6 @@ def assume_batching(decision: BatchingDecision, max_batch_size: int) -> Batching
         batched=True,
         assumed=True,
         reason=f"assumed because engine.maxBatchSize is {max_batch_size}: dimension 0 of every input and "
-        "output is taken as the batch (every first dimension is dynamic, none named apart)",
+        "output is taken as the batch (every first dimension is dynamic; the conversion's check compares "
+        "batched requests with each run alone)",
     )
