@@ -13,7 +13,7 @@ from nimify.api import NimService
 from nimify.model.digest import file_sha256
 from nimify.model.samples import SAMPLES, build_mlp, build_spectrogram, write_model, write_sample
 from tests.cli.conftest import Cli
-from tests.real_models import MAGIKA, SILERO_VAD_SEQUENCE, real_model
+from tests.real_models import MAGIKA, OCR_DETECTOR, SILERO_VAD_SEQUENCE, SILERO_VAD_UNNAMED, real_model
 
 BATCHED = {"mlp": True, "cnn": True, "int_bool": True, "multi_output": True, "recurrent": False}
 
@@ -234,3 +234,17 @@ def test_inspect_shows_the_declared_dims_and_those_the_runtime_fixes(cli: Cli) -
     assert "declared" in table and "runtime" in table and "LSTMhn_dim_1" in table
     plain = cli("inspect", str(real_model(MAGIKA))).stdout
     assert "declared" not in plain, "nothing to tell apart: one shape column"
+
+
+def test_create_runs_the_model_as_the_job_will_and_says_what_is_missing(cli: Cli) -> None:
+    base = ["create", "--backend", "onnxruntime", "--name", "m", "--uri", "s3://models/m/model.onnx"]
+    searched = cli(*base[:1], str(real_model(OCR_DETECTOR)), *base[1:])
+    assert searched.exit_code == 0, searched.output
+    assert "parity inputs: searched" in searched.stderr and "x: [1, 3, 32, 32]" in searched.stderr
+    # Nothing runs silero-vad's unnamed export at random: the manifest would fail in the cluster, so it is
+    # refused here with what to give.
+    missing = cli(*base[:1], str(real_model(SILERO_VAD_UNNAMED)), *base[1:])
+    assert missing.exit_code == 1 and "ParityInputsRequired" in missing.stderr
+    assert "'sr' (a scalar INT64)" in missing.stderr and "--parity-value" in missing.stderr
+    unchecked = cli(*base[:1], str(real_model(SILERO_VAD_UNNAMED)), *base[1:], "--samples", "0")
+    assert unchecked.exit_code == 0, unchecked.output

@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from nimify.api import EngineSpec, NimService
 from nimify.api.validation import field_errors
+from nimify.engine.parity_search import GIVE_PARITY_INPUTS, reference_set
 from nimify.engine.profiles import checked_profiles, derive_profiles
-from nimify.engine.reference import check_generated
+from nimify.engine.reference import OnnxRuntimeModel, check_generated
 from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
@@ -111,9 +112,33 @@ def build_nimservice(report: ModelReport, options: ManifestOptions) -> tuple[Nim
         checked_profiles(report.signature, max_batch_size, engine_spec.profiles)
     if report.format == "onnx":
         check_generated(report.signature, engine_spec.parity.generated or ())
+        notes.extend(_parity_inputs(report, engine_spec, max_batch_size))
     if service.spec.resources.gpus == 0:
         notes.append("resources.gpus is 0: onnxruntime runs on CPU")
     return service, notes
+
+
+def _parity_inputs(report: ModelReport, engine: EngineSpec, max_batch_size: int) -> list[str]:
+    """The conversion Job's parity inputs, found here as the Job finds them (generated, else searched), so a
+    manifest whose check cannot run in the cluster is refused now with what it lacks (ParityInputsRequired);
+    a file (engine.parity.inputs) is the cluster's to fetch."""
+    parity = engine.parity
+    if parity.samples == 0 or parity.inputs is not None:
+        return []
+    found = reference_set(
+        OnnxRuntimeModel(report.path),
+        report.signature,
+        parity.samples,
+        max_batch_size=max_batch_size,
+        profiles=engine.profiles or (),
+        generated=parity.generated or (),
+        advice=GIVE_PARITY_INPUTS,
+    )
+    if found.origin != "searched":
+        return []
+    return [
+        f"parity inputs: searched, ONNX Runtime runs the model at {'; '.join(found.shapes)} (so will the Job)"
+    ]
 
 
 def manifest_document(service: NimService) -> dict[str, Any]:

@@ -286,8 +286,9 @@ def create_command(
         )
         with local_model(model) as path:
             report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
-        print_warnings(report)
-        service, notes = build_nimservice(report, options)
+            print_warnings(report)
+            # Runs the model (as the conversion Job does, without building) while the file is at hand.
+            service, notes = build_nimservice(report, options)
         document = manifest_document(service)
         text = json.dumps(document, indent=2) + "\n" if as_json else yaml.safe_dump(document, sort_keys=False)
         for note in notes:

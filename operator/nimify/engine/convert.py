@@ -21,7 +21,7 @@ from nimify.engine.fetch import FetchedModel, FetchOptions, fetch_file, fetch_mo
 from nimify.engine.gpu_product import detect_gpu_product
 from nimify.engine.parity import Arrays, ParityReport, compare_outputs
 from nimify.engine.parity_inputs import load_parity_inputs
-from nimify.engine.parity_search import reference_set
+from nimify.engine.parity_search import GIVE_PARITY_INPUTS, reference_set
 from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.quantity import quantity_bytes
 from nimify.engine.reference import OnnxRuntimeModel
@@ -243,11 +243,6 @@ _PARITY_FAILURES: dict[str, Callable[[int], str]] = {
     ),
     "python": lambda _: "the python backend's model.py outputs differ from ONNX Runtime",
 }
-GIVE_PARITY_INPUTS = (
-    "give parity inputs: engine.parity.inputs (an .npz of representative inputs) or engine.parity.generated "
-    "(a shape or a fixed value per input); locally `nimify convert --parity-inputs FILE.npz`, "
-    "`--parity-shape INPUT=1x16000` or `--parity-value INPUT=16000`"
-)
 
 
 def _given_inputs(request: ConvertRequest, signature: Signature) -> list[Arrays]:

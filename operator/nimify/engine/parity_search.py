@@ -35,6 +35,12 @@ Arrays = dict[str, npt.NDArray[Any]]
 SEARCH_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SEARCH_SECONDS = 60.0
 MAX_ELEMENTS = 1 << 24  # per array: 64 MiB of float32
+#: What a ParityInputsRequired says the user can do.
+GIVE_PARITY_INPUTS = (
+    "give parity inputs: engine.parity.inputs (an .npz of representative inputs) or engine.parity.generated "
+    "(a shape or a fixed value per input); locally `nimify convert --parity-inputs FILE.npz`, "
+    "`--parity-shape INPUT=1x16000` or `--parity-value INPUT=16000`"
+)
 
 
 @dataclass(frozen=True)
