@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from onnxscript import FLOAT, script
+from onnxscript import opset18 as op
 
 from nimify.api import EngineSpec, TritonSpec
 from nimify.engine.convert import ConvertRequest, run_conversion
@@ -173,10 +176,16 @@ def test_exports_naming_each_batch_dim_apart_batch_once_the_runtime_agrees(
     assert result.parity is not None and result.parity.passed and result.max_batch_size == 4
 
 
+@script()  # type: ignore[untyped-decorator]
+def centred(x: Any) -> Any:  # typed at export, below
+    return op.Sub(x, op.ReduceMean(x, op.Constant(value_ints=[0]), keepdims=1))
+
+
 def test_a_model_naming_its_batch_dims_apart_that_mixes_the_batch_is_refused(tmp_path: Path) -> None:
-    mixing = batch_mixing_model()
-    mixing.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "unk__215"  # as tf2onnx names them
-    model = write_model(mixing, tmp_path / "mixing.onnx")
+    """Exported with onnxscript, each first dim named as tf2onnx names them; each row depends on the rest."""
+    model = tmp_path / "mixing.onnx"
+    proto = centred.to_model_proto(input_types=[FLOAT["unk__214", 4]], output_types=[FLOAT["unk__215", 4]])
+    onnx.save(proto, str(model))
     result = convert(tmp_path, model, maxBatchSize=4)
     assert result.error is not None and result.error.reason == "ParityFailed"
     assert "mixes the batch" in result.error.message and "maxBatchSize 0" in result.error.message
