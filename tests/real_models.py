@@ -6,11 +6,9 @@ file-type classifier."""
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.fetched import fetched_dir
 
 SILERO_VAD_NAMED = "silero_vad/data/silero_vad_16k_op15.onnx"  # 'batch' and 'sequence' named
 SILERO_VAD_UNNAMED = "silero_vad/data/silero_vad.onnx"  # no dim named at all
@@ -22,16 +20,8 @@ MAGIKA = "magika/models/standard_v3_3/model.onnx"
 
 @functools.cache
 def real_models_dir() -> Path:
-    """hack/test.sh fetches them before any test (NIMIFY_REAL_MODELS_DIR); pytest alone fetches them here."""
-    if found := os.environ.get("NIMIFY_REAL_MODELS_DIR"):
-        return Path(found)
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack" / "ensure-real-models.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return Path(result.stdout.strip().splitlines()[-1])
+    """hack/ensure-real-models.sh's directory, fetched before any test or here, once."""
+    return fetched_dir("NIMIFY_REAL_MODELS_DIR", "ensure-real-models.sh")
 
 
 def real_model(relative: str) -> Path:

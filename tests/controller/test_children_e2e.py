@@ -22,8 +22,8 @@ import yaml
 from nimify_devcluster.build_runner import BuildPodKubelet
 from nimify_devcluster.cluster import get_json, wait_established
 from nimify_devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
-from tests.conftest import REPO_ROOT
 from tests.controller.conftest import E2E, L4, OperatorProcess, apply, condition, nimservice, wait_ready
+from tests.fetched import fetched_dir
 from tests.kube import ExistingCluster, eventually
 
 pytestmark = pytest.mark.cluster
@@ -69,20 +69,8 @@ def warning_events(cluster: ExistingCluster, ns: str, name: str, reason: str) ->
 
 
 def _gateway_api_dir() -> Path:
-    """The CRDs' directory: hack/test.sh fetches it before any test starts (NIMIFY_GATEWAY_API_DIR); a run of
-    pytest alone fetches it here, once."""
-    import os
-    import subprocess
-
-    if found := os.environ.get("NIMIFY_GATEWAY_API_DIR"):
-        return Path(found)
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack" / "ensure-gateway-api.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return Path(result.stdout.strip().splitlines()[-1])
+    """The CRDs' directory (hack/ensure-gateway-api.sh), fetched before any test or here, once."""
+    return fetched_dir("NIMIFY_GATEWAY_API_DIR", "ensure-gateway-api.sh")
 
 
 @contextlib.contextmanager

@@ -156,9 +156,11 @@ def desired_set(
             EngineState(False, ConditionReason.INVALID_SPEC.value, invalid, failed=True), invalid_spec=invalid
         )
     plans = [_unit_plan(nim, unit, observed) for unit in units(nim, settings)]
-    routes = tuple(
-        child.kind for child in CHILD_KINDS if child.route and child.render and child.render(nim, settings)
-    )
+    # Routes are rendered once: their kinds tell the status which to expect, their bodies are applied below.
+    rendered_routes = {
+        child.kind: child.render(nim, settings) for child in CHILD_KINDS if child.route and child.render
+    }
+    routes = tuple(kind for kind, body in rendered_routes.items() if body is not None)
     kept = DesiredSet(
         plans[0].outcome.state,
         units=tuple(plans),
@@ -171,7 +173,7 @@ def desired_set(
     plan = _Plan(nim, observed)
     plans = _engines_and_servers(plan, nim, plans, settings)
     serving = plans[0]
-    _nimservice_children(plan, nim, settings, server_there=serving.deployment is not None)
+    _nimservice_children(plan, nim, settings, rendered_routes, server_there=serving.deployment is not None)
     _retire_units(plan, nim, {p.unit.name for p in plans}, {p.unit.config_map_name for p in plans})
     _retire_dedicated_claim(plan, nim, [p.unit for p in plans])
     return replace(kept, units=tuple(plans), actions=plan.actions, rendered=frozenset(plan.rendered))
@@ -199,19 +201,24 @@ def _engines_and_servers(
 
 
 def _nimservice_children(
-    plan: _Plan, nim: NimService, settings: OperatorSettings, *, server_there: bool
+    plan: _Plan,
+    nim: NimService,
+    settings: OperatorSettings,
+    rendered: dict[str, dict[str, Any] | None],
+    *,
+    server_there: bool,
 ) -> None:
-    """The NimService's own children, each rendered by its kind (children.py); an autoscaler or PDB needs a
-    Deployment to act on: without the serving unit's, they stay as they are."""
+    """The NimService's own children, each rendered by its kind (children.py) unless `rendered` holds it; an
+    autoscaler or PDB needs a Deployment to act on: without the serving unit's, they stay as they are."""
     server_there = server_there or plan.live(DEPLOYMENT, server_name(nim)) is not None
     for child in CHILD_KINDS:
         if child.render is None or (child.needs_server and not server_there):
             continue
-        rendered = child.render(nim, settings)
+        body = rendered[child.kind] if child.kind in rendered else child.render(nim, settings)
         if child.prunable:
-            plan.want(child, server_name(nim), rendered)
-        elif rendered is not None:
-            plan.apply(rendered)
+            plan.want(child, server_name(nim), body)
+        elif body is not None:
+            plan.apply(body)
 
 
 def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:

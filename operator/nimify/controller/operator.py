@@ -223,12 +223,13 @@ async def nimservice_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, dict[st
 async def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
     """Ready engines by (namespace, claim, cache key): another NimService reuses them with no Job. The
     serving unit's once its EngineReady condition says so, every other unit's once its status holds one."""
+    document = dict(status)
     try:
-        recorded = NimServiceStatus.model_validate(dict(status))
+        recorded = NimServiceStatus.model_validate(document)
     except ValidationError:
         return None
     records = [unit.record() for unit in recorded.units or () if unit.role is not UnitRole.SERVING]
-    if is_engine_ready(dict(status)):
+    if is_engine_ready(document):
         records.append(recorded.record())
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     engines = {}
