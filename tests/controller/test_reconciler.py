@@ -666,3 +666,22 @@ def test_recent_writes_forget_what_expired() -> None:
     assert len(recent) < 200, "a thousand NimServices' writes do not stay in memory"
     assert recent.covers(("Deployment", NAMESPACE, "d1"), "h")
     assert not recent.covers(("Service", NAMESPACE, "s1"), "h")
+
+
+async def test_a_replica_count_raised_is_not_ready_on_the_replicas_there_were() -> None:
+    """The reconcile that applies the new count reads the Deployment as the watch showed it before (1 of 1
+    ready): Ready for the new generation waits until the Deployment has the replicas it now asks for."""
+    h = Harness({"replicas": 1})
+    await h.converge()
+    assert h.condition("Ready")["status"] == "True"
+    h.set_spec({"replicas": 2})
+    await h.reconcile()
+    assert h.cluster.live("Deployment", NAME)["spec"]["replicas"] == 2
+    ready = h.condition("Ready")
+    assert (ready["status"], ready["observedGeneration"]) == ("False", 2), ready
+    h.cluster.roll_out(NAME, ready=1)
+    await h.reconcile()
+    assert h.condition("Ready")["status"] == "False"
+    h.cluster.roll_out(NAME)
+    await h.reconcile()
+    assert h.condition("Ready")["status"] == "True" and h.body["status"]["readyReplicas"] == 2

@@ -69,6 +69,7 @@ class UnitPlan:
     outcome: EngineOutcome
     config_hash: str | None = None  # of the Triton config its ready engine is served with
     deployment: Body | None = None  # the Deployment wanted for it (applied now or already current)
+    deployment_changed: bool = False  # applied now: what the watch shows of it predates this change
 
     @property
     def record(self) -> EngineRecord | None:
@@ -114,18 +115,20 @@ class _Plan:
     def live(self, child: ChildKind, name: str) -> Body | None:
         return self.observed.get(child.kind, self.namespace, name)
 
-    def apply(self, desired: dict[str, Any], requires: tuple[Target, ...] = ()) -> None:
+    def apply(self, desired: dict[str, Any], requires: tuple[Target, ...] = ()) -> bool:
+        """Apply `desired` unless it is current; whether a write was planned."""
         child = CHILD_BY_KIND[desired["kind"]]
         target = (child.kind, desired["metadata"]["name"])
         if target in self.rendered:
-            return  # two units with one engine claim
+            return False  # two units with one engine claim
         self.rendered.add(target)
         live = self.live(child, target[1])
         state = child_state(desired, live, drift=child.drift)
         if state is ChildState.CURRENT:
-            return
+            return False
         remove = tuple(conflicting_elements(desired, live)) if state is ChildState.DRIFTED else ()
         self.writes.append(Apply(desired, state, remove, requires))
+        return True
 
     def want(self, child: ChildKind, name: str, desired: dict[str, Any] | None) -> None:
         """`desired`, or nothing: then delete what this NimService controls under that name."""
@@ -195,7 +198,8 @@ def _engines_and_servers(
                 jobs.add(job["metadata"]["name"])
                 plan.writes.append(Create(job, requires=(claim,) if claim else ()))
         if outcome.record is not None and unit_plan.config_hash is not None:
-            unit_plan = replace(unit_plan, deployment=_serve(plan, nim, unit_plan, settings))
+            deployment, changed = _serve(plan, nim, unit_plan, settings)
+            unit_plan = replace(unit_plan, deployment=deployment, deployment_changed=changed)
         served.append(unit_plan)
     return served
 
@@ -228,8 +232,10 @@ def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPl
     return UnitPlan(unit, outcome, config_hash(_config_text(unit, outcome.record)))
 
 
-def _serve(plan: _Plan, nim: NimService, unit_plan: UnitPlan, settings: OperatorSettings) -> Body:
-    """Apply the unit's Triton config and Deployment; the Deployment wanted."""
+def _serve(
+    plan: _Plan, nim: NimService, unit_plan: UnitPlan, settings: OperatorSettings
+) -> tuple[Body, bool]:
+    """Apply the unit's Triton config and Deployment; the Deployment wanted, and whether it is written now."""
     unit, record = unit_plan.unit, unit_plan.record
     assert record is not None and unit_plan.config_hash is not None, "only a unit with a ready engine"
     plan.apply(render_triton_config(nim, unit, _config_text(unit, record)))
@@ -239,8 +245,8 @@ def _serve(plan: _Plan, nim: NimService, unit_plan: UnitPlan, settings: Operator
     live = plan.live(DEPLOYMENT, unit.name)
     if "replicas" not in deployment["spec"] and live and owns_replicas(live):
         plan.writes.append(HandOverReplicas(unit.name, int(live["spec"].get("replicas", 1))))
-    plan.apply(deployment, requires=((CONFIG_MAP.kind, unit.config_map_name),))
-    return deployment
+    changed = plan.apply(deployment, requires=((CONFIG_MAP.kind, unit.config_map_name),))
+    return deployment, changed
 
 
 def _config_text(unit: ServingUnit, record: EngineRecord) -> str:

@@ -41,14 +41,20 @@ class Report:
     conditions: list[Condition]
 
 
-def serving_state(deployment: Body | None, engine_key: str | None, config: str | None) -> ServingState:
+def serving_state(
+    deployment: Body | None, engine_key: str | None, config: str | None, *, changing: bool = False
+) -> ServingState:
+    """What the Deployment serves; `changing`: this pass applied a change to it, which its status (as the
+    watch showed it before) does not describe yet, so its rollout is not done (Ready waits for the next look:
+    a replica count raised from 1 to 2 is not Ready on the one replica there was)."""
     if deployment is None:
         return ServingState(None, 0, 0, rolled_out=False, serves_current_engine=False)
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     annotations = spec.get("template", {}).get("metadata", {}).get("annotations") or {}
     updated = status.get("updatedReplicas", 0)
     rolled_out = (
-        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        not changing
+        and status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
         and status.get("replicas", 0) == updated
     )
     return ServingState(
@@ -121,7 +127,14 @@ def desired_status(
         desired.invalid_spec,
         nim.spec.paused,
         _engine(desired.engine, written),
-        serving_state(deployment, engine_key, serving.config_hash if serving is not None else None),
+        serving_state(
+            deployment,
+            engine_key,
+            serving.config_hash if serving is not None else None,
+            changing=serving is not None
+            and serving.deployment_changed
+            and written.ok((DEPLOYMENT.kind, name)),
+        ),
         _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None,
     )
     wanted = desired_conditions(observation)
