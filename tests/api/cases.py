@@ -55,6 +55,40 @@ def _profile(min_: list[int], opt: list[int], max_: list[int], name: str = "x") 
     return {"input": name, "min": min_, "opt": opt, "max": max_}
 
 
+PIPELINE: dict[str, Any] = {
+    "members": [
+        {"name": "scaler", "model": {"uri": "s3://models/scaler.onnx"}, "engine": {"backend": "onnxruntime"}},
+        {"name": "classifier", "model": {"uri": "s3://models/classifier.onnx"}},
+    ],
+    "steps": [
+        {"member": "scaler", "inputs": [{"name": "X", "from": "input.features"}]},
+        {"member": "classifier", "inputs": [{"name": "float_input", "from": "scaler.variable"}]},
+    ],
+    "outputs": [{"name": "label", "from": "classifier.output_label"}],
+}
+
+
+def pipeline(edit: Any = None) -> dict[str, Any]:
+    """A spec patch serving PIPELINE (a scaler feeding a classifier) instead of a model, `edit(p)` applied."""
+    document = copy.deepcopy(PIPELINE)
+    if edit is not None:
+        edit(document)
+    return {"model": DELETE, "pipeline": document}
+
+
+def _set(path: str, value: Any) -> Any:
+    """An edit of PIPELINE: `value` at a dotted path whose numbers index lists."""
+
+    def edit(document: dict[str, Any]) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        node: Any = document
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    return edit
+
+
 PLAN = {"model": {"uri": "s3://models/resnet/model.plan"}}
 TRT11_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 
@@ -431,6 +465,122 @@ INVALID = [
     Case("unknown-field", "spec.modelUri", {"modelUri": "s3://models/resnet/model.onnx"}),
     Case("unknown-nested-field", "spec.engine.fp16", {"engine": {"fp16": True}}),
     Case("name-starts-with-digit", "metadata.name", name="7b-model"),
+    # Pipelines: what the spec alone shows (the rest needs the members' signatures: the operator's).
+    Case("pipeline-and-model", "spec.model", {"pipeline": PIPELINE}, message="exactly one of them"),
+    Case("neither-model-nor-pipeline", "spec.model", {"model": DELETE}),
+    Case(
+        "pipeline-step-of-no-member",
+        "spec.pipeline.steps",
+        pipeline(_set("steps.1.member", "ranker")),
+        message="every step runs a member listed in members",
+    ),
+    Case(
+        "pipeline-member-in-no-step",
+        "spec.pipeline.members",
+        pipeline(
+            lambda p: p["members"].append({"name": "spare", "model": {"uri": "s3://models/spare.onnx"}})
+        ),
+        message="every member runs in a step",
+    ),
+    Case(
+        "pipeline-source-of-no-step",
+        "spec.pipeline.steps",
+        pipeline(_set("steps.1.inputs.0.from", "normalizer.variable")),
+        message="names no step",
+    ),
+    Case(
+        "pipeline-step-feeds-itself",
+        "spec.pipeline.steps",
+        pipeline(_set("steps.1.inputs.0.from", "classifier.output_label")),
+        message="or the step itself",
+    ),
+    Case(
+        "pipeline-source-not-a-reference",
+        "spec.pipeline.steps[0].inputs[0].from",
+        pipeline(_set("steps.0.inputs.0.from", "features")),
+    ),
+    Case(
+        "pipeline-step-read-by-nothing",
+        "spec.pipeline.steps",
+        pipeline(_set("outputs.0.from", "scaler.variable")),
+        message="would run for nothing",
+    ),
+    Case(
+        "pipeline-output-of-no-step",
+        "spec.pipeline.outputs",
+        pipeline(_set("outputs.0.from", "ranker.scores")),
+        message="an output of one of the steps",
+    ),
+    Case(
+        "pipeline-output-is-a-pipeline-input",
+        "spec.pipeline.outputs",
+        pipeline(_set("outputs.0.from", "input.features")),
+        message="an output of one of the steps",
+    ),
+    Case(
+        "pipeline-tensor-passed-out-twice",
+        "spec.pipeline.outputs",
+        pipeline(lambda p: p["outputs"].append({"name": "again", "from": "classifier.output_label"})),
+        message="Triton passes a tensor out once",
+    ),
+    Case(
+        "pipeline-output-named-like-an-input",
+        "spec.pipeline.outputs",
+        pipeline(_set("outputs.0.name", "features")),
+        message="share a name",
+    ),
+    Case(
+        "pipeline-member-named-input",
+        "spec.pipeline.members[0].name",
+        pipeline(lambda p: (_set("members.0.name", "input")(p), _set("steps.0.member", "input")(p))),
+        message="choose another name",
+    ),
+    Case(
+        "pipeline-member-model-named",
+        "spec.pipeline.members[1].model.name",
+        pipeline(_set("members.1.model.name", "clf")),
+        message="remove model.name",
+    ),
+    Case(
+        "pipeline-member-named-like-the-nimservice",
+        "spec.pipeline.members",
+        pipeline(),
+        name="scaler",
+        message="may not take the NimService's name",
+    ),
+    Case(
+        "pipeline-member-name-too-long-with-the-nimservice",
+        "spec.pipeline.members",
+        pipeline(),
+        name="n" * 54,
+        message="must fit 63 characters",
+    ),
+    Case(
+        "pipeline-member-twice",
+        "spec.pipeline.members",
+        pipeline(lambda p: p["members"].append(copy.deepcopy(p["members"][0]))),
+    ),
+    Case(
+        "pipeline-member-in-two-steps",
+        "spec.pipeline.steps",
+        pipeline(lambda p: p["steps"].append(copy.deepcopy(p["steps"][0]))),
+    ),
+    Case(
+        "pipeline-member-input-fed-twice",
+        "spec.pipeline.steps",
+        pipeline(lambda p: p["steps"][1]["inputs"].append({"name": "float_input", "from": "input.raw"})),
+    ),
+    Case(
+        "pipeline-profiles-for-all-members",
+        "spec.engine.profiles",
+        {**pipeline(), "engine": {"profiles": [_profile([1, 4], [8, 4], [16, 4], "X")]}},
+        message="give them in each member's engine",
+    ),
+    Case(
+        "pipeline-member-engine-checked-as-spec-engine",
+        "spec.pipeline.members[0].engine.precision",
+        pipeline(_set("members.0.engine.precision", "fp16")),
+    ),
 ]
 
 VALID = [
@@ -549,6 +699,27 @@ VALID = [
             "triton": {"serviceAccountName": "triton"},
             "imagePullSecrets": ["nvcr-mirror", "registry.internal"],
         },
+    ),
+    Case("pipeline-chain", "", pipeline()),
+    Case(
+        "pipeline-fan-out-fan-in",
+        "",
+        pipeline(
+            lambda p: (
+                p["members"].append({"name": "ranker", "model": {"uri": "hf://org/ranker/model.onnx"}}),
+                p["steps"].append(
+                    {
+                        "member": "ranker",
+                        "inputs": [
+                            {"name": "scaled", "from": "scaler.variable"},
+                            {"name": "label", "from": "classifier.output_label"},
+                            {"name": "raw", "from": "input.features"},
+                        ],
+                    }
+                ),
+                p["outputs"].append({"name": "rank", "from": "ranker.output.1"}),
+            )
+        ),
     ),
 ]
 

@@ -54,7 +54,7 @@ def test_python_code_may_build_specs_by_attribute_name() -> None:
     built = NimServiceSpec.model_validate(
         {"model": {"uri": "s3://models/m/model.onnx", "credentials_secret": "s3"}, "paused": True}
     )
-    assert built.model.credentials_secret == "s3"
+    assert built.the_model.credentials_secret == "s3"
 
 
 def test_types_are_not_coerced_like_the_apiserver() -> None:
@@ -83,7 +83,7 @@ def test_model_format_is_inferred_from_the_suffix(
     uri: str, declared: str | None, resolved: ModelFormat
 ) -> None:
     model = {"uri": uri, **({"format": declared} if declared else {})}
-    assert spec(model=model).model.resolved_format == resolved
+    assert spec(model=model).the_model.resolved_format == resolved
 
 
 def test_desired_replicas_follow_replicas_or_the_autoscaler_minimum() -> None:

@@ -85,8 +85,8 @@ def test_create_writes_a_valid_nimservice(tmp_path: Path, cli: Cli, name: str) -
     document = yaml.safe_load(result.stdout)
     service = NimService.model_validate(document)
     assert service.metadata.name == name.replace("_", "-")
-    assert service.spec.model.sha256 == file_sha256(path)
-    assert service.spec.model.format == "onnx"
+    assert service.spec.the_model.sha256 == file_sha256(path)
+    assert service.spec.the_model.format == "onnx"
     assert f"triton batching: {'on' if BATCHED[name] else 'off'}" in result.stderr
 
 

@@ -24,7 +24,7 @@ from nimify.render.disruption_budget import render_disruption_budget
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
-from nimify.render.triton_config import render_triton_config
+from nimify.render.triton_config import CONFIG_KEY, render_triton_config
 from nimify.settings import OperatorSettings
 from tests.render.conftest import unit_of
 
@@ -85,7 +85,7 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
     rendered: list[dict[str, Any] | None] = [
         render_build_job(nim, unit_of(nim, location), settings),
         render_engine_claim(nim, location.claim, settings),
-        render_triton_config(nim, unit_of(nim, location), "name: 'full'\n"),
+        render_triton_config(nim, unit_of(nim, location), {CONFIG_KEY: "name: 'full'\n"}),
         render_deployment(nim, unit_of(nim, location), ServedEngine("0" * 16), settings),
         render_service(nim),
         render_autoscaler(nim, settings),

@@ -28,7 +28,7 @@ from nimify.render.identity import (
 )
 from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
-from nimify.render.triton_config import render_triton_config
+from nimify.render.triton_config import CONFIG_KEY, render_triton_config
 from nimify.settings import OperatorSettings
 from tests.render.conftest import NAME, NAMESPACE, UID, nimservice, unit_of
 
@@ -51,7 +51,7 @@ def children(nim: NimService, settings: OperatorSettings) -> dict[str, dict[str,
     rendered = {
         "Job": render_build_job(nim, unit_of(nim, location), settings),
         "PersistentVolumeClaim": render_engine_claim(nim, location.claim, settings),
-        "ConfigMap": render_triton_config(nim, unit_of(nim, location), "name: 'resnet50'\n"),
+        "ConfigMap": render_triton_config(nim, unit_of(nim, location), {CONFIG_KEY: "name: 'resnet50'\n"}),
         "Deployment": render_deployment(
             nim, unit_of(nim, location), ServedEngine("0123456789abcdef"), settings
         ),

@@ -112,7 +112,7 @@ def test_text_is_deterministic() -> None:
 def test_config_map(settings: OperatorSettings) -> None:
     nim: NimService = nimservice()
     text = text_for()
-    config_map = render_triton_config(nim, unit_of(nim), text)
+    config_map = render_triton_config(nim, unit_of(nim), {CONFIG_KEY: text})
     assert config_map["apiVersion"] == "v1" and config_map["kind"] == "ConfigMap"
     assert config_map["metadata"]["name"] == f"{NAME}-triton-config"
     assert config_map["metadata"]["namespace"] == NAMESPACE

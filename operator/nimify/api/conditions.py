@@ -32,6 +32,8 @@ class ConditionReason(StrEnum):
     PAUSED = "Paused"
     # Reconciling
     BUILDING_ENGINE = "BuildingEngine"
+    CHECKING_PIPELINE = "CheckingPipeline"
+    """A pipeline's engines are ready; its check Job compares the served ensemble with the chained models."""
     DEPLOYING = "Deploying"
     SCALING = "Scaling"
     # Stalled and failures
@@ -43,6 +45,17 @@ class ConditionReason(StrEnum):
     ENGINE_RESULT_MISSING = "EngineResultMissing"
     """The conversion Job completed, but its pod left no result to read (its command overridden, or it ran
     where no kubelet runs containers): nothing will change until the spec does or the Job is deleted."""
+    PIPELINE_TENSOR_UNKNOWN = "PipelineTensorUnknown"
+    """A pipeline names a member input or output its model does not have (its conversion says what it has)."""
+    PIPELINE_TENSOR_MISMATCH = "PipelineTensorMismatch"
+    """Two tensors a pipeline connects differ in dtype, rank or a fixed size."""
+    PIPELINE_INPUT_UNFED = "PipelineInputUnfed"
+    """A pipeline step leaves an input of its member without a source."""
+    PIPELINE_BATCHING_MISMATCH = "PipelineBatchingMismatch"
+    """Some pipeline members batch and some do not: an ensemble passes one batch through them all."""
+    PIPELINE_CHECK_FAILED = "PipelineCheckFailed"
+    """The pipeline's end-to-end check failed: the served ensemble answered otherwise than the members'
+    models chained in ONNX Runtime, or could not be run. The chain it served before keeps serving."""
     PARITY_FAILED = "ParityFailed"
     PARITY_INPUTS_REQUIRED = "ParityInputsRequired"
     """The conversion could not generate inputs the model accepts for the parity check: give parity inputs."""

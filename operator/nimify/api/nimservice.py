@@ -84,12 +84,28 @@ class NimService(ApiModel):
             ),
             field_path=".metadata.name",
         ),
+        Rule(
+            cel="!has(self.spec.pipeline) || self.spec.pipeline.members.all(m, m.name != self.metadata.name"
+            " && size(self.metadata.name) + size(m.name) < 63)",
+            message="a pipeline member may not take the NimService's name (the pipeline is served under it),"
+            " and the NimService's name, a '-' and the member's name must fit 63 characters (they name the"
+            " member's Triton config)",
+            holds=lambda service: (
+                service.spec.pipeline is None
+                or service.metadata.name is None
+                or all(
+                    m.name != service.metadata.name and len(service.metadata.name) + len(m.name) < 63
+                    for m in service.spec.pipeline.members
+                )
+            ),
+            field_path=".spec.pipeline.members",
+        ),
     )
 
     @property
     def triton_model_name(self) -> str:
-        """The model's name inside Triton: spec.model.name, else the NimService's name."""
-        return self.spec.model.name or self.metadata.name or ""
+        """The model's name inside Triton: spec.model.name, else (a pipeline too) the NimService's name."""
+        return (self.spec.model.name if self.spec.model else None) or self.metadata.name or ""
 
     def to_dict(self) -> dict[str, Any]:
         """The object as the apiserver would hold it: camelCase keys, JSON types, unset fields left out."""

@@ -20,6 +20,7 @@ from nimify.api.releases import (
     resolve_tensorrt,
 )
 from nimify.api.spec import BUILDER_FLAG_PRECISIONS, Backend, ModelFormat, NimServiceSpec, Precision
+from nimify.api.spec.pipeline import order_errors
 from nimify.api.validation import FieldError, field_errors
 
 ComputeCapability = tuple[int, int]
@@ -50,10 +51,21 @@ def compute_capability(gpu_product: str) -> ComputeCapability | None:
 
 
 def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
-    """What makes a well-formed spec unworkable, each error naming its field."""
+    """What makes a well-formed spec unworkable, each error naming its field (a pipeline member's engine
+    settings under the member: spec.pipeline.members[i].engine)."""
+    if spec.pipeline is None:
+        return _engine_errors(spec, "spec.engine")
+    errors = [FieldError(f"spec.pipeline.{path}", message) for path, message in order_errors(spec.pipeline)]
+    for index, member in enumerate(spec.pipeline.members):
+        engine_path = f"spec.pipeline.members[{index}].engine" if member.engine else "spec.engine"
+        errors += [e for e in _engine_errors(spec.member_spec(member), engine_path) if e not in errors]
+    return errors
+
+
+def _engine_errors(spec: NimServiceSpec, engine_path: str) -> list[FieldError]:
     errors: list[FieldError] = []
     engine, image = spec.engine, spec.triton.image
-    builds_engine = engine.backend == Backend.TENSORRT and spec.model.resolved_format == ModelFormat.ONNX
+    builds_engine = engine.backend == Backend.TENSORRT and spec.the_model.resolved_format == ModelFormat.ONNX
     if builds_engine:
         tensorrt = resolve_tensorrt(image)
         if not isinstance(tensorrt, ImageTensorRT):
@@ -69,7 +81,7 @@ def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
         elif tensorrt.strongly_typed and engine.precision in BUILDER_FLAG_PRECISIONS:
             errors.append(
                 FieldError(
-                    "spec.engine.precision",
+                    f"{engine_path}.precision",
                     f"{engine.precision} is a TensorRT 10 builder flag, but {image} ships TensorRT"
                     f" {tensorrt.major}, which builds strongly typed networks only: put the precision"
                     " into the ONNX graph (ModelOpt AutoCast, Q/DQ nodes) and use precision auto",
@@ -81,7 +93,7 @@ def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
     if builds_engine and needed and capability and capability < needed:
         errors.append(
             FieldError(
-                "spec.engine.precision",
+                f"{engine_path}.precision",
                 f"{engine.precision} needs compute capability {needed[0]}.{needed[1]} or newer; {product} has"
                 f" {capability[0]}.{capability[1]}",
             )

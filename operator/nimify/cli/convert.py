@@ -45,10 +45,18 @@ def load_spec(path: Path | None, inline: str | None) -> tuple[Any, str | None]:
     try:
         if "spec" in data:
             service = NimService.model_validate(data)
-            return service.spec, service.metadata.name
-        return NimServiceSpec.model_validate(data), None
+            spec, name = service.spec, service.metadata.name
+        else:
+            spec, name = NimServiceSpec.model_validate(data), None
     except ValidationError as error:
         raise ModelError("InvalidSpec", "; ".join(map(str, field_errors(error)))) from None
+    if spec.pipeline is not None:
+        raise ModelError(
+            "InvalidSpec",
+            f"{path or 'NIMIFY_SPEC'} is a pipeline: convert converts one model (the operator runs one"
+            " conversion per member)",
+        )
+    return spec, name
 
 
 @app.command("convert")
@@ -148,7 +156,7 @@ def convert_command(
     workspace = work_dir or Path(tempfile.mkdtemp(prefix="nimify-convert-"))
     try:
         spec, service_name = load_spec(spec_file, spec_json)
-        uri = model or (spec.model.uri if spec is not None else None)
+        uri = model or (spec.the_model.uri if spec is not None else None)
         if not uri:
             raise ModelError("ModelMissing", "give a model URI or path, or a --spec with model.uri")
         engine = spec.engine if spec is not None else EngineSpec(backend="onnxruntime")
@@ -160,15 +168,16 @@ def convert_command(
             generated=parse_parity_generated(parity_shapes, parity_values),
         )
         spec_inputs = engine.parity.inputs
-        model_name = name or (spec.model.name if spec is not None else None) or service_name
+        model_name = name or (spec.the_model.name if spec is not None else None) or service_name
         request = ConvertRequest(
             uri=uri,
             name=model_name or model_name_for(Path(uri.split("?", 1)[0])),
             repository=repository,
             work_dir=workspace,
             backend=backend or engine.backend.value,
-            model_format=model_format or (spec.model.format.value if spec and spec.model.format else None),
-            sha256=sha256 or (spec.model.sha256 if spec is not None else None),
+            model_format=model_format
+            or (spec.the_model.format.value if spec and spec.the_model.format else None),
+            sha256=sha256 or (spec.the_model.sha256 if spec is not None else None),
             parity_inputs=parity_inputs or (spec_inputs.uri if spec_inputs else None),
             parity_inputs_sha256=parity_inputs_sha256 or (spec_inputs.sha256 if spec_inputs else None),
             engine=engine,

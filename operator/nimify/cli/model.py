@@ -7,7 +7,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -17,11 +17,16 @@ from rich.table import Table
 
 from nimify.cli import app
 from nimify.cli.failures import reported_failures, stderr
+from nimify.cli.pipeline_file import ModelFileOption, PipelineOption, check_sources, refuse_model_options
 from nimify.cli.progress import pipeline_progress
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.signature import Signature
 from nimify.triton.model_config import config_dims
+
+if TYPE_CHECKING:
+    from nimify.api import NimService
+    from nimify.cli.manifest import ManifestOptions
 
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -206,10 +211,21 @@ ParityValueOption = Annotated[
 ]
 
 
+OptionalModelArgument = Annotated[
+    str | None,
+    typer.Argument(help="ONNX file or TensorRT plan: a path, or an https/s3/gs/hf URI (or --pipeline)."),
+]
+
+
 @app.command("create")
 def create_command(
-    model: ModelArgument,
-    name: Annotated[str, typer.Option("--name", help="NimService name (a DNS-1035 label).")],
+    model: OptionalModelArgument = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="NimService name (a DNS-1035 label; a pipeline's: its file's stem)."),
+    ] = None,
+    pipeline: PipelineOption = None,
+    model_files: ModelFileOption = None,
     uri: Annotated[
         str | None,
         typer.Option("--uri", help="Where the cluster fetches the model (default: MODEL when a URI)."),
@@ -249,21 +265,41 @@ def create_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
-    """Inspect MODEL and print (or write) a NimService manifest that serves it."""
+    """Inspect MODEL (or a --pipeline's members) and print (or write) a NimService manifest serving it.
+
+    A pipeline file holds spec.pipeline; each member's model.uri is where the cluster fetches it, and
+    --model-file MEMBER=PATH gives the copy to inspect here (default: the uri, downloaded).
+    """
     from nimify.cli.manifest import ManifestOptions, build_nimservice, manifest_document
     from nimify.engine.sources import parse_uri
     from nimify.model.validation import validate_model
 
+    check_sources(model, pipeline, model_files)
+    if pipeline is not None:
+        refuse_model_options(
+            {
+                "--uri": uri,
+                "--profile": profiles,
+                "--parity-inputs": parity_inputs,
+                "--parity-inputs-sha256": parity_inputs_sha256,
+                "--parity-shape": parity_shapes,
+                "--parity-value": parity_values,
+            }
+        )
+    elif name is None:
+        raise typer.BadParameter("give the NimService's name (a DNS-1035 label)", param_hint="--name")
     with reported_failures():
-        manifest_uri = uri or (model if parse_uri(model).scheme != "local" else None)
-        if manifest_uri is None:
-            raise ModelError(
-                "ModelUriRequired",
-                "MODEL is a local file: pass --uri with where the cluster fetches it "
-                "(https://, s3://, gs://, pvc://CLAIM/PATH or hf://)",
-            )
+        manifest_uri = None
+        if model is not None:
+            manifest_uri = uri or (model if parse_uri(model).scheme != "local" else None)
+            if manifest_uri is None:
+                raise ModelError(
+                    "ModelUriRequired",
+                    "MODEL is a local file: pass --uri with where the cluster fetches it "
+                    "(https://, s3://, gs://, pvc://CLAIM/PATH or hf://)",
+                )
         options = ManifestOptions(
-            name=name,
+            name=name or (pipeline.stem if pipeline is not None else ""),
             uri=manifest_uri,
             namespace=namespace,
             backend=backend,
@@ -284,11 +320,15 @@ def create_command(
             parity_inputs_sha256=parity_inputs_sha256,
             parity_generated=parse_parity_generated(parity_shapes, parity_values),
         )
-        with local_model(model) as path:
-            report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
-            print_warnings(report)
-            # Runs the model (as the conversion Job does, without building) while the file is at hand.
-            service, notes = build_nimservice(report, options)
+        if pipeline is not None:
+            service, notes = _pipeline_nimservice(pipeline, model_files, options)
+        else:
+            assert model is not None
+            with local_model(model) as path:
+                report = validate_model(path, backend="tensorrt" if backend == "tensorrt" else "onnxruntime")
+                print_warnings(report)
+                # Runs the model (as the conversion Job does, without building) while the file is at hand.
+                service, notes = build_nimservice(report, options)
         document = manifest_document(service)
         text = json.dumps(document, indent=2) + "\n" if as_json else yaml.safe_dump(document, sort_keys=False)
         for note in notes:
@@ -300,13 +340,62 @@ def create_command(
             stderr.print(f"wrote {escape(str(output))}")
 
 
+def _pipeline_nimservice(
+    path: Path, model_files: list[str] | None, options: ManifestOptions
+) -> tuple[NimService, list[str]]:
+    """The NimService of the pipeline in `path`: each member's local copy inspected and run as create runs a
+    model, with the backend it is built with."""
+    from nimify.api import EngineSpec
+    from nimify.cli.manifest import build_pipeline_nimservice
+    from nimify.cli.pipeline_file import FIELD, load_pipeline, member_models, parse_model_files
+    from nimify.model.validation import validate_model
+
+    loaded = load_pipeline(path, manifest=False)
+    files = parse_model_files(model_files, loaded.pipeline)
+    for index, member in enumerate(loaded.pipeline.members):
+        if member.name in loaded.local and member.name not in files:
+            raise ModelError(
+                "ModelUriRequired",
+                f"{FIELD}.members[{index}].model.uri is a local file: write where the cluster fetches it"
+                " (https://, s3://, gs://, pvc://CLAIM/PATH or hf://) and give the local copy with"
+                f" --model-file {member.name}=PATH",
+            )
+    default = EngineSpec(backend=options.backend)
+    with member_models(loaded, files) as paths:
+        reports = {}
+        for member in loaded.pipeline.members:
+            backend = loaded.engine(member.name, default).backend
+            report = validate_model(
+                paths[member.name], backend="tensorrt" if backend == "tensorrt" else "onnxruntime"
+            )
+            for warning in report.warnings:
+                stderr.print(f"[yellow]warning:[/] {escape(member.name)}: {escape(warning)}")
+            reports[member.name] = report
+        # Runs each member (as its conversion Job does, without building) while the files are at hand.
+        return build_pipeline_nimservice(loaded.document, reports, options)
+
+
 @app.command("openapi")
 def openapi_command(
-    model: ModelArgument,
+    model: OptionalModelArgument = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Triton model name (default: from the file name).")
+        str | None,
+        typer.Option(
+            "--name",
+            help="Triton model name (default: from the file name; a pipeline's: the NimService's or the"
+            " file's stem).",
+        ),
     ] = None,
-    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", min=0)] = None,
+    pipeline: PipelineOption = None,
+    model_files: ModelFileOption = None,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batch-size",
+            min=0,
+            help="Triton's max_batch_size (a pipeline file: for members without engine settings).",
+        ),
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(
@@ -321,28 +410,80 @@ def openapi_command(
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
     as_yaml: Annotated[bool, typer.Option("--yaml", help="YAML instead of JSON.")] = False,
 ) -> None:
-    """Print the OpenAPI 3.1 document of the model's KServe v2 inference endpoints."""
+    """Print the OpenAPI 3.1 document of the model's KServe v2 inference endpoints (a pipeline's and its
+    members')."""
     from nimify.api import EngineSpec
-    from nimify.model.inspection import resolve_format
-    from nimify.model.onnx_file import check_model_file
     from nimify.model.validation import validate_model
     from nimify.triton.local_repository import model_name_for
     from nimify.triton.model_config import resolve_max_batch_size
     from nimify.triton.openapi import openapi_document
 
-    with reported_failures(), local_model(model, show_progress=False) as path:
-        plan = check_model_file(path) > 0 and resolve_format(path, model_format) == "tensorrt-plan"
-        report = validate_model(
-            path,
-            backend=backend or ("tensorrt" if plan else "onnxruntime"),
-            model_format=model_format,
-            signature_hint=load_signature(signature),
-        )
-        print_warnings(report)
-        batch = resolve_max_batch_size(EngineSpec(max_batch_size=max_batch_size), report.batching)
-        document = openapi_document(name or model_name_for(path), report.signature, max_batch_size=batch)
+    check_sources(model, pipeline, model_files)
+    if pipeline is not None:
+        refuse_model_options({"--format": model_format, "--signature": signature})
+    with reported_failures():
+        if pipeline is not None:
+            document = _pipeline_openapi(pipeline, model_files, name, max_batch_size, backend)
+        else:
+            assert model is not None
+            with local_model(model, show_progress=False) as path:
+                report = validate_model(
+                    path,
+                    backend=backend or _default_backend(path, model_format),
+                    model_format=model_format,
+                    signature_hint=load_signature(signature),
+                )
+                print_warnings(report)
+                batch = resolve_max_batch_size(EngineSpec(max_batch_size=max_batch_size), report.batching)
+                document = openapi_document(
+                    name or model_name_for(path), report.signature, max_batch_size=batch
+                )
         text = yaml.safe_dump(document, sort_keys=False) if as_yaml else json.dumps(document, indent=2) + "\n"
         if output is None:
             typer.echo(text, nl=False)
         else:
             output.write_text(text)
+
+
+def _default_backend(path: Path, model_format: str | None) -> str:
+    from nimify.model.inspection import resolve_format
+    from nimify.model.onnx_file import check_model_file
+
+    plan = check_model_file(path) > 0 and resolve_format(path, model_format) == "tensorrt-plan"
+    return "tensorrt" if plan else "onnxruntime"
+
+
+def _pipeline_openapi(
+    path: Path,
+    model_files: list[str] | None,
+    name: str | None,
+    max_batch_size: int | None,
+    backend: str | None,
+) -> dict[str, Any]:
+    """The document of the pipeline in `path` (a pipeline file or a NimService): the ensemble's endpoints,
+    typed by the graph checked against the members' signatures, and each member's."""
+    from nimify.api import EngineSpec
+    from nimify.cli.pipeline_file import check_pipeline_name, load_pipeline, member_models, parse_model_files
+    from nimify.model.validation import validate_model
+    from nimify.triton.ensemble import Member, plan_ensemble
+    from nimify.triton.model_config import resolve_max_batch_size
+    from nimify.triton.openapi import ServedModel, pipeline_openapi_document
+
+    loaded = load_pipeline(path)
+    files = parse_model_files(model_files, loaded.pipeline)
+    check_pipeline_name(name or loaded.name, loaded.pipeline, "--name" if name else "the pipeline's name")
+    default = EngineSpec(max_batch_size=max_batch_size)
+    members: dict[str, Member] = {}
+    with member_models(loaded, files, show_progress=False) as paths:
+        for member in loaded.pipeline.members:
+            file = paths[member.name]
+            report = validate_model(file, backend=backend or _default_backend(file, None))
+            for warning in report.warnings:
+                stderr.print(f"[yellow]warning:[/] {escape(member.name)}: {escape(warning)}")
+            batch = resolve_max_batch_size(loaded.engine(member.name, default), report.batching)
+            members[member.name] = Member(report.signature, batch)
+    ensemble = plan_ensemble(name or loaded.name, loaded.pipeline, members)
+    return pipeline_openapi_document(
+        ServedModel(ensemble.name, ensemble.signature, ensemble.max_batch_size),
+        [ServedModel(n, m.signature, m.max_batch_size) for n, m in members.items()],
+    )

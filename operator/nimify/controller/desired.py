@@ -10,6 +10,7 @@ the NimService itself, each rendered by its kind's renderer (children.py).
 | engine claim | a unit uses a claim nimify creates | a dedicated claim goes once nothing mounts it; the |
 | | | shared one once no NimService uses it (`unused_shared_claim`) |
 | conversion Job | a unit's engine is neither served, reusable nor built | created once, never changed |
+| check Job | a pipeline's members are ready and this ensemble is not checked (pipeline.py) | the same |
 | ConfigMap, Deployment | the unit's engine is ready | kept while the unit exists: its old engine serves |
 | | | meanwhile; deleted once the unit is gone |
 | Service | always | |
@@ -48,12 +49,13 @@ from nimify.controller.conditions import EngineState
 from nimify.controller.drift import ChildState, child_state, conflicting_elements, owns_replicas
 from nimify.controller.engine_step import EngineOutcome, engine_outcome
 from nimify.controller.observed import Body, Observed
+from nimify.controller.pipeline import pipeline_outcome
 from nimify.engine.location import EngineLocation, dedicated_claim_name
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import server_name
-from nimify.render.triton_config import config_hash, render_config_text, render_triton_config
+from nimify.render.triton_config import CONFIG_KEY, config_hash, config_text, render_triton_config
 from nimify.render.units import ServingUnit, serving_units
 from nimify.settings import OperatorSettings
 
@@ -68,6 +70,8 @@ class UnitPlan:
     unit: ServingUnit
     outcome: EngineOutcome
     config_hash: str | None = None  # of the Triton config its ready engine is served with
+    config: dict[str, str] | None = None  # that config, as its ConfigMap holds it (a pipeline's: several)
+    job: Body | None = None  # the Job its engine needs when not a conversion (a pipeline's check)
     deployment: Body | None = None  # the Deployment wanted for it (applied now or already current)
     deployment_changed: bool = False  # applied now: what the watch shows of it predates this change
 
@@ -158,7 +162,7 @@ def desired_set(
         return DesiredSet(
             EngineState(False, ConditionReason.INVALID_SPEC.value, invalid, failed=True), invalid_spec=invalid
         )
-    plans = [_unit_plan(nim, unit, observed) for unit in units(nim, settings)]
+    plans = _unit_plans(nim, units(nim, settings), observed, settings)
     # Routes are rendered once: their kinds tell the status which to expect, their bodies are applied below.
     rendered_routes = {
         child.kind: child.render(nim, settings) for child in CHILD_KINDS if child.route and child.render
@@ -193,7 +197,7 @@ def _engines_and_servers(
         unit, outcome = unit_plan.unit, unit_plan.outcome
         claim = _claim(plan, nim, unit.location, settings)
         if outcome.create_job:
-            job = render_build_job(nim, unit, settings)
+            job = unit_plan.job or render_build_job(nim, unit, settings)
             if job["metadata"]["name"] not in jobs:  # two units with one engine: one Job
                 jobs.add(job["metadata"]["name"])
                 plan.writes.append(Create(job, requires=(claim,) if claim else ()))
@@ -225,20 +229,36 @@ def _nimservice_children(
             plan.apply(body)
 
 
+def _unit_plans(
+    nim: NimService, units: tuple[ServingUnit, ...], observed: Observed, settings: OperatorSettings
+) -> list[UnitPlan]:
+    """Where each unit's engine stands; a pipeline's from its members' (pipeline.py)."""
+    plans = {unit.name: _unit_plan(nim, unit, observed) for unit in units if not unit.members}
+    for unit in units:
+        if unit.members:
+            member_outcomes = [(m, plans[m.name].outcome) for m in unit.members]
+            found = pipeline_outcome(nim, unit, member_outcomes, observed, settings)
+            plans[unit.name] = UnitPlan(unit, found.outcome, found.config_hash, found.config, job=found.job)
+    return [plans[unit.name] for unit in units]
+
+
 def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:
     outcome = engine_outcome(nim, unit, observed)
-    if outcome.record is None:
-        return UnitPlan(unit, outcome)
-    return UnitPlan(unit, outcome, config_hash(_config_text(unit, outcome.record)))
+    if outcome.record is None or unit.role is UnitRole.PIPELINE_MEMBER:
+        return UnitPlan(unit, outcome)  # a member is served by its pipeline's unit
+    text = config_text(unit, outcome.record)
+    return UnitPlan(unit, outcome, config_hash(text), {CONFIG_KEY: text})
 
 
 def _serve(
     plan: _Plan, nim: NimService, unit_plan: UnitPlan, settings: OperatorSettings
 ) -> tuple[Body, bool]:
     """Apply the unit's Triton config and Deployment; the Deployment wanted, and whether it is written now."""
-    unit, record = unit_plan.unit, unit_plan.record
-    assert record is not None and unit_plan.config_hash is not None, "only a unit with a ready engine"
-    plan.apply(render_triton_config(nim, unit, _config_text(unit, record)))
+    unit, record, config = unit_plan.unit, unit_plan.record, unit_plan.config
+    assert record is not None and unit_plan.config_hash is not None and config, (
+        "only a unit with a ready engine"
+    )
+    plan.apply(render_triton_config(nim, unit, config))
     deployment = render_deployment(
         nim, unit, ServedEngine(unit_plan.config_hash, record.engine.gpu_product), settings
     )
@@ -247,10 +267,6 @@ def _serve(
         plan.writes.append(HandOverReplicas(unit.name, int(live["spec"].get("replicas", 1))))
     changed = plan.apply(deployment, requires=((CONFIG_MAP.kind, unit.config_map_name),))
     return deployment, changed
-
-
-def _config_text(unit: ServingUnit, record: EngineRecord) -> str:
-    return render_config_text(unit.nimservice, record.signature, record.engine.max_batch_size or 0)
 
 
 def _retire_units(plan: _Plan, nim: NimService, deployments: set[str], configs: set[str]) -> None:

@@ -100,7 +100,7 @@ def _failure_reason(reason: str | None) -> str:
     return reason
 
 
-def _job_condition(job: Body, kind: str) -> Body | None:
+def job_condition(job: Body, kind: str) -> Body | None:
     return next(
         (
             c
@@ -169,7 +169,7 @@ def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> En
     # A conversion pod that succeeded is the Job's success: its result is final, and waiting for the Job
     # controller to say so (it batches pod updates, and is rate limited like every controller) only delays
     # every NimService that waits for this engine.
-    if _job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
+    if job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
         if result is None and _finished(pod):
             message = (
                 f"Job {job_name} completed, but its pod left no result in its termination message (was the"
@@ -198,7 +198,7 @@ def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> En
             ),
             finished_build=True,
         )
-    if failed := _job_condition(job, "Failed"):
+    if failed := job_condition(job, "Failed"):
         if _oom_killed(pod):  # killed by the kernel: its termination message is only the log's tail
             reason = ConditionReason.OOM_KILLED.value
             message = (

@@ -256,6 +256,7 @@ def _unit_engines(body: kopf.Body, memo: kopf.Memo) -> tuple[tuple[str, str], ..
     engines = tuple(
         (u.location.claim, build_job_name(u.location.claim, u.location.cache_key, u.location.conversion_key))
         for u in units
+        if not u.members  # a pipeline's unit serves its members' engines and builds none
     )
     if state is not None:
         state.engines[uid] = (generation, engines)

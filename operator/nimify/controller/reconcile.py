@@ -34,6 +34,7 @@ NORMAL_REASONS = frozenset(
         ConditionReason.SERVING,
         ConditionReason.PAUSED,
         ConditionReason.BUILDING_ENGINE,
+        ConditionReason.CHECKING_PIPELINE,
         ConditionReason.DEPLOYING,
         ConditionReason.SCALING,
         ConditionReason.ENGINE_BUILT,

@@ -22,6 +22,7 @@ from nimify.engine.gpu_product import detect_gpu_product
 from nimify.engine.parity import Arrays, ParityReport, compare_outputs
 from nimify.engine.parity_inputs import load_parity_inputs
 from nimify.engine.parity_search import GIVE_PARITY_INPUTS, reference_set
+from nimify.engine.pipeline_document import SOURCE_DIR, SOURCE_NOTE
 from nimify.engine.profiles import checked_profiles, derive_profiles
 from nimify.engine.quantity import quantity_bytes
 from nimify.engine.reference import OnnxRuntimeModel
@@ -45,7 +46,7 @@ from nimify.triton.model_config import (
 )
 from nimify.triton.python_backend_shim import LoadedPythonModel
 from nimify.triton.python_model import render_python_model
-from nimify.triton.repository import assemble_model_directory, publish_model_directory
+from nimify.triton.repository import assemble_model_directory, publish_model_directory, write_model_directory
 
 Stage = Callable[[str], None]
 
@@ -179,6 +180,11 @@ def _convert(request: ConvertRequest, result: ConversionResult, on_stage: Stage)
     with _timed(result, "publish", on_stage):
         published = publish_model_directory(assembled, request.repository, request.name)
         result.repository = str(published)
+        if request.backend == "tensorrt" and report.format == "onnx":
+            # The ONNX model beside its engine: a pipeline's end-to-end check chains the members' sources in
+            # ONNX Runtime (engine/pipeline_check.py). The engine alone cannot answer on a CPU.
+            source = _onnx_files(fetched, report, "onnxruntime", max_batch_size).files
+            write_model_directory(request.repository.parent, SOURCE_DIR, SOURCE_NOTE, source)
 
 
 def _onnx_files(fetched: FetchedModel, report: ModelReport, backend: str, max_batch_size: int) -> _Built:

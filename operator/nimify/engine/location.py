@@ -57,9 +57,10 @@ def engine_claim(nim: NimService, settings: OperatorSettings) -> str:
 def model_identity(nim: NimService) -> str:
     """The model's digest when pinned; an unpinned model is identified by its URI (pin sha256 to rebuild when
     the bytes behind a URI change)."""
-    if nim.spec.model.sha256:
-        return nim.spec.model.sha256
-    return hashlib.sha256(f"uri:{nim.spec.model.uri}".encode()).hexdigest()
+    model = nim.spec.the_model
+    if model.sha256:
+        return model.sha256
+    return hashlib.sha256(f"uri:{model.uri}".encode()).hexdigest()
 
 
 def tensorrt_identity(nim: NimService) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy.typing as npt
 
 from nimify.api import GeneratedInput, ShapeProfile
-from nimify.engine.reference import DEFAULT_DYNAMIC_SIZE, INTEGER_DTYPES, OnnxRuntimeModel, reference_inputs
+from nimify.engine.reference import DEFAULT_DYNAMIC_SIZE, INTEGER_DTYPES, Reference, reference_inputs
 from nimify.model.errors import ModelError
 from nimify.model.signature import Signature
 
@@ -103,7 +103,7 @@ def _mode_inputs(signature: Signature, fixed: set[str]) -> list[str]:
 
 
 def reference_set(
-    model: OnnxRuntimeModel,
+    model: Reference,
     signature: Signature,
     samples: int,
     *,

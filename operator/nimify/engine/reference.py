@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -183,6 +183,12 @@ def reference_inputs(
                 feeds[tensor.name] = random_tensor(tensor, shapes[tensor.name], rng)
         batches.append(feeds)
     return batches
+
+
+class Reference(Protocol):
+    """What answers the reference outputs: one ONNX Runtime session, or a pipeline's sessions chained."""
+
+    def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> Arrays: ...
 
 
 class OnnxRuntimeModel:

@@ -49,7 +49,7 @@ def build_resources(nim: NimService, settings: OperatorSettings) -> dict[str, di
 
 def model_claim(nim: NimService) -> str | None:
     """The claim a pvc:// model lives on (mounted read-only into the Job)."""
-    uri = nim.spec.model.uri
+    uri = nim.spec.the_model.uri
     return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
 
 
@@ -113,9 +113,9 @@ def convert_container(
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
-    if spec.model.credentials_secret:
+    if spec.the_model.credentials_secret:
         # Keys become environment variables; their values never appear in the Job spec or the logs.
-        container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
+        container["envFrom"] = [{"secretRef": {"name": spec.the_model.credentials_secret}}]
     return container
 
 

@@ -15,11 +15,12 @@ from nimify.render.identity import (
 from nimify.render.placement import pod_placement
 from nimify.render.pod_identity import server_pod_identity
 from nimify.render.pod_security import container_security_context, pod_security_context
-from nimify.render.triton_config import CONFIG_KEY
+from nimify.render.triton_config import CONFIG_KEY, member_config_key
 from nimify.render.units import ServingUnit, unit_labels, unit_selector
 from nimify.settings import OperatorSettings
 
 MODEL_REPOSITORY = "/models"
+ENSEMBLE_VERSION = "ensemble-version"  # an ensemble's version folder holds nothing, but Triton wants one
 SHM_SIZE = "1Gi"  # the python backend and large tensors need more than the runtime's 64 MiB default
 #: A terminating replica keeps serving this long before Triton gets SIGTERM: Services (kube-proxy, load
 #: balancers, gateways) stop sending it new requests meanwhile, so a rollout drops none.
@@ -76,11 +77,48 @@ def triton_resources(spec: NimServiceSpec) -> dict[str, Any]:
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
+def _model_mounts(model: ServingUnit, config_key: str) -> list[dict[str, Any]]:
+    """A unit's engine under its model's name, read-only, with its config (`config_key` of the ConfigMap)."""
+    model_dir = f"{MODEL_REPOSITORY}/{model.model_name}"
+    return [
+        {
+            "name": "engines",
+            "mountPath": model_dir,
+            "readOnly": True,
+            "subPath": f"{model.location.repository}/{REPOSITORY_MODEL_DIR}",
+        },
+        {
+            "name": "triton-config",
+            "mountPath": f"{model_dir}/{CONFIG_KEY}",
+            "subPath": config_key,
+            "readOnly": True,
+        },
+    ]
+
+
+def model_mounts(unit: ServingUnit) -> list[dict[str, Any]]:
+    """The model repository Triton serves: the unit's engine; for a pipeline every member's engine, and the
+    ensemble (its config, and the empty version folder Triton wants for it)."""
+    if not unit.members:
+        return _model_mounts(unit, CONFIG_KEY)
+    mounts = [mount for member in unit.members for mount in _model_mounts(member, member_config_key(member))]
+    ensemble_dir = f"{MODEL_REPOSITORY}/{unit.model_name}"
+    return [
+        *mounts,
+        {
+            "name": "triton-config",
+            "mountPath": f"{ensemble_dir}/{CONFIG_KEY}",
+            "subPath": CONFIG_KEY,
+            "readOnly": True,
+        },
+        {"name": ENSEMBLE_VERSION, "mountPath": f"{ensemble_dir}/1", "readOnly": True},
+    ]
+
+
 def triton_container(unit: ServingUnit, settings: OperatorSettings) -> dict[str, Any]:
     """Triton serving the unit's engine (mounted under the model's name) with its config beside it."""
     spec = unit.spec
     expose = spec.expose
-    model_dir = f"{MODEL_REPOSITORY}/{unit.model_name}"
     ready_path = f"/v2/models/{unit.model_name}/ready"
     container: dict[str, Any] = {
         "name": "triton",
@@ -99,18 +137,7 @@ def triton_container(unit: ServingUnit, settings: OperatorSettings) -> dict[str,
         "livenessProbe": _probe("/v2/health/live", expose.http_port, period=10, failures=3),
         "resources": triton_resources(spec),
         "volumeMounts": [
-            {
-                "name": "engines",
-                "mountPath": model_dir,
-                "readOnly": True,
-                "subPath": f"{unit.location.repository}/{REPOSITORY_MODEL_DIR}",
-            },
-            {
-                "name": "triton-config",
-                "mountPath": f"{model_dir}/{CONFIG_KEY}",
-                "subPath": CONFIG_KEY,
-                "readOnly": True,
-            },
+            *model_mounts(unit),
             {"name": "shm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -138,6 +165,7 @@ def server_pod_spec(unit: ServingUnit, engine: ServedEngine, settings: OperatorS
             {"name": "triton-config", "configMap": {"name": unit.config_map_name}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
             {"name": "tmp", "emptyDir": {}},
+            *([{"name": ENSEMBLE_VERSION, "emptyDir": {"sizeLimit": "1Mi"}}] if unit.members else []),
         ],
     }
     # On the product asked for, else the one the engine was built on (render/placement.py).

@@ -32,7 +32,9 @@ def pod_identity(service_account: str | None, nim: NimService, settings: Operato
 
 def build_pod_identity(nim: NimService, settings: OperatorSettings) -> dict[str, Any]:
     """The conversion Job's pod: the account that may read the model (workload identity)."""
-    return pod_identity(nim.spec.model.service_account_name or settings.build_service_account, nim, settings)
+    return pod_identity(
+        nim.spec.the_model.service_account_name or settings.build_service_account, nim, settings
+    )
 
 
 def server_pod_identity(nim: NimService, settings: OperatorSettings) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from nimify.api import ModelSignature, NimService
+from nimify.api import EngineRecord, ModelSignature, NimService
 from nimify.model.signature import Signature, TensorInfo
 from nimify.render.identity import COMPONENT_SERVER, object_meta
 from nimify.render.units import ServingUnit
@@ -41,11 +41,22 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def render_triton_config(nim: NimService, unit: ServingUnit, config_text: str) -> dict[str, Any]:
-    """The ConfigMap with `unit`'s Triton config (`render_config_text` of its NimService view)."""
+def member_config_key(member: ServingUnit) -> str:
+    """A pipeline member's config in its pipeline's ConfigMap."""
+    return f"{member.model_name}.pbtxt"
+
+
+def config_text(unit: ServingUnit, record: EngineRecord) -> str:
+    """The Triton config of a unit's ready engine (a pipeline member's too: its unit has its own spec)."""
+    return render_config_text(unit.nimservice, record.signature, record.engine.max_batch_size or 0)
+
+
+def render_triton_config(nim: NimService, unit: ServingUnit, data: dict[str, str]) -> dict[str, Any]:
+    """The ConfigMap with `unit`'s Triton config under CONFIG_KEY (`config_text`); a pipeline's holds the
+    ensemble's there and each member's under member_config_key."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(nim, unit.config_map_name, COMPONENT_SERVER),
-        "data": {CONFIG_KEY: config_text},
+        "data": data,
     }

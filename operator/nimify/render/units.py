@@ -14,10 +14,11 @@ overlap (the serving unit's is the one it always had, and its Service's).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from nimify.api import NimService, NimServiceSpec, UnitRole
-from nimify.engine.location import EngineLocation, engine_location
+from nimify.engine.location import EngineLocation, engine_claim, engine_location
 from nimify.render.identity import (
     APP_NAME,
     COMPONENT_SERVER,
@@ -42,6 +43,9 @@ class ServingUnit:
     engine); renderers read the spec from here and identity and ownership from the NimService itself."""
     location: EngineLocation
     traffic_percent: int = 100
+    members: tuple[ServingUnit, ...] = ()
+    """A pipeline's serving unit: the member units whose engines its Triton serves (with the ensemble); its
+    own location is the pipeline's, keyed by the members' engines. A member has no Deployment of its own."""
 
     def __post_init__(self) -> None:
         if len(self.name) > MAX_UNIT_NAME:
@@ -87,8 +91,31 @@ def serving_unit(nim: NimService, settings: OperatorSettings) -> ServingUnit:
 
 
 def serving_units(nim: NimService, settings: OperatorSettings) -> tuple[ServingUnit, ...]:
-    """Every unit the NimService's spec asks for, the serving one first."""
+    """Every unit the NimService's spec asks for, the serving one first (a pipeline's, then its members)."""
+    if nim.spec.pipeline is not None:
+        members = pipeline_members(nim, settings)
+        return (pipeline_unit(nim, members, settings), *members)
     return (serving_unit(nim, settings),)
+
+
+def pipeline_members(nim: NimService, settings: OperatorSettings) -> tuple[ServingUnit, ...]:
+    """One unit per pipeline member, `<nimservice>-<member>`: its engine built and checked like a model's."""
+    assert nim.spec.pipeline is not None
+    return tuple(
+        extra_unit(nim, member.name, UnitRole.PIPELINE_MEMBER, nim.spec.member_spec(member), settings)
+        for member in nim.spec.pipeline.members
+    )
+
+
+def pipeline_unit(
+    nim: NimService, members: tuple[ServingUnit, ...], settings: OperatorSettings
+) -> ServingUnit:
+    """The unit serving a pipeline: one Triton with every member's engine and the ensemble over them. Its
+    key names the members' engines, so a change to any rolls its Deployment."""
+    keys = ",".join(f"{m.model_name}={m.location.cache_key}" for m in members)
+    key = "pipeline-" + hashlib.sha256(keys.encode()).hexdigest()[:32]
+    location = EngineLocation(cache_key=key, claim=engine_claim(nim, settings))
+    return ServingUnit(name_of(nim), UnitRole.SERVING, nim, location, members=members)
 
 
 def extra_unit(

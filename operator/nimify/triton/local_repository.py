@@ -4,6 +4,7 @@ An ONNX file becomes a python-backend model running ONNX Runtime. A repository w
 is served as it is when it already uses the python backend; an onnxruntime_onnx model is translated: its
 config keeps every setting (batching, warm-up, cache) and only the platform becomes `backend: "python"` with a
 generated model.py next to the same model.onnx. A TensorRT plan cannot run here (no GPU, no TensorRT backend).
+A pipeline is its members, each written as an ONNX file is, and the ensemble over them.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nimify.api import EngineSpec, TritonSpec
+from nimify.api.spec import PipelineSpec
 from nimify.model.batching import assume_batching
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
 from nimify.model.validation import validate_model
+from nimify.triton.ensemble import Member, plan_ensemble, render_ensemble_config
 from nimify.triton.model_config import render_model_config, resolve_max_batch_size
 from nimify.triton.python_model import render_python_model
 from nimify.triton.repository import write_model_directory
@@ -46,10 +50,25 @@ def repository_from_onnx(
     engine: EngineSpec | None = None,
     triton: TritonSpec | None = None,
 ) -> tuple[LocalRepository, ModelReport]:
-    report = validate_model(model, backend="python")
     name = name or model_name_for(model)
     triton = triton or TritonSpec()
-    max_batch_size = resolve_max_batch_size(engine or EngineSpec(backend="onnxruntime"), report.batching)
+    report, _ = _write_onnx_model(
+        model, destination, name, engine or EngineSpec(backend="onnxruntime"), triton
+    )
+    return LocalRepository(destination, (name,), _cache_wanted(triton)), report
+
+
+def _cache_wanted(triton: TritonSpec) -> bool:
+    return triton.response_cache is not None and triton.response_cache.enabled
+
+
+def _write_onnx_model(
+    model: Path, destination: Path, name: str, engine: EngineSpec, triton: TritonSpec
+) -> tuple[ModelReport, int]:
+    """The model's folder as a python-backend model running ONNX Runtime; its report (batching as served)
+    and max_batch_size."""
+    report = validate_model(model, backend="python")
+    max_batch_size = resolve_max_batch_size(engine, report.batching)
     config = render_model_config(
         name, report.signature, "python", max_batch_size=max_batch_size, triton=triton, gpus=0
     )
@@ -58,9 +77,35 @@ def repository_from_onnx(
     files.update({relative: root / relative for relative in report.external_data})
     files["model.py"] = render_python_model(report.signature, batched=max_batch_size > 0)
     write_model_directory(destination, name, config, files)
-    cache = triton.response_cache is not None and triton.response_cache.enabled
     served = dataclasses.replace(report, batching=assume_batching(report.batching, max_batch_size))
-    return LocalRepository(destination, (name,), cache), served
+    return served, max_batch_size
+
+
+def repository_from_pipeline(
+    models: Mapping[str, Path],
+    pipeline: PipelineSpec,
+    destination: Path,
+    *,
+    name: str,
+    engine: EngineSpec | None = None,
+    triton: TritonSpec | None = None,
+) -> tuple[LocalRepository, dict[str, ModelReport]]:
+    """Each member (its ONNX file in `models`) served as `repository_from_onnx` serves one, with its own
+    engine settings or `engine`, and the ensemble `name` (no member's) over them, checked against their
+    signatures."""
+    triton = triton or TritonSpec()
+    engine = engine or EngineSpec(backend="onnxruntime")
+    reports: dict[str, ModelReport] = {}
+    members: dict[str, Member] = {}
+    for member in pipeline.members:
+        report, max_batch_size = _write_onnx_model(
+            models[member.name], destination, member.name, member.engine or engine, triton
+        )
+        reports[member.name] = report
+        members[member.name] = Member(report.signature, max_batch_size)
+    ensemble = plan_ensemble(name, pipeline, members)
+    write_model_directory(destination, name, render_ensemble_config(ensemble), {})
+    return LocalRepository(destination, (name, *members), _cache_wanted(triton)), reports
 
 
 def _model_dirs(path: Path) -> list[Path]:

@@ -68,8 +68,11 @@ def config_dims(tensor: TensorInfo, batched: bool) -> tuple[list[int], bool]:
     return (shape, False) if shape else ([1], batched)
 
 
-def _tensor_message(tensor: TensorInfo, batched: bool) -> Message:
+def tensor_message(tensor: TensorInfo, batched: bool, *, reshape_scalars: bool = True) -> Message:
+    """A config input or output. An ensemble's tensors are the members' as Triton sees them outside (a
+    [batch] tensor as [1] per request, with no reshape: `reshape_scalars` False)."""
     dims, reshape = config_dims(tensor, batched)
+    reshape = reshape and reshape_scalars
     message = Message().add("name", tensor.name).add("data_type", Token(by_name(tensor.dtype).triton))
     message.add("dims", dims)
     if reshape:
@@ -170,8 +173,8 @@ def render_model_config(
     else:
         config.add("platform", platform)
     config.add("max_batch_size", max_batch_size)
-    config.add("input", [_tensor_message(t, batched) for t in signature.inputs])
-    config.add("output", [_tensor_message(t, batched) for t in signature.outputs])
+    config.add("input", [tensor_message(t, batched) for t in signature.inputs])
+    config.add("output", [tensor_message(t, batched) for t in signature.outputs])
     kind = "KIND_GPU" if gpus >= 1 else "KIND_CPU"
     config.add("instance_group", [Message().add("count", triton.instances_per_gpu).add("kind", Token(kind))])
     if batched and (dynamic := _dynamic_batching(triton)) is not None:

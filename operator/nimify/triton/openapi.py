@@ -7,12 +7,17 @@ Tensor names are anything an exporter writes (`scope/output.tmp_0`, `input:0`, `
 component names must match `^[a-zA-Z0-9._-]+$`, and a `$ref` is a JSON pointer inside a URI. So each tensor's
 component name is its name with every other character replaced by `_` (numbered when two names collide), and
 references are built by one function that escapes them as RFC 6901 and RFC 3986 require.
+
+A pipeline's document holds the ensemble's endpoints (named as a single model's would be) and each member's,
+whose components are prefixed with the member's name and a dot: member names are DNS labels, so they never
+meet the ensemble's `Input_`/`Output_` names.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -104,20 +109,43 @@ def _tensor_schema(tensor: TensorInfo, batched: bool, *, with_data: bool) -> dic
     }
 
 
-def openapi_document(
-    name: str, signature: Signature, *, max_batch_size: int, version: str = "1"
-) -> dict[str, Any]:
-    batched = max_batch_size > 0
-    taken = {"Parameters", "RequestedOutput", "InferRequest", "InferResponse", "Error"}
-    input_names = component_names("Input", (t.name for t in signature.inputs), taken)
-    output_names = component_names("Output", (t.name for t in signature.outputs), taken)
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as Triton serves it: its name, its signature and its max_batch_size (0: no batching)."""
+
+    name: str
+    signature: Signature
+    max_batch_size: int
+
+    @property
+    def batching_note(self) -> str:
+        if self.max_batch_size > 0:
+            return (
+                f"Triton batches {self.name}: dimension 0 is the batch, up to {self.max_batch_size} per"
+                " request."
+            )
+        return f"Triton does not batch {self.name}: every shape is the model's own."
+
+
+SHARED = ("Parameters", "Error")
+
+
+def _model_schemas(model: ServedModel, prefix: str, taken: set[str]) -> dict[str, Any]:
+    """The schemas of one model's requests and responses, each component name starting with `prefix`."""
+    batched = model.max_batch_size > 0
+    signature = model.signature
+    request, response, requested = (
+        f"{prefix}{n}" for n in ("InferRequest", "InferResponse", "RequestedOutput")
+    )
+    taken.update((request, response, requested))
+    input_names = component_names(f"{prefix}Input", (t.name for t in signature.inputs), taken)
+    output_names = component_names(f"{prefix}Output", (t.name for t in signature.outputs), taken)
     inputs = {input_names[t.name]: _tensor_schema(t, batched, with_data=True) for t in signature.inputs}
     outputs = {output_names[t.name]: _tensor_schema(t, batched, with_data=True) for t in signature.outputs}
-    schemas: dict[str, Any] = {
-        "Parameters": {"type": "object", "additionalProperties": True},
+    return {
         **inputs,
         **outputs,
-        "RequestedOutput": {
+        requested: {
             "type": "object",
             "required": ["name"],
             "properties": {
@@ -125,7 +153,7 @@ def openapi_document(
                 "parameters": {"$ref": schema_ref("Parameters")},
             },
         },
-        "InferRequest": {
+        request: {
             "type": "object",
             "required": ["inputs"],
             "properties": {
@@ -137,14 +165,14 @@ def openapi_document(
                     "maxItems": len(signature.inputs),
                     "items": {"oneOf": [{"$ref": schema_ref(key)} for key in inputs]},
                 },
-                "outputs": {"type": "array", "items": {"$ref": schema_ref("RequestedOutput")}},
+                "outputs": {"type": "array", "items": {"$ref": schema_ref(requested)}},
             },
         },
-        "InferResponse": {
+        response: {
             "type": "object",
             "required": ["model_name", "outputs"],
             "properties": {
-                "model_name": {"type": "string", "const": name},
+                "model_name": {"type": "string", "const": model.name},
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
                 "parameters": {"$ref": schema_ref("Parameters")},
@@ -154,62 +182,99 @@ def openapi_document(
                 },
             },
         },
+    }
+
+
+def _simple(summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {"200": {"description": "Yes"}, "400": {"description": "No"}},
+        }
+    }
+
+
+def _model_paths(model: ServedModel, prefix: str, operation_id: str, summary: str) -> dict[str, Any]:
+    path_name = quote(model.name, safe="")  # a path segment: a `/` in a model name must not split it
+    infer: dict[str, Any] = {
+        "summary": summary,
+        "operationId": operation_id,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": schema_ref(f"{prefix}InferRequest")}}},
+        },
+        "responses": {
+            "200": {
+                "description": "Outputs",
+                "content": {"application/json": {"schema": {"$ref": schema_ref(f"{prefix}InferResponse")}}},
+            },
+            "400": {
+                "description": "Bad request",
+                "content": {"application/json": {"schema": {"$ref": schema_ref("Error")}}},
+            },
+        },
+    }
+    if prefix:
+        infer["description"] = model.batching_note
+    return {
+        f"/v2/models/{path_name}/ready": _simple(f"{model.name} is ready"),
+        f"/v2/models/{path_name}": {
+            "get": {
+                "summary": f"{model.name} metadata",
+                "responses": {"200": {"description": "Name, versions, inputs and outputs"}},
+            }
+        },
+        f"/v2/models/{path_name}/infer": {"post": infer},
+    }
+
+
+def _document(
+    title: str, description: str, version: str, paths: dict[str, Any], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    shared = {
+        "Parameters": {"type": "object", "additionalProperties": True},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     }
-    path_name = quote(name, safe="")  # a path segment: a `/` in a model name must not split it
-    batching_note = (
-        f"Triton batches this model: dimension 0 is the batch, up to {max_batch_size} per request."
-        if batched
-        else "Triton does not batch this model: every shape is the model's own."
-    )
-
-    def simple(summary: str) -> dict[str, Any]:
-        return {
-            "get": {
-                "summary": summary,
-                "responses": {"200": {"description": "Yes"}, "400": {"description": "No"}},
-            }
-        }
-
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": f"{name} (KServe v2 inference protocol)",
-            "version": version,
-            "description": f"Inference endpoints Triton serves for model '{name}'. {batching_note}",
-        },
+        "info": {"title": title, "version": version, "description": description},
         "paths": {
-            "/v2/health/live": simple("Server is live"),
-            "/v2/health/ready": simple("Server is ready"),
-            f"/v2/models/{path_name}/ready": simple("Model is ready"),
-            f"/v2/models/{path_name}": {
-                "get": {
-                    "summary": "Model metadata",
-                    "responses": {"200": {"description": "Name, versions, inputs and outputs"}},
-                }
-            },
-            f"/v2/models/{path_name}/infer": {
-                "post": {
-                    "summary": f"Run {name}",
-                    "operationId": "infer",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": schema_ref("InferRequest")}}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "Outputs",
-                            "content": {
-                                "application/json": {"schema": {"$ref": schema_ref("InferResponse")}}
-                            },
-                        },
-                        "400": {
-                            "description": "Bad request",
-                            "content": {"application/json": {"schema": {"$ref": schema_ref("Error")}}},
-                        },
-                    },
-                }
-            },
+            "/v2/health/live": _simple("Server is live"),
+            "/v2/health/ready": _simple("Server is ready"),
+            **paths,
         },
-        "components": {"schemas": schemas},
+        "components": {"schemas": {**shared, **schemas}},
     }
+
+
+def openapi_document(
+    name: str, signature: Signature, *, max_batch_size: int, version: str = "1"
+) -> dict[str, Any]:
+    """The document of one model's endpoints."""
+    model = ServedModel(name, signature, max_batch_size)
+    schemas = _model_schemas(model, "", set(SHARED))
+    paths = _model_paths(model, "", "infer", f"Run {name}")
+    description = f"Inference endpoints Triton serves for model '{name}'. {model.batching_note}"
+    return _document(f"{name} (KServe v2 inference protocol)", description, version, paths, schemas)
+
+
+def pipeline_openapi_document(
+    pipeline: ServedModel, members: Sequence[ServedModel], *, version: str = "1"
+) -> dict[str, Any]:
+    """The document of a pipeline's endpoints: the ensemble's (its components named as a single model's)
+    and each member's, which Triton serves on its own too (components prefixed `MEMBER.`)."""
+    taken = set(SHARED)
+    schemas = _model_schemas(pipeline, "", taken)
+    paths = _model_paths(pipeline, "", "infer", f"Run the pipeline {pipeline.name}")
+    for member in members:
+        prefix = f"{member.name}."
+        schemas.update(_model_schemas(member, prefix, taken))
+        paths.update(_model_paths(member, prefix, f"{prefix}infer", f"Run the member {member.name} alone"))
+    names = ", ".join(m.name for m in members)
+    description = (
+        f"Inference endpoints Triton serves for pipeline '{pipeline.name}' (an ensemble of {names}), and for"
+        f" each member under its own name. {pipeline.batching_note}"
+    )
+    return _document(
+        f"{pipeline.name} pipeline (KServe v2 inference protocol)", description, version, paths, schemas
+    )

@@ -1,8 +1,9 @@
 """What a user writes in a NimService: the spec models, their defaults and their admission rules.
 
-One module per spec section (`model`, `engine`, `triton`, `resources`, `placement`, `autoscaling`, `expose`,
-`storage`), shared patterns and field types in `fields`, and the whole spec with its cross-section rules in
-`nimservice_spec`. Everything is re-exported here, so `nimify.api.spec` stays the one place to import from.
+One module per spec section (`model`, `pipeline`, `engine`, `triton`, `resources`, `placement`,
+`autoscaling`, `expose`, `storage`), shared patterns and field types in `fields`, and the whole spec with its
+cross-section rules in `nimservice_spec`. Everything is re-exported here, so `nimify.api.spec` stays
+the one place to import from.
 """
 
 from nimify.api.spec.autoscaling import (
@@ -57,6 +58,7 @@ from nimify.api.spec.model import (
     ModelSpec,
 )
 from nimify.api.spec.nimservice_spec import NimServiceSpec
+from nimify.api.spec.pipeline import PIPELINE_INPUT, PipelineMember, PipelineSpec, PipelineStep
 from nimify.api.spec.placement import PlacementSpec, TaintEffect, Toleration, TolerationOperator
 from nimify.api.spec.resources import ResourcesSpec
 from nimify.api.spec.storage import StorageSpec
@@ -87,6 +89,7 @@ __all__ = [
     "ONNX_SUFFIX",
     "OWNED_TRITON_ARG",
     "OWNED_TRITON_FLAGS",
+    "PIPELINE_INPUT",
     "PLAN_SUFFIX",
     "QUANTITY",
     "TRITON_ARG",
@@ -111,6 +114,9 @@ __all__ = [
     "NodeLabelValue",
     "ParityInputs",
     "ParitySpec",
+    "PipelineMember",
+    "PipelineSpec",
+    "PipelineStep",
     "PlacementSpec",
     "Precision",
     "Quantity",

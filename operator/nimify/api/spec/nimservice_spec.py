@@ -18,6 +18,7 @@ from nimify.api.spec.engine import BUILDER_FLAG_PRECISIONS, Backend, EngineSpec,
 from nimify.api.spec.expose import ExposeSpec
 from nimify.api.spec.fields import DNS1123_SUBDOMAIN, GPU_PRODUCT_LABEL, cel_list
 from nimify.api.spec.model import PLAN_SUFFIX, ModelFormat, ModelSpec
+from nimify.api.spec.pipeline import PipelineMember, PipelineSpec
 from nimify.api.spec.placement import PlacementSpec
 from nimify.api.spec.resources import ResourcesSpec
 from nimify.api.spec.storage import StorageSpec
@@ -27,8 +28,8 @@ from nimify.api.validation import LIST_SET, Rule, ValidationReason, cel_string
 SecretName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
 _IS_PLAN = (
-    f"(has(self.model.format) ? self.model.format == 'tensorrt-plan'"
-    f" : self.model.uri.matches({cel_string(PLAN_SUFFIX)}))"
+    f"(has(self.model) && (has(self.model.format) ? self.model.format == 'tensorrt-plan'"
+    f" : self.model.uri.matches({cel_string(PLAN_SUFFIX)})))"
 )
 _STRONGLY_TYPED = strongly_typed_cel()
 
@@ -48,7 +49,7 @@ def _batch_sizes_fit(sizes: str, parent: str) -> str:
 
 
 def _is_plan(spec: NimServiceSpec) -> bool:
-    return spec.model.resolved_format == ModelFormat.TENSORRT_PLAN
+    return spec.model is not None and spec.model.resolved_format == ModelFormat.TENSORRT_PLAN
 
 
 def _fits(sizes: list[int] | None, spec: NimServiceSpec) -> bool:
@@ -59,8 +60,13 @@ def _fits(sizes: list[int] | None, spec: NimServiceSpec) -> bool:
 class NimServiceSpec(ApiModel):
     """The desired state of a NimService: a model served by Triton on GPUs."""
 
-    model: ModelSpec
-    """The model to serve."""
+    model: ModelSpec | None = None
+    """The model to serve; or, instead, a pipeline of several."""
+
+    pipeline: PipelineSpec | None = None
+    """Several models served as one Triton ensemble (docs/pipelines.md), instead of model. spec.engine is
+    then the members' default engine settings; the rest of the spec (Triton, resources, replicas, expose)
+    applies to the one Triton Deployment that serves them all."""
 
     engine: EngineSpec = Field(default_factory=EngineSpec)
     """Backend, precision and TensorRT build options."""
@@ -101,6 +107,20 @@ class NimServiceSpec(ApiModel):
     investigation. Status keeps being reported."""
 
     cel_rules = (
+        Rule(
+            cel="has(self.model) != has(self.pipeline)",
+            message="set model (one model) or pipeline (several), exactly one of them",
+            holds=lambda spec: (spec.model is None) != (spec.pipeline is None),
+            field_path=".model",
+            reason=ValidationReason.REQUIRED,
+        ),
+        Rule(
+            cel="!has(self.pipeline) || !has(self.engine.profiles)",
+            message="shape profiles belong to one model: give them in each member's engine",
+            holds=lambda spec: spec.pipeline is None or spec.engine.profiles is None,
+            field_path=".engine.profiles",
+            reason=ValidationReason.FORBIDDEN,
+        ),
         Rule(
             cel="!has(self.replicas) || !has(self.autoscaling)",
             message="set replicas or autoscaling, not both: remove replicas so the autoscaler owns the count",
@@ -207,6 +227,24 @@ class NimServiceSpec(ApiModel):
         if names is not None and len(set(names)) != len(names):
             raise ValueError("each pull secret may be named once")
         return names
+
+    def member_spec(self, member: PipelineMember) -> NimServiceSpec:
+        """The spec a pipeline member is built and checked with: this one, with the member's model (named
+        after the member) and engine settings."""
+        return self.model_copy(
+            update={
+                "model": member.model.model_copy(update={"name": member.name}),
+                "engine": member.engine or self.engine,
+                "pipeline": None,
+            }
+        )
+
+    @property
+    def the_model(self) -> ModelSpec:
+        """The model of a single-model spec (a pipeline's members have theirs: member_spec)."""
+        if self.model is None:
+            raise ValueError("a pipeline has no single model: use member_spec")
+        return self.model
 
     @property
     def desired_replicas(self) -> int:
