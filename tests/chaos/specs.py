@@ -171,6 +171,11 @@ _GPU_PRODUCTS = st.sampled_from(["Tesla-T4", "NVIDIA-L4", "NVIDIA-A100-SXM4-40GB
 @st.composite
 def _steered(draw: st.DrawFn, specs: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
     spec = draw(specs)
+    # The schema makes model and pipeline both optional (exactly one is a CEL rule): most specs get a model,
+    # as most users write; the rest keep what was drawn (pipelines, both, neither) for the rules about them.
+    if draw(st.integers(0, 4)):
+        spec = {key: value for key, value in spec.items() if key != "pipeline"}
+        spec.setdefault("model", {"uri": ""})
     model = spec.get("model")
     if isinstance(model, dict):
         spec = {**spec, "model": {**model, "uri": draw(_REALISTIC_URIS)}}
