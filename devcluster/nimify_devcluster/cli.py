@@ -138,6 +138,39 @@ def kubeconfig(name: NameOption = "nimify", directory: DirOption = None) -> None
     typer.echo(os.fspath(path))
 
 
+@dev_cluster.command("gateway")
+def gateway(
+    name: NameOption = "nimify",
+    directory: DirOption = None,
+    gateway_bin_path: Annotated[
+        str, typer.Option(envvar="NIMIFY_GATEWAY_BIN_PATH", help="What hack/ensure-gateway.sh prints.")
+    ] = "",
+    crds: Annotated[
+        Path | None,
+        typer.Option(envvar="NIMIFY_GATEWAY_API_DIR", help="What hack/ensure-gateway-api.sh prints."),
+    ] = None,
+) -> None:
+    """Install the Gateway API and start Traefik with a Gateway (nimify-gateway/nimify) on a running cluster;
+    spec.expose.httpRoute's gatewayRef names it, and clients send requests to the printed address."""
+    from nimify_devcluster.cluster import ClusterError, LocalCluster, default_cluster_root
+    from nimify_devcluster.gateway import install_gateway_api, start_gateway
+
+    if not gateway_bin_path or crds is None:
+        console.print("[red]error:[/] pass --gateway-bin-path and --crds (hack/ensure-gateway*.sh)")
+        raise typer.Exit(2)
+    cluster = LocalCluster.load(directory or default_cluster_root() / name)
+    try:
+        install_gateway_api(cluster, crds)
+        running = start_gateway(cluster, gateway_bin_path)
+    except ClusterError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"Gateway [bold]{running.namespace}/{running.name}[/] (Traefik) routes HTTP at {running.url}"
+    )
+    typer.echo(running.url)
+
+
 @dev_cluster.command("run-builds")
 def run_builds(
     kubeconfig: Annotated[Path, typer.Option("--kubeconfig", help="Kubeconfig of the local cluster.")],

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from nimify_devcluster.build_runner import BuildPodKubelet
-from nimify_devcluster.cluster import get_json, wait_established
+from nimify_devcluster.cluster import get_json
+from nimify_devcluster.gateway import GATEWAY_CRDS, gateway_api_served, install_gateway_api
 from nimify_devcluster.topology import KWOK_CUSTOM_STATUS_LABEL
 from tests.controller.conftest import E2E, L4, OperatorProcess, apply, condition, nimservice, wait_ready
 from tests.fetched import fetched_dir
@@ -29,7 +30,6 @@ from tests.kube import ExistingCluster, eventually
 pytestmark = pytest.mark.cluster
 
 RESYNC_SECONDS = 10  # what the operator fixture sets (NIMIFY_RESYNC_SECONDS)
-GATEWAY_CRDS = ("httproutes", "gateways", "gatewayclasses", "grpcroutes", "referencegrants")
 
 
 def get(cluster: ExistingCluster, what: str, ns: str) -> dict[str, Any] | None:
@@ -68,11 +68,6 @@ def warning_events(cluster: ExistingCluster, ns: str, name: str, reason: str) ->
 # --- the Gateway API, installed from its published module, or absent ----------------------------------------
 
 
-def _gateway_api_dir() -> Path:
-    """The CRDs' directory (hack/ensure-gateway-api.sh), fetched before any test or here, once."""
-    return fetched_dir("NIMIFY_GATEWAY_API_DIR", "ensure-gateway-api.sh")
-
-
 @contextlib.contextmanager
 def _builds_paused(builds: BuildPodKubelet) -> Iterator[None]:
     """While CRDs come and go, API discovery changes under kubectl: the build runner (it polls with kubectl)
@@ -84,26 +79,14 @@ def _builds_paused(builds: BuildPodKubelet) -> Iterator[None]:
         builds.hold.clear()
 
 
-def _served(cluster: ExistingCluster) -> bool:
-    resources = cluster.kubectl(
-        "api-resources", "--api-group=gateway.networking.k8s.io", "-o", "name", check=False
-    )
-    return "httproutes.gateway.networking.k8s.io" in resources.stdout
-
-
 @pytest.fixture
 def gateway_api(cluster: ExistingCluster, build_runner: BuildPodKubelet) -> None:
     """The Gateway API's standard CRDs, installed and served."""
-    directory = _gateway_api_dir()  # a download the first time: before the builds pause
+    crds = fetched_dir(
+        "NIMIFY_GATEWAY_API_DIR", "ensure-gateway-api.sh"
+    )  # first a download: before the pause
     with _builds_paused(build_runner):
-        for path in sorted(directory.glob("*.yaml")):
-            docs = yaml.safe_load_all(path.read_text())
-            crds = [doc for doc in docs if doc and doc["kind"] == "CustomResourceDefinition"]
-            if crds:
-                cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(crds))
-        for plural in GATEWAY_CRDS:
-            wait_established(cluster, f"{plural}.gateway.networking.k8s.io")
-        eventually(lambda: _served(cluster))
+        install_gateway_api(cluster, crds)
 
 
 @pytest.fixture
@@ -116,13 +99,13 @@ def no_gateway_api(
     Deployment's restart brings it back; here the fixture does), and it starts fine without the CRDs.
     """
     names = [f"{plural}.gateway.networking.k8s.io" for plural in GATEWAY_CRDS]
-    if not _served(cluster):
+    if not gateway_api_served(cluster):
         return
     operator.stop()
     try:
         with _builds_paused(build_runner):
             cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
-            eventually(lambda: not _served(cluster))
+            eventually(lambda: not gateway_api_served(cluster))
     finally:
         operator.start()
 

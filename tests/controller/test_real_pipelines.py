@@ -22,7 +22,7 @@ from nimify_devcluster.build_runner import create_local_claim
 from nimify_devcluster.cluster import get_json
 from nimify_devcluster.real_node import RealNodeInfo
 from tests.cli.serving import infer_http
-from tests.controller.test_real_pods import HostOperator, apply, service_url, wait_ready
+from tests.controller.test_real_pods import HostOperator, apply, running_operator, service_url, wait_ready
 from tests.kube import ExistingCluster, eventually, fresh_namespace
 from tests.pipelines import ExportedPipeline, export_chain, export_fan, export_normalizer
 
@@ -38,12 +38,8 @@ def pipeline_operator(
     real_node: RealNodeInfo,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostOperator]:
-    kubeconfig = cluster.operator_kubeconfig or cluster.kubeconfig
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    operator = HostOperator(kubeconfig, real_node, log, namespaces=WATCHED)
-    operator.start()
-    yield operator
-    operator.stop()
+    with running_operator(cluster, real_node, tmp_path_factory.mktemp("operator"), WATCHED) as operator:
+        yield operator
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ nimify image, installed with the Helm chart, in tests/install/test_chart_real_no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -84,6 +85,20 @@ class HostOperator:
             self.process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def running_operator(
+    cluster: ExistingCluster, node: RealNodeInfo, directory: Path, namespaces: str = WATCHED
+) -> Iterator[HostOperator]:
+    """`nimify run` on this machine for the namespaces `namespaces` matches, logging into `directory`."""
+    kubeconfig = cluster.operator_kubeconfig or cluster.kubeconfig
+    operator = HostOperator(kubeconfig, node, directory / "operator.log", namespaces=namespaces)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
 @pytest.fixture(scope="module")
 def host_operator(
     cluster: ExistingCluster,
@@ -91,11 +106,8 @@ def host_operator(
     real_node: RealNodeInfo,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostOperator]:
-    kubeconfig = cluster.operator_kubeconfig or cluster.kubeconfig
-    operator = HostOperator(kubeconfig, real_node, tmp_path_factory.mktemp("operator") / "operator.log")
-    operator.start()
-    yield operator
-    operator.stop()
+    with running_operator(cluster, real_node, tmp_path_factory.mktemp("operator")) as operator:
+        yield operator
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ def serving_pods(cluster: ExistingCluster, namespace: str, name: str) -> list[di
 _TLS = ssl.create_default_context()
 
 
-def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
+def infer(url: str, model: str, data: np.ndarray, host: str | None = None) -> np.ndarray:
     body = {
         "inputs": [
             {"name": "input", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
@@ -168,7 +180,8 @@ def infer(url: str, model: str, data: np.ndarray) -> np.ndarray:
     }
     # A new connection per request, as separate clients would open: none is pinned to a terminating pod.
     # (Plain HTTP: the one TLS context only spares each client loading the CA bundle, 20 ms of CPU.)
-    with httpx.Client(timeout=10, headers={"Connection": "close"}, verify=_TLS) as client:
+    headers = {"Connection": "close"} | ({"Host": host} if host else {})
+    with httpx.Client(timeout=10, headers=headers, verify=_TLS) as client:
         response = client.post(f"{url}/v2/models/{model}/infer", json=body)
     response.raise_for_status()
     (output,) = response.json()["outputs"]
