@@ -367,3 +367,41 @@ def test_a_member_with_a_new_engine_and_the_same_config_is_checked_again() -> No
     }
     again = desired_set(_nim(retrained, status=status), Observed(), SETTINGS)
     assert [j["metadata"]["name"] for j in _creates(again)] == [after["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(
+    ("condition", "pod", "reason"),
+    [
+        (None, None, ConditionReason.CHECKING_PIPELINE),  # created, not running yet
+        ("Complete", None, ConditionReason.CHECKING_PIPELINE),  # its pod's end not seen yet: wait for it
+        (
+            "Complete",
+            {"phase": "Succeeded", "terminated": {"exitCode": 0}},
+            ConditionReason.PIPELINE_CHECK_FAILED,
+        ),
+        ("Failed", None, ConditionReason.PIPELINE_CHECK_FAILED),
+    ],
+    ids=["created", "complete-pod-unseen", "complete-without-result", "failed-without-result"],
+)
+def test_a_check_without_a_result_waits_until_its_pod_says_there_is_none(
+    condition: str | None, pod: dict[str, Any] | None, reason: ConditionReason
+) -> None:
+    nim = _nim(status=_members_ready(_nim()))
+    job = copy.deepcopy(_check_job(nim))
+    name = job["metadata"]["name"]
+    if condition:
+        job["status"] = {
+            "conditions": [{"type": condition, "status": "True", "message": "BackoffLimitExceeded"}]
+        }
+    pods = {}
+    if pod is not None:
+        status = {
+            "phase": pod["phase"],
+            "containerStatuses": [{"name": "check", "state": {"terminated": pod["terminated"]}}],
+        }
+        pods[(NAMESPACE, name)] = [{"metadata": {"name": f"{name}-x"}, "status": status}]
+    observed = Observed(children={"Job": {(NAMESPACE, name): [job]}}, build_pods=pods)
+    desired = desired_set(nim, observed, SETTINGS)
+    assert desired.engine.reason == reason.value, desired.engine
+    assert desired.engine.failed == (reason is ConditionReason.PIPELINE_CHECK_FAILED)
+    assert not _creates(desired) and not _applied(desired, "Deployment")

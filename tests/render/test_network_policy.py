@@ -61,9 +61,17 @@ def test_clients_and_metrics_clients() -> None:
     assert metrics["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
-    # An empty list admits nobody on those ports (NetworkPolicy's own meaning of `from: []`).
-    closed = policy({"clients": []})
-    assert closed is not None and closed["spec"]["ingress"][0]["from"] == []
+
+
+def test_an_empty_list_of_clients_closes_those_ports() -> None:
+    """A rule whose `from` is empty "matches all sources" (NetworkPolicyIngressRule's own words): an empty
+    list of clients renders no rule for their ports, which closes them."""
+    rendered = policy({"clients": [], "metricsClients": [MONITORING]})
+    assert rendered is not None
+    (metrics,) = rendered["spec"]["ingress"]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": "metrics"}] and metrics["from"]
+    closed = policy({"clients": [], "metricsClients": []})
+    assert closed is not None and closed["spec"]["ingress"] == []  # the pods take no traffic at all
 
 
 def test_the_ports_it_names_are_the_pods_ports() -> None:

@@ -75,7 +75,7 @@ def termination_result(pod: Body | None) -> dict[str, Any] | None:
     return None
 
 
-def _finished(pod: Body | None) -> bool:
+def pod_finished(pod: Body | None) -> bool:
     """Whether the pod's containers have all terminated and it says it succeeded (so no result will come)."""
     status = (pod or {}).get("status", {})
     statuses = status.get("containerStatuses") or []
@@ -170,7 +170,7 @@ def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> En
     # controller to say so (it batches pod updates, and is rate limited like every controller) only delays
     # every NimService that waits for this engine.
     if job_condition(job, "Complete") or (pod or {}).get("status", {}).get("phase") == "Succeeded":
-        if result is None and _finished(pod):
+        if result is None and pod_finished(pod):
             message = (
                 f"Job {job_name} completed, but its pod left no result in its termination message (was the"
                 " container's command overridden, or did it run on a node that runs no containers?); delete"

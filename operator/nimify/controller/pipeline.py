@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from nimify.api import EngineRecord, EngineStatus, ModelSignature, NimService, ParityStatus, TensorSpec
 from nimify.api.conditions import ConditionReason
 from nimify.controller.conditions import EngineState
-from nimify.controller.engine_step import EngineOutcome, job_condition, termination_result
+from nimify.controller.engine_step import EngineOutcome, job_condition, pod_finished, termination_result
 from nimify.controller.observed import Body, Observed
 from nimify.engine.location import REPOSITORY_MODEL_DIR
 from nimify.engine.pipeline_document import CheckDocument
@@ -161,12 +161,14 @@ def _check(observed: Observed, namespace: str, name: str) -> ParityStatus | Engi
         return None
     pod = observed.build_pod(namespace, name)
     result = termination_result(pod)
-    ended = job_condition(job, "Complete") or job_condition(job, "Failed")
     if result is None:
-        if ended:
-            failed = job_condition(job, "Failed") or {}
-            return _check_failed(f"Job {name} ended without a result: {failed.get('message', '')}")
-        return _checking(name)
+        if failed := job_condition(job, "Failed"):
+            return _check_failed(f"Job {name} failed without a result: {failed.get('message', '')}")
+        if job_condition(job, "Complete") and pod_finished(pod):
+            return _check_failed(
+                f"Job {name} completed, but its pod left no result; delete the Job to run it again"
+            )
+        return _checking(name)  # running, or its pod's end not seen yet (the watch can trail the Job's)
     if result.get("ok"):
         try:
             return ParityStatus.model_validate(result.get("parity") or {})

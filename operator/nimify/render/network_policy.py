@@ -27,11 +27,16 @@ def _peer(peer: NetworkPeer) -> dict[str, Any]:
     return rendered
 
 
-def _rule(ports: tuple[str, ...], peers: list[NetworkPeer] | None) -> dict[str, Any]:
+def _rules(ports: tuple[str, ...], peers: list[NetworkPeer] | None) -> list[dict[str, Any]]:
+    """The ingress rule opening `ports` to `peers`: to any source when None; no rule at all (the ports
+    closed) when empty, because a rule whose `from` is empty matches every source, the opposite of an empty
+    list of clients."""
     rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port} for port in ports]}
-    if peers is not None:  # no `from`: any source, on these ports only
-        rule["from"] = [_peer(peer) for peer in peers]
-    return rule
+    if peers is None:  # no `from`: any source, on these ports only
+        return [rule]
+    if not peers:
+        return []
+    return [rule | {"from": [_peer(peer) for peer in peers]}]
 
 
 def render_network_policy(nim: NimService) -> dict[str, Any] | None:
@@ -47,8 +52,8 @@ def render_network_policy(nim: NimService) -> dict[str, Any] | None:
             "podSelector": {"matchLabels": server_selector(nim)},
             "policyTypes": ["Ingress"],
             "ingress": [
-                _rule(INFERENCE_PORTS, policy.clients),
-                _rule((METRICS_PORT,), policy.metrics_clients),
+                *_rules(INFERENCE_PORTS, policy.clients),
+                *_rules((METRICS_PORT,), policy.metrics_clients),
             ],
         },
     }

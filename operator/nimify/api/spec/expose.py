@@ -103,10 +103,11 @@ class NetworkPolicySpec(ApiModel):
     NetworkPolicies."""
 
     clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
-    """Who may send inference requests (HTTP and gRPC ports); anyone when left out."""
+    """Who may send inference requests (HTTP and gRPC ports); anyone when left out, nobody when empty."""
 
     metrics_clients: list[NetworkPeer] | None = Field(default=None, max_length=16)
-    """Who may scrape the metrics port (Prometheus, the autoscaler's adapter); anyone when left out."""
+    """Who may scrape the metrics port (Prometheus, the autoscaler's adapter); anyone when left out, nobody
+    when empty."""
 
 
 class ExposeSpec(ApiModel):
