@@ -174,8 +174,9 @@ def test_ready_members_get_the_end_to_end_check_before_any_deployment() -> None:
     pod = job["spec"]["template"]["spec"]
     prepare, triton = pod["initContainers"]
     assert triton["restartPolicy"] == "Always"  # a native sidecar: it stops when the check ends
-    assert triton["startupProbe"]["httpGet"]["path"] == f"/v2/models/{NAME}/ready"
+    assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/live"  # the check waits for the ensemble
     assert "--model-repository=/models" in triton["args"]
+    assert "--exit-on-error=false" in triton["args"]  # a model that fails to load is reported, not retried
     assert prepare["args"] == ["--prepare"]
     [check] = pod["containers"]
     document = json.loads(check["env"][0]["value"])

@@ -6,7 +6,9 @@ Runtime, passing, and failing where an engine answers otherwise than its source.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,30 @@ def test_the_check_passes_a_served_ensemble_that_answers_like_the_chain(
     parity = result["parity"]
     assert parity["check"] == "ensemble" and parity["passed"] and parity["samples"] == 8
     assert parity["maxAbsError"] <= 1e-5
+
+
+@pytest.mark.triton
+def test_a_member_triton_cannot_load_fails_the_check_at_once_with_triton_s_reason(
+    chain: ExportedPipeline, tmp_path: Path
+) -> None:
+    engines, document = _engines(tmp_path / "claim", chain)
+    config, engine = document.members["classifier"]
+    broken = dict(document.members) | {"classifier": (config.replace('name: "X"', 'name: "Z"'), engine)}
+    document = replace(document, members=broken)
+    repository = tmp_path / "models"
+    prepare_repository(document, engines, repository)
+    # As the check Job's sidecar runs: alive with the models it could load.
+    server = LocalTriton(repository, extra_args=["--exit-on-error=false"])
+    server.start()
+    try:
+        started = time.monotonic()
+        result = check_served_pipeline(document, engines, server.endpoints.http, load_seconds=120)
+        assert time.monotonic() - started < 60, "a failed load is seen at once, not after the deadline"
+    finally:
+        server.stop()
+    assert not result["ok"]
+    assert result["error"]["reason"] == "PipelineLoadFailed"
+    assert "classifier" in result["error"]["message"], result
 
 
 @pytest.mark.triton

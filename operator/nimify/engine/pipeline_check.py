@@ -12,6 +12,9 @@ backend serves. Inputs are generated for the pipeline's inputs, or searched as f
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +81,36 @@ def _as_reference(served: Arrays, reference: Arrays) -> Arrays:
     return shaped
 
 
-def check_served_pipeline(document: CheckDocument, engines: Path, url: str) -> dict[str, Any]:
+#: How long the check waits for Triton to load the members and the ensemble.
+LOAD_SECONDS = 900.0
+
+
+def wait_for_ensemble(
+    client: Any, name: str, timeout: float = LOAD_SECONDS, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Return once the ensemble is ready; a model Triton could not load fails at once, with Triton's reason
+    (Triton keeps running with the models it loaded: the sidecar runs with --exit-on-error=false)."""
+    deadline = clock() + timeout
+    while True:
+        failed: list[str] = []
+        with contextlib.suppress(Exception):  # not listening yet
+            if client.is_model_ready(name):
+                return
+            failed = [
+                f"{entry['name']}: {entry.get('reason') or 'not loaded'}"
+                for entry in client.get_model_repository_index()
+                if entry.get("state") == "UNAVAILABLE"
+            ]
+        if failed:
+            raise ModelError("PipelineLoadFailed", "Triton could not load " + "; ".join(failed)[:1500])
+        if clock() > deadline:
+            raise ModelError("PipelineLoadFailed", f"the ensemble {name} was not ready after {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+def check_served_pipeline(
+    document: CheckDocument, engines: Path, url: str, load_seconds: float = LOAD_SECONDS
+) -> dict[str, Any]:
     """The end-to-end check's result: {"ok", "parity": ParityStatus fields} or {"ok": false, "error"}."""
     import tritonclient.http as httpclient
 
@@ -99,6 +131,11 @@ def check_served_pipeline(document: CheckDocument, engines: Path, url: str) -> d
     except ModelError as error:
         return {"ok": False, "error": error.to_json()}
     client = httpclient.InferenceServerClient(url.removeprefix("http://"), network_timeout=300.0)
+    try:
+        wait_for_ensemble(client, document.name, load_seconds)
+    except ModelError as error:
+        client.close()
+        return {"ok": False, "error": error.to_json()}
     try:
         served = []
         for feeds, want in zip(references.inputs, references.outputs, strict=True):

@@ -45,9 +45,15 @@ def check_digest(unit: ServingUnit, config_hash: str) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
-def _repository(arg: str) -> str:
-    """Triton's arguments as the Deployment's, with the check's repository."""
-    return f"--model-repository={CHECK_REPOSITORY}" if arg.startswith("--model-repository=") else arg
+#: Triton's arguments in the check where they differ from the Deployment's: the check's repository, and a
+#: server that keeps running when a model fails to load, so the check can read why and say so at once (with
+#: --exit-on-error the sidecar would restart until the Job's deadline).
+_CHECK_ARGS = {"--model-repository": CHECK_REPOSITORY, "--exit-on-error": "false"}
+
+
+def _check_arg(arg: str) -> str:
+    flag = arg.split("=", 1)[0]
+    return f"{flag}={_CHECK_ARGS[flag]}" if flag in _CHECK_ARGS else arg
 
 
 def _container(name: str, image: str, settings: OperatorSettings, **fields: Any) -> dict[str, Any]:
@@ -85,17 +91,16 @@ def render_check_job(
         env=env,
         volumeMounts=[engines, models, tmp],
     )
-    ready = f"/v2/models/{unit.model_name}/ready"
     triton = _container(
         "triton",
         spec.triton.image,
         settings,
         command=["tritonserver"],
-        args=[_repository(arg) for arg in triton_args(spec)],
-        # A native sidecar: started before `check`, stopped once it ends.
+        args=[_check_arg(arg) for arg in triton_args(spec)],
+        # A native sidecar: started before `check` (once it listens), stopped once `check` ends.
         restartPolicy="Always",
         startupProbe={
-            "httpGet": {"path": ready, "port": http_port},
+            "httpGet": {"path": "/v2/health/live", "port": http_port},
             "periodSeconds": 2,
             "failureThreshold": 450,
             "timeoutSeconds": 5,
