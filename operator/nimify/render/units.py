@@ -1,11 +1,12 @@
 """Serving units: the engines a NimService serves, each in a Triton Deployment of its own. Pure.
 
 A unit is an engine (a model with engine settings, its cache key and where it lives) plus the Deployment and
-Triton config that serve it, a role and the share of the NimService's traffic it gets. Today a NimService has
-one unit, the serving one, named after the NimService: its children keep the names they always had. A canary
-rollout adds a candidate beside it, a pipeline one unit per member; each role decides its units here, from the
-spec and what the cluster holds, and everything downstream (the conversion Jobs, the Deployments, the indexes,
-the status) iterates units.
+Triton config that serve it, a role and the share of the NimService's traffic it gets. A NimService with a
+model has one unit, the serving one, named after the NimService: its children keep the names they always had.
+A pipeline has one unit per member (an engine only, no Deployment of its own) and a serving unit over them,
+whose Deployment serves every member's engine and the ensemble. A canary rollout will add a candidate beside
+the serving unit. Each role decides its units here, from the spec and what the cluster holds, and everything
+downstream (the conversion Jobs, the Deployments, the indexes, the status) iterates units.
 
 Names: the serving unit's Deployment is the NimService's; another unit's is `<nimservice>-<suffix>`. A unit's
 Deployment and pods carry the unit's name as `app.kubernetes.io/instance`, so the selectors of two units never

@@ -8,7 +8,8 @@ step's member, a dot, the tensor's name: tensor names may hold dots, member name
 
 What the spec alone shows is refused at admission (below); what needs the members' real signatures (an
 unknown tensor, a dtype or rank that does not connect, batching that cannot hold) is the operator's
-(`model/pipeline_graph.py`), reported as Stalled with the field path.
+(`triton/ensemble.py`), reported as Stalled with the field path; so is a step listed before the step it
+takes from (`order_errors`: a CEL rule for it costs more than the apiserver allows).
 """
 
 from __future__ import annotations
