@@ -6,7 +6,6 @@ Runtime, passing, and failing where an engine answers otherwise than its source.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -146,14 +145,14 @@ def test_a_member_triton_cannot_load_fails_the_check_at_once_with_triton_s_reaso
     server = LocalTriton(repository, extra_args=["--exit-on-error=false"])
     server.start()
     try:
-        started = time.monotonic()
-        result = check_served_pipeline(document, engines, server.endpoints.http, load_seconds=120)
-        assert time.monotonic() - started < 60, "a failed load is seen at once, not after the deadline"
+        result = check_served_pipeline(document, engines, server.endpoints.http, load_seconds=600)
     finally:
         server.stop()
     assert not result["ok"]
     assert result["error"]["reason"] == "PipelineLoadFailed"
-    assert "classifier" in result["error"]["message"], result
+    # Triton's own reason, read at once: not the deadline's "was not ready after 600s".
+    assert "classifier: " in result["error"]["message"] and "ONNX model lacks" in result["error"]["message"]
+    assert "not ready after" not in result["error"]["message"], result
 
 
 @pytest.mark.triton

@@ -8,13 +8,28 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from nimify.cli import app
 
 DOCUMENT_ENV = "NIMIFY_PIPELINE_CHECK"
+
+
+def termination_message(result: dict[str, Any], line: str) -> str:
+    """The result as the operator reads it (engine/result.py's encoding): whole, compressed, or without the
+    searched shapes and with the error's message cut; never a cut JSON text, which would read as no result."""
+    from nimify.engine.result import fitted_message
+
+    if (fitted := fitted_message(line)) is not None:
+        return fitted
+    reduced = {**result, "truncated": True}
+    if isinstance(reduced.get("parity"), dict):
+        reduced["parity"] = {k: v for k, v in reduced["parity"].items() if k != "shapes"}
+    if isinstance(reduced.get("error"), dict):
+        reduced["error"] = {**reduced["error"], "message": str(reduced["error"].get("message", ""))[:1000]}
+    return json.dumps(reduced, separators=(",", ":"))
 
 
 @app.command("check-pipeline", hidden=True)
@@ -44,6 +59,6 @@ def check_pipeline_command(
     line = json.dumps(result, separators=(",", ":"))
     typer.echo(line)
     if termination_log is not None:
-        termination_log.write_text(line[-4096:] if len(line) > 4096 else line)
+        termination_log.write_text(termination_message(result, line))
     if not result["ok"]:
         sys.exit(1)

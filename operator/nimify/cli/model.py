@@ -17,7 +17,13 @@ from rich.table import Table
 
 from nimify.cli import app
 from nimify.cli.failures import reported_failures, stderr
-from nimify.cli.pipeline_file import ModelFileOption, PipelineOption, check_sources, refuse_model_options
+from nimify.cli.pipeline_file import (
+    MaxBatchSizeOption,
+    ModelFileOption,
+    PipelineOption,
+    check_sources,
+    refuse_model_options,
+)
 from nimify.cli.progress import pipeline_progress
 from nimify.model.errors import ModelError
 from nimify.model.inspection import ModelReport
@@ -388,14 +394,7 @@ def openapi_command(
     ] = None,
     pipeline: PipelineOption = None,
     model_files: ModelFileOption = None,
-    max_batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--max-batch-size",
-            min=0,
-            help="Triton's max_batch_size (a pipeline file: for members without engine settings).",
-        ),
-    ] = None,
+    max_batch_size: MaxBatchSizeOption = None,
     backend: Annotated[
         str | None,
         typer.Option(

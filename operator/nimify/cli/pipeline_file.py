@@ -41,6 +41,15 @@ PipelineOption = Annotated[
         " serve and openapi take a NimService with one too.",
     ),
 ]
+#: serve's and openapi's --max-batch-size (a pipeline's members without engine settings take it too).
+MaxBatchSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-batch-size",
+        min=0,
+        help="Triton's max_batch_size (a pipeline file: for members without engine settings).",
+    ),
+]
 ModelFileOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from nimify.cli import app
 from nimify.cli.failures import reported_failures, stderr
-from nimify.cli.pipeline_file import ModelFileOption, PipelineOption, check_sources
+from nimify.cli.pipeline_file import MaxBatchSizeOption, ModelFileOption, PipelineOption, check_sources
 
 if TYPE_CHECKING:
     from nimify.api import EngineSpec, TritonSpec
@@ -64,14 +64,7 @@ def serve_command(
     http_port: Annotated[int, typer.Option("--http-port", help="0 picks a free port.")] = 0,
     grpc_port: Annotated[int, typer.Option("--grpc-port")] = 0,
     metrics_port: Annotated[int, typer.Option("--metrics-port")] = 0,
-    max_batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--max-batch-size",
-            min=0,
-            help="Triton's max_batch_size (a pipeline file: for members without engine settings).",
-        ),
-    ] = None,
+    max_batch_size: MaxBatchSizeOption = None,
     instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances (CPU).")] = 1,
     max_queue_delay_us: Annotated[int | None, typer.Option("--max-queue-delay-us", min=0)] = None,
     ready_timeout: Annotated[

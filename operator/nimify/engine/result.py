@@ -37,6 +37,21 @@ def decode_termination_message(message: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def fitted_message(line: str) -> str | None:
+    """A JSON result line as a termination message: as it is, or compressed (what
+    `decode_termination_message` reads), or None when neither fits Kubernetes' 4096 bytes."""
+    if len(line.encode()) <= TERMINATION_MESSAGE_LIMIT:
+        return line
+    # Signatures repeat themselves (past_key_values.0.key, .1.key, ...): compressed, most fit.
+    packed = json.dumps(
+        {
+            "encoding": COMPRESSED_ENCODING,
+            "data": base64.b64encode(gzip.compress(line.encode(), mtime=0)).decode(),
+        }
+    )
+    return packed if len(packed) <= TERMINATION_MESSAGE_LIMIT else None
+
+
 @dataclass
 class ConversionResult:
     error: ModelError | None = None
@@ -118,18 +133,8 @@ class ConversionResult:
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=False)
 
     def termination_message(self) -> str:
-        line = self.json_line()
-        if len(line.encode()) <= TERMINATION_MESSAGE_LIMIT:
-            return line
-        # Signatures repeat themselves (past_key_values.0.key, .1.key, ...): compressed, most fit.
-        packed = json.dumps(
-            {
-                "encoding": COMPRESSED_ENCODING,
-                "data": base64.b64encode(gzip.compress(line.encode(), mtime=0)).decode(),
-            }
-        )
-        if len(packed) <= TERMINATION_MESSAGE_LIMIT:
-            return packed
+        if (fitted := fitted_message(self.json_line())) is not None:
+            return fitted
         reduced = self.to_json(with_signature=False)
         reduced["truncated"] = True
         reduced.pop("parityFailures", None)
