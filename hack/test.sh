@@ -35,6 +35,9 @@ if [[ $real_node == yes ]]; then
   NIMIFY_GATEWAY_BIN_PATH="$(bash hack/ensure-gateway.sh | tail -1)"
   export NIMIFY_GATEWAY_BIN_PATH
 fi
+# The distribution registry the push and pull tests run (tests/registry.py): built from its module once, cached.
+NIMIFY_REGISTRY_BIN_PATH="$(bash hack/ensure-registry.sh | tail -1)"
+export NIMIFY_REGISTRY_BIN_PATH
 # Real models from PyPI packages (tests/real_models.py), fetched once before any test.
 NIMIFY_REAL_MODELS_DIR="$(bash hack/ensure-real-models.sh | tail -1)"
 export NIMIFY_REAL_MODELS_DIR

@@ -171,6 +171,53 @@ def gateway(
     typer.echo(running.url)
 
 
+@dev_cluster.command("registry")
+def registry(
+    name: NameOption = "nimify",
+    directory: DirOption = None,
+    registry_bin_path: Annotated[
+        str, typer.Option(envvar="NIMIFY_REGISTRY_BIN_PATH", help="What hack/ensure-registry.sh prints.")
+    ] = "",
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="NAME:PASSWORD of a user (repeatable); none: anonymous pull and push."),
+    ] = None,
+) -> None:
+    """Start an OCI registry (plain HTTP) next to a running cluster; with a real node it listens on the
+    bridge's host address and the node's containerd pulls from it. Prints its address (HOST:PORT)."""
+    from nimify_devcluster.cluster import STATE_FILE, ClusterError, LocalCluster, default_cluster_root
+    from nimify_devcluster.registry import start_cluster_registry
+
+    if not registry_bin_path:
+        console.print(
+            "[red]error:[/] pass --registry-bin-path or set NIMIFY_REGISTRY_BIN_PATH "
+            "(hack/ensure-registry.sh prints it)"
+        )
+        raise typer.Exit(2)
+    users: dict[str, str] = {}
+    for entry in user or []:
+        account, colon, password = entry.partition(":")
+        if not account or not colon or not password:
+            console.print("[red]error:[/] --user takes NAME:PASSWORD (both non-empty)")
+            raise typer.Exit(2)
+        users[account] = password
+    target = directory or default_cluster_root() / name
+    if not (target / STATE_FILE).exists():
+        console.print(f"[red]error:[/] cluster {name!r} is not running ({target} has no state)")
+        raise typer.Exit(1)
+    cluster = LocalCluster.load(target)
+    try:
+        running, hosts = start_cluster_registry(cluster, registry_bin_path, users=users)
+    except (ClusterError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    access = f"users {', '.join(sorted(users))}" if users else "anonymous pull and push"
+    console.print(f"registry at [bold]{running.url}[/] ({access}); storage in {running.storage}")
+    if hosts is not None:
+        console.print(f"the real node's containerd pulls {running.address}/... over HTTP ({hosts})")
+    typer.echo(running.address)
+
+
 @dev_cluster.command("run-builds")
 def run_builds(
     kubeconfig: Annotated[Path, typer.Option("--kubeconfig", help="Kubeconfig of the local cluster.")],

@@ -90,6 +90,11 @@ class NodeLayout:
         return self.directory / "resolv.conf"
 
     @property
+    def registry_hosts_dir(self) -> Path:
+        """containerd's registry hosts directory: `<HOST:PORT>/hosts.toml` per registry (registry.py)."""
+        return self.directory / "certs.d"
+
+    @property
     def containerd_config(self) -> Path:
         return self.directory / "containerd.toml"
 
@@ -156,6 +161,10 @@ def containerd_config(layout: NodeLayout, sandbox_image: str) -> str:
         '  bin_dir = "/usr/lib/cni"',
         f"  conf_dir = {_toml(str(layout.cni_conf_dir))}",
         "  max_conf_num = 1",
+        # Registries by hosts.toml files (the dev cluster's registry, plain HTTP), read on each pull: one
+        # written after containerd started applies at once.
+        f"[{cri}.registry]",
+        f"  config_path = {_toml(str(layout.registry_hosts_dir))}",
         "",
     ]
     return "\n".join(lines)

@@ -117,6 +117,9 @@ class RealNodeInfo:
     containerd_root: str
     #: Seconds each start-up step took (images, containerd, kubelet Ready, kube-proxy), for the record.
     timings: dict[str, float]
+    #: containerd's registry hosts directory (`NodeLayout.registry_hosts_dir`; registry.py writes hosts.toml
+    #: files there); empty in the state of a cluster started before it existed.
+    registry_hosts_dir: str = ""
 
 
 def operator_environment(node: RealNodeInfo) -> dict[str, str]:
@@ -256,7 +259,8 @@ def start_real_node(
     """
     layout = layout_for(cluster_directory)
     for path in (layout.cni_conf_dir, layout.kubelet_root, layout.kubelet_certs, layout.pod_logs,
-                 layout.volume_plugins, layout.run, layout.containerd_root):  # fmt: skip
+                 layout.volume_plugins, layout.run, layout.containerd_root,
+                 layout.registry_hosts_dir):  # fmt: skip
         path.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -326,6 +330,7 @@ def start_real_node(
         images=imported,
         containerd_root=str(layout.containerd_root),
         timings={k: round(v, 1) for k, v in timings.items()},
+        registry_hosts_dir=str(layout.registry_hosts_dir),
     )
 
 

@@ -88,6 +88,11 @@ class OperatorSettings(BaseSettings):
     keda_query_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
     """Range of the queue-time query (increase over this window); at least twice the scrape interval."""
 
+    insecure_registries: list[str] = Field(default_factory=list)
+    """Registries (HOST:PORT, as in model image uris) reached over plain HTTP instead of HTTPS: the
+    operator's and the model-image init container's requests for oci:// models. For a registry inside a
+    development cluster; never one across a network (credentials travel in the clear)."""
+
     model_uri_denied_ranges: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_RANGES))
     """Address ranges (CIDR) a model download may not connect to, checked in the conversion Job after DNS
     resolution and on every redirect. Defaults: link-local and cloud metadata addresses (docs/operator.md,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -113,3 +114,13 @@ def test_unmappable_image_variants_are_refused() -> None:
     found = semantic_errors(spec(triton={"image": "nvcr.io/nvidia/tritonserver:26.08-trtllm-python-py3"}))
     assert paths(found) == ["spec.triton.image"]
     assert "TensorRT-LLM" in found[0].message and "26.08" in found[0].message
+
+
+def test_a_pipeline_member_cannot_be_a_model_image() -> None:
+    from tests.api.cases import PIPELINE
+
+    pipeline = copy.deepcopy(PIPELINE)
+    pipeline["members"][1]["model"] = {"uri": "oci://registry.example.com/models/classifier:v1"}
+    errors = semantic_errors(NimServiceSpec.model_validate({"pipeline": pipeline}))
+    assert [str(e.path) for e in errors] == ["spec.pipeline.members[1].model.uri"]
+    assert "served by a NimService of its own" in errors[0].message

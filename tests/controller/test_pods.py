@@ -162,3 +162,35 @@ def test_a_replica_the_kubelet_evicted_under_pressure_says_what_ran_short() -> N
     assert (
         trouble is not None and trouble.reason == "Evicted" and "low on resource: memory" in trouble.message
     )
+
+
+def _init_failed(state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    status = {"name": "model-image", "image": "ghcr.io/nimify/nimify:0.1", "restartCount": 2, "state": state}
+    if last is not None:
+        status["lastState"] = {"terminated": last}
+    return {
+        "metadata": {"name": "mlp-7d9f-abcde"},
+        "status": {"phase": "Pending", "initContainerStatuses": [status]},
+    }
+
+
+REFUSED = "ModelImageUnauthorized: oci://r.io/m@sha256:ab: the registry refused anonymous access (HTTP 401)"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _init_failed({"waiting": {"reason": "CrashLoopBackOff"}}, {"exitCode": 1, "message": REFUSED}),
+        _init_failed({"terminated": {"exitCode": 1, "reason": "Error", "message": REFUSED}}),
+    ],
+)
+def test_a_failed_model_image_pull_says_why_from_the_init_container(body: dict[str, Any]) -> None:
+    trouble = pod_trouble(body)
+    assert trouble is not None
+    assert trouble.reason == "ModelImagePullFailed"
+    assert "could not pull the model image" in trouble.message and REFUSED in trouble.message
+
+
+def test_a_model_image_pull_still_running_or_done_is_no_trouble() -> None:
+    assert pod_trouble(_init_failed({"running": {"startedAt": "2026-01-01T00:00:00Z"}})) is None
+    assert pod_trouble(_init_failed({"terminated": {"exitCode": 0, "reason": "Completed"}})) is None

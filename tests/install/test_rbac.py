@@ -105,7 +105,6 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
 @pytest.mark.parametrize(
     ("group", "resource"),
     [
-        ("", "secrets"),
         ("", "nodes"),
         ("", "pods/exec"),
         ("", "pods/log"),
@@ -123,6 +122,12 @@ def test_every_kind_the_renderers_produce_may_be_written_as_the_controller_does(
 )
 def test_never_granted(group: str, resource: str) -> None:
     assert (group, resource) not in GRANTS
+
+
+def test_secrets_are_read_by_name_only() -> None:
+    """A model image's pull secrets (spec.imagePullSecrets) are read by name: never listed or watched, so
+    the operator never holds every Secret of a namespace."""
+    assert GRANTS[("", "secrets")].verbs == ("get",)
 
 
 def test_no_wildcards_no_escalation_verbs_nothing_written_it_does_not_own() -> None:

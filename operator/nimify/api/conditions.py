@@ -56,6 +56,23 @@ class ConditionReason(StrEnum):
     PIPELINE_CHECK_FAILED = "PipelineCheckFailed"
     """The pipeline's end-to-end check failed: the served ensemble answered otherwise than the members'
     models chained in ONNX Runtime, or could not be run. The chain it served before keeps serving."""
+    MODEL_IMAGE_NOT_FOUND = "ModelImageNotFound"
+    """The registry has no image under the model's oci:// uri (repository, tag or digest)."""
+    MODEL_IMAGE_UNAUTHORIZED = "ModelImageUnauthorized"
+    """The registry refused to show the model image: no pull secret for it in spec.imagePullSecrets (or the
+    operator's), or one it does not accept."""
+    MODEL_IMAGE_UNREACHABLE = "ModelImageUnreachable"
+    """The model image's registry did not answer, or answered with an error; tried again at each resync."""
+    MODEL_IMAGE_INVALID = "ModelImageInvalid"
+    """The oci:// uri names something that is not one model image (an index, another kind of artifact)."""
+    MODEL_IMAGE_UNLABELLED = "ModelImageUnlabelled"
+    """The model image carries no dev.nimify.* labels: it was not built by `nimify build`."""
+    MODEL_IMAGE_MISMATCH = "ModelImageMismatch"
+    """A label of the model image contradicts the spec (backend, TensorRT version, GPU product, maximum
+    batch size): the message names the label and the field."""
+    MODEL_IMAGE_PULL_FAILED = "ModelImagePullFailed"
+    """A Triton replica's model-image init container failed to pull the image (its log's last line says
+    why); the replicas already serving keep serving."""
     PARITY_FAILED = "ParityFailed"
     PARITY_INPUTS_REQUIRED = "ParityInputsRequired"
     """The conversion could not generate inputs the model accepts for the parity check: give parity inputs."""
@@ -79,6 +96,8 @@ class ConditionReason(StrEnum):
     # Success of the intermediate steps
     ENGINE_BUILT = "EngineBuilt"
     ENGINE_CACHE_HIT = "EngineCacheHit"
+    ENGINE_FROM_IMAGE = "EngineFromImage"
+    """The engine is a model image's (oci://), served as `nimify build` built and checked it: no Job."""
     RECONCILED = "Reconciled"
     # ScalingActive
     METRICS_AVAILABLE = "MetricsAvailable"

@@ -57,6 +57,14 @@ def semantic_errors(spec: NimServiceSpec) -> list[FieldError]:
         return _engine_errors(spec, "spec.engine")
     errors = [FieldError(f"spec.pipeline.{path}", message) for path, message in order_errors(spec.pipeline)]
     for index, member in enumerate(spec.pipeline.members):
+        if member.model.is_image:
+            errors.append(
+                FieldError(
+                    f"spec.pipeline.members[{index}].model.uri",
+                    "a pipeline member takes a model file; a model image (oci://) is served by a NimService"
+                    " of its own",
+                )
+            )
         engine_path = f"spec.pipeline.members[{index}].engine" if member.engine else "spec.engine"
         errors += [e for e in _engine_errors(spec.member_spec(member), engine_path) if e not in errors]
     return errors

@@ -133,10 +133,11 @@ def convert_command(
         typer.Option("--signature", help="Signature file for a prebuilt plan when TensorRT cannot read it."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
-) -> None:
+) -> Any:
     """Fetch, validate, build and check a model, write its Triton repository, print one JSON result line.
 
     The line (also left in the termination-message file) is printed for every outcome, failures included.
+    Returns the result (`nimify build` goes on from it).
     """
     from dataclasses import replace
 
@@ -215,6 +216,7 @@ def convert_command(
         stderr.print(f"[red]error:[/] {escape(result.error.reason)}: {escape(result.error.message)}")
         raise typer.Exit(1)
     stderr.print(f"wrote {escape(str(result.repository))}")
+    return result
 
 
 def _engine_with_options(

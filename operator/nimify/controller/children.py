@@ -293,6 +293,13 @@ OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
     ApiAccess(GROUP, f"{PLURAL}/status", ("patch",), "conditions, replicas, engine, endpoints"),
     ApiAccess("", "pods", ("list", "watch"), "conversion results and Triton pods' trouble, read only"),
     ApiAccess("", "events", ("create",), "events on NimServices"),
+    ApiAccess(
+        "",
+        "secrets",
+        ("get",),
+        "by name only: the pull secrets of a NimService serving a model image (spec.imagePullSecrets), to"
+        " read the image's labels from its registry; never listed or watched",
+    ),
     ApiAccess("", "namespaces", ("list", "watch"), "kopf resolves --namespace patterns"),
     ApiAccess(
         "apiextensions.k8s.io",

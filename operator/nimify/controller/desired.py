@@ -260,7 +260,14 @@ def _serve(
     )
     plan.apply(render_triton_config(nim, unit, config))
     deployment = render_deployment(
-        nim, unit, ServedEngine(unit_plan.config_hash, record.engine.gpu_product), settings
+        nim,
+        unit,
+        ServedEngine(
+            unit_plan.config_hash,
+            record.engine.gpu_product,
+            model_image=record.engine.location if unit.location.model_image else None,
+        ),
+        settings,
     )
     live = plan.live(DEPLOYMENT, unit.name)
     if "replicas" not in deployment["spec"] and live and owns_replicas(live):
@@ -282,7 +289,10 @@ def _retire_units(plan: _Plan, nim: NimService, deployments: set[str], configs: 
 def _claim(
     plan: _Plan, nim: NimService, location: EngineLocation, settings: OperatorSettings
 ) -> Target | None:
-    """The engine claim's action, if any; its target when there is one (the Job needs the claim)."""
+    """The engine claim's action, if any; its target when there is one (the Job needs the claim). A model
+    image's engine lives on no claim."""
+    if location.model_image is not None:
+        return None
     desired = render_engine_claim(nim, location.claim, settings)
     if desired is None:
         return None  # the user's existing claim

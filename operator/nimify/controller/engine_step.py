@@ -16,9 +16,12 @@ from nimify.api import EngineRecord, NimService, UnitRole
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.status import ConditionStatus
 from nimify.controller.conditions import EngineState
+from nimify.controller.model_images import failure_reason, image_refusal, recorded_image
 from nimify.controller.observed import Body, Observed
 from nimify.engine.location import EngineLocation
+from nimify.engine.model_image import ResolvedImage, engine_document
 from nimify.engine.result import decode_termination_message
+from nimify.model.errors import ModelError
 from nimify.render.identity import build_job_name
 from nimify.render.units import ServingUnit
 
@@ -137,8 +140,47 @@ def _served_reason(nim: NimService, unit: ServingUnit) -> str:
     return reason
 
 
+def image_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> EngineOutcome:
+    """A model image's engine: the one status records while it holds (model_images.recorded_image), else
+    the image the reconcile resolved, once its labels fit the spec."""
+    served = served_record(nim, unit)
+    if served is not None and recorded_image(nim, unit, served.engine.location):
+        return EngineOutcome(
+            EngineState(
+                True, ConditionReason.ENGINE_FROM_IMAGE.value, f"model image {served.engine.location}"
+            ),
+            served,
+        )
+    uri = unit.spec.the_model.uri
+    found = observed.model_images.get(uri)
+    if found is None:
+        found = ModelError("ModelImageUnreachable", f"{uri} was not resolved")
+    if isinstance(found, ModelError):
+        return EngineOutcome(EngineState(False, failure_reason(found), found.message, failed=True))
+    assert isinstance(found, ResolvedImage)
+    if (refusal := image_refusal(unit, found.labels)) is not None:
+        reason, message = refusal
+        return EngineOutcome(EngineState(False, reason.value, f"{found.reference}: {message}", failed=True))
+    try:
+        record = EngineRecord.model_validate(engine_document(found.labels, str(found.reference)))
+    except (ValidationError, ValueError) as error:
+        return EngineOutcome(
+            EngineState(
+                False,
+                ConditionReason.MODEL_IMAGE_UNLABELLED.value,
+                f"{found.reference}: its dev.nimify.* labels do not describe an engine: {error}"[:1000],
+                failed=True,
+            )
+        )
+    return EngineOutcome(
+        EngineState(True, ConditionReason.ENGINE_FROM_IMAGE.value, f"model image {found.reference}"), record
+    )
+
+
 def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> EngineOutcome:
     namespace, location = nim.metadata.namespace or "", unit.location
+    if location.model_image is not None:
+        return image_outcome(nim, unit, observed)
     served = served_record(nim, unit)
     if served is not None and served.engine.location == _location_text(location):
         reason = _served_reason(nim, unit)

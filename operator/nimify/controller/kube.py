@@ -142,6 +142,19 @@ class KubeWriter:
             patch_type=PatchType.MERGE,
         )
 
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret's data (base64 values), or None when there is no such Secret (or it may not be read:
+        the registry's refusal then says what is missing)."""
+        from lightkube.resources.core_v1 import Secret
+
+        try:
+            secret = await self.client.get(Secret, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code in (HTTPStatus.NOT_FOUND, HTTPStatus.FORBIDDEN):
+                return None
+            raise
+        return dict(secret.data or {})
+
     async def post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """A core/v1 Event about a NimService, posted from wherever the reconcile runs."""
         metrics.API_WRITES.labels(verb="create", kind="Event").inc()

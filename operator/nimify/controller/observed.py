@@ -37,6 +37,8 @@ class Observed:
     server_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # troubles by (namespace, NimService)
     ready_engines: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, claim, key)
     unit_children_by_kind: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
+    #: The model images (by spec uri) the reconcile at hand resolved: not a watch, the registry's answer.
+    model_images: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_indexes(cls, indexes: Mapping[str, Any]) -> Observed:

@@ -37,6 +37,7 @@ from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
 from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
 from nimify.controller.kube import KubeWriter
+from nimify.controller.model_images import ImageResolver
 from nimify.controller.observed import ObjectKey, Observed, ReadyEngine
 from nimify.controller.pods import pod_trouble
 from nimify.controller.projection import project_build_pod, project_child, project_nimservice
@@ -128,7 +129,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.watching.label_selectors[_resource("", "v1", "pods")] = PODS_SELECTOR
     start_http_server(operator_settings.metrics_port)
     writer = KubeWriter()
-    reconciler = Reconciler(writer, operator_settings)
+    reconciler = Reconciler(
+        writer, operator_settings, images=ImageResolver(operator_settings, read_secret=writer.read_secret)
+    )
     # kopf hands its indexes (live views) to every handler, this one included: keep them for the resync.
     state = OperatorState(
         operator_settings, reconciler, {index.value: kwargs[index.value] for index in Index}
@@ -235,6 +238,8 @@ async def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> 
     engines = {}
     for record in records:
         if record is not None and record.engine.location and record.engine.cache_key:
+            if record.engine.location.startswith("oci://"):
+                continue  # a model image's engine is on no claim: nothing to share
             claim = record.engine.location.split("/", 1)[0]
             engines[(namespace, claim, record.engine.cache_key)] = ReadyEngine(record, name)
     return engines or None
@@ -256,7 +261,8 @@ def _unit_engines(body: kopf.Body, memo: kopf.Memo) -> tuple[tuple[str, str], ..
     engines = tuple(
         (u.location.claim, build_job_name(u.location.claim, u.location.cache_key, u.location.conversion_key))
         for u in units
-        if not u.members  # a pipeline's unit serves its members' engines and builds none
+        # A pipeline's unit serves its members' engines and builds none; a model image needs no Job, no claim.
+        if not u.members and u.location.model_image is None
     )
     if state is not None:
         state.engines[uid] = (generation, engines)

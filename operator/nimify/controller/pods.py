@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nimify.api.conditions import ConditionReason
+from nimify.render.deployment import MODEL_IMAGE_CONTAINER
 
 GPU_RESOURCE = "nvidia.com/gpu"
 IMAGE_PULL_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
@@ -98,6 +99,26 @@ def _evicted(pod: dict[str, Any]) -> PodTrouble | None:
     return None
 
 
+def _model_image_trouble(name: str, container: dict[str, Any]) -> PodTrouble | None:
+    """The model-image init container failed: its termination message (or log's tail) says why."""
+    if container.get("name") != MODEL_IMAGE_CONTAINER:
+        return None
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
+    failed = (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff" or (
+        terminated and terminated.get("exitCode") not in (None, 0)
+    )
+    if not failed or terminated.get("reason") == "OOMKilled":
+        return None
+    why = (terminated.get("message") or "").strip()[-500:] or f"exit code {terminated.get('exitCode')}"
+    return PodTrouble(
+        ConditionReason.MODEL_IMAGE_PULL_FAILED.value,
+        f"init container {MODEL_IMAGE_CONTAINER} could not pull the model image"
+        f" (restarts: {container.get('restartCount', 0)}): {why}",
+        name,
+    )
+
+
 def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
     """The first thing keeping this pod from serving that someone must act on, or None."""
     if (trouble := _evicted(pod)) is not None:
@@ -109,7 +130,8 @@ def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
     status = pod.get("status", {})
     name = pod.get("metadata", {}).get("name", "")
     for container in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
-        if (trouble := _container_trouble(name, container)) is not None:
+        trouble = _model_image_trouble(name, container) or _container_trouble(name, container)
+        if trouble is not None:
             return trouble
     return None
 

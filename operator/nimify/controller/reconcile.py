@@ -9,23 +9,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Protocol
 
 from lightkube import ApiError
 
-from nimify.api import Condition, NimService, NimServiceStatus, UnitRole
+from nimify.api import Condition, NimService, NimServiceStatus, UnitRole, semantic_errors
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.controller import metrics
 from nimify.controller.actions import Create
 from nimify.controller.conditions import events_for
 from nimify.controller.desired import DesiredSet, UnitPlan, Units, desired_set
+from nimify.controller.engine_step import served_record
+from nimify.controller.model_images import ImageResolver, recorded_image
 from nimify.controller.observed import Body, Observed
 from nimify.controller.status import desired_status
 from nimify.controller.writes import RecentWrites, Writer, write_all
 from nimify.render.identity import server_name
-from nimify.render.units import serving_units
+from nimify.render.units import ServingUnit, serving_units
 from nimify.settings import OperatorSettings
 
 # Reasons of progress and success: their events are Normal; any other reason of a False condition warns.
@@ -104,8 +107,10 @@ class Reconciler:
         clock: Clock = _now,
         monotonic: Callable[[], float] = time.monotonic,
         units: Units = serving_units,
+        images: ImageResolver | None = None,
     ) -> None:
         self.writer = writer
+        self.images = images or ImageResolver(settings)  # model images' registries (model_images.py)
         self.units = units  # a NimService's serving units (render/units.py)
         self.events: EventSink = events or writer  # where Events go: the API writer, or a sink in tests
         self.settings = settings
@@ -157,6 +162,7 @@ class Reconciler:
         namespace, name, uid = nim.metadata.namespace or "", server_name(nim), nim.metadata.uid or ""
         previous = self._previous_status(nim)
         nim = nim.model_copy(update={"status": previous})  # every step works from the freshest status known
+        observed = await self._with_model_images(nim, observed)
 
         desired = desired_set(nim, observed, self.settings, self.units)
         written = await write_all(self.writer, namespace, desired.actions, self.recent)
@@ -187,6 +193,27 @@ class Reconciler:
             return None
         self._refused[uid] = attempts = self._refused.get(uid, 0) + 1
         return retry_delay(attempts, self.settings.resync_seconds)
+
+    async def _with_model_images(self, nim: NimService, observed: Observed) -> Observed:
+        """`observed` with the model images the NimService's units need resolved (none for most: a unit
+        whose status records its image for this generation needs no registry, engine_step.image_outcome)."""
+        if nim.spec.pipeline is not None or semantic_errors(nim.spec):
+            return (
+                observed  # pipeline members take files; desired_set reports a spec's fault, no registry asked
+            )
+        try:
+            units = self.units(nim, self.settings)
+        except ValueError:
+            return observed
+        pending = tuple(
+            unit
+            for unit in units
+            if unit.location.model_image is not None
+            and not recorded_image(nim, unit, _served_location(nim, unit))
+        )
+        if not pending:
+            return observed
+        return replace(observed, model_images=await self.images.resolve(nim, pending))
 
     def _batched(self, uid: str, before: dict[str, Any], after: dict[str, Any]) -> float | None:
         """Seconds to wait before writing a status change that moves nothing (reconcile again then), or None
@@ -222,6 +249,11 @@ class Reconciler:
             metrics.ENGINE_BUILDS.labels(outcome="succeeded" if outcome.state.ready else "failed").inc()
             if outcome.record is not None and outcome.record.engine.build_seconds is not None:
                 metrics.ENGINE_BUILD_SECONDS.observe(outcome.record.engine.build_seconds)
+
+
+def _served_location(nim: NimService, unit: ServingUnit) -> str | None:
+    record = served_record(nim, unit)
+    return record.engine.location if record is not None else None
 
 
 def _was_finished(nim: NimService, plan: UnitPlan) -> bool:

@@ -24,6 +24,9 @@ class EngineLocation:
     """What else decides a conversion's verdict besides the engine (the parity check, the deadline): part of
     the Job's name, so a failed conversion is retried once those settings change, while the engine's cache
     key stays the same."""
+    model_image: str | None = None
+    """A model image's uri (spec.model.uri oci://...): the engine comes from the image, pulled into each
+    replica by an init container, and lives on no claim (`claim` is empty)."""
 
     @property
     def directory(self) -> str:
@@ -94,6 +97,10 @@ def conversion_key(nim: NimService) -> str:
 
 
 def engine_location(nim: NimService, settings: OperatorSettings) -> EngineLocation:
+    model = nim.spec.the_model
+    if model.is_image:
+        key = "image-" + hashlib.sha256(f"uri:{model.uri}".encode()).hexdigest()[:32]
+        return EngineLocation(cache_key=key, claim="", model_image=model.uri)
     gpu_product = requested_gpu_product(nim) if nim.spec.engine.backend == Backend.TENSORRT else None
     key = engine_cache_key(model_identity(nim), nim.spec.engine, tensorrt_identity(nim), gpu_product)
     return EngineLocation(

@@ -2,8 +2,9 @@
 
 That list is `controller.children`: every child kind with how the operator writes it (server-side applied:
 create + patch; created once: create; pruned: delete; all watched: list + watch), and `OPERATOR_ACCESS`, the
-rest (NimServices and their status, pods read-only, Events, kopf's discovery). Nothing else: no Secrets (a
-conversion Job's `envFrom` is resolved by the kubelet, not the operator), no Nodes, no pods/exec or pods/log.
+rest (NimServices and their status, pods read-only, Events, kopf's discovery, and `get` on Secrets: the pull
+secrets a NimService names for its model image, read by name; a conversion Job's `envFrom` is resolved by the
+kubelet, not the operator). Nothing else: no listing of Secrets, no Nodes, no pods/exec or pods/log.
 
 `render_rbac_template()` writes it as the chart's `templates/rbac.yaml`: a ClusterRole when the operator
 watches the whole cluster; one Role per namespace when it watches a list of them (`nimify run` then turns

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from nimify.api import NimService, NimServiceSpec
-from nimify.engine.location import REPOSITORY_MODEL_DIR, requested_gpu_product
+from nimify.engine.address_policy import DENIED_RANGES_ENV
+from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, requested_gpu_product
 from nimify.render.identity import (
     CONFIG_HASH_ANNOTATION,
     ENGINE_KEY_ANNOTATION,
@@ -27,6 +29,11 @@ SHM_SIZE = "1Gi"  # the python backend and large tensors need more than the runt
 PRE_STOP_SECONDS = 10
 #: Triton's own drain (--exit-timeout-secs, 30 by default) after the preStop delay, plus a margin.
 TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + 35
+#: The init container that pulls a model image's engine into the replica (spec.model.uri oci://).
+MODEL_IMAGE_CONTAINER = "model-image"
+#: Where that container finds the pull secrets' Docker configs (`<index>/config.json`).
+REGISTRY_AUTH_DIR = "/var/run/nimify/registry-auth"
+INSECURE_REGISTRIES_ENV = "NIMIFY_INSECURE_REGISTRIES"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class ServedEngine:
 
     config_hash: str
     gpu_product: str | None = None
+    model_image: str | None = None
+    """The model image to pull the engine from, pinned to its digest (oci://...@sha256:...)."""
 
 
 def triton_args(spec: NimServiceSpec) -> list[str]:
@@ -149,19 +158,79 @@ def triton_container(unit: ServingUnit, settings: OperatorSettings) -> dict[str,
     return container
 
 
+def pull_secret_names(unit: ServingUnit, settings: OperatorSettings) -> list[str]:
+    return list(dict.fromkeys([*(unit.spec.image_pull_secrets or []), *settings.image_pull_secrets]))
+
+
+def model_image_container(
+    unit: ServingUnit, image: str, settings: OperatorSettings
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The init container that pulls a model image's engine (its digests checked) where Triton's mount of
+    the engine volume expects it, and the volumes of the pull secrets it reads: the kubelet pulls images,
+    not artifacts into a volume, and image volumes need Kubernetes 1.33+ with containerd 2.1+ or CRI-O."""
+    secrets = pull_secret_names(unit, settings)
+    auth_volumes = [
+        {
+            "name": f"registry-auth-{index}",
+            # Optional: a missing secret is the registry's refusal, reported by the container, not a pod
+            # that never starts.
+            "secret": {
+                "secretName": name,
+                "optional": True,
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+            },
+        }
+        for index, name in enumerate(secrets)
+    ]
+    container: dict[str, Any] = {
+        "name": MODEL_IMAGE_CONTAINER,
+        "image": settings.onnxruntime_builder_image,
+        "command": ["nimify", "pull-model"],
+        "args": [image, f"--to={ENGINE_MOUNT}/{unit.location.repository}/{REPOSITORY_MODEL_DIR}"],
+        "env": [
+            {"name": INSECURE_REGISTRIES_ENV, "value": json.dumps(settings.insecure_registries)},
+            {"name": DENIED_RANGES_ENV, "value": json.dumps(settings.model_uri_denied_ranges)},
+        ],
+        "volumeMounts": [
+            {"name": "engines", "mountPath": ENGINE_MOUNT},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                {"name": volume["name"], "mountPath": f"{REGISTRY_AUTH_DIR}/{index}", "readOnly": True}
+                for index, volume in enumerate(auth_volumes)
+            ),
+        ],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+    }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
+    return container, auth_volumes
+
+
 def server_pod_spec(unit: ServingUnit, engine: ServedEngine, settings: OperatorSettings) -> dict[str, Any]:
-    """The Triton pod: its identity, volumes (the engine claim read-only, the config) and placement."""
+    """The Triton pod: its identity, volumes (the engine claim read-only, the config) and placement; a model
+    image's engine is pulled into an emptyDir by an init container instead."""
+    engines: dict[str, Any] = {
+        "name": "engines",
+        "persistentVolumeClaim": {"claimName": unit.location.claim, "readOnly": True},
+    }
+    init: list[dict[str, Any]] = []
+    auth_volumes: list[dict[str, Any]] = []
+    if engine.model_image is not None:
+        engines = {"name": "engines", "emptyDir": {}}
+        container, auth_volumes = model_image_container(unit, engine.model_image, settings)
+        init.append(container)
     pod_spec: dict[str, Any] = {
         **server_pod_identity(unit.nimservice, settings),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security_context(),
+        **({"initContainers": init} if init else {}),
         "containers": [triton_container(unit, settings)],
         "volumes": [
-            {
-                "name": "engines",
-                "persistentVolumeClaim": {"claimName": unit.location.claim, "readOnly": True},
-            },
+            engines,
+            *auth_volumes,
             {"name": "triton-config", "configMap": {"name": unit.config_map_name}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
             {"name": "tmp", "emptyDir": {}},
