@@ -24,11 +24,14 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nimify.api.spec.model import HOST_PORT, IMAGE_DIGEST, IMAGE_REPOSITORY, IMAGE_TAG
 from nimify.engine.address_policy import AddressPolicy
 from nimify.model.errors import ModelError
+
+if TYPE_CHECKING:
+    from nimify.engine.result import ConversionResult
 
 SCHEME = "oci://"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -134,8 +137,8 @@ def credentials_for(registry: str, documents: Iterable[Mapping[str, Any]]) -> Cr
 # --- what an image says of itself ---------------------------------------------------------------------------
 
 
-def image_labels(result: Any, model_sha256: str | None) -> dict[str, str]:
-    """The labels of the image of a conversion's `result` (engine/result.py's ConversionResult)."""
+def image_labels(result: ConversionResult, model_sha256: str | None) -> dict[str, str]:
+    """The labels of the image of a conversion's `result`."""
     signature = result.signature_status()
     parity = result.parity_status()
     labels = {
