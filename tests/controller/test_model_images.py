@@ -22,10 +22,9 @@ from nimify.render.deployment import MODEL_IMAGE_CONTAINER
 from nimify.render.units import ServingUnit, serving_unit
 from nimify.settings import OperatorSettings
 from nimify_devcluster.registry import LocalRegistry
-from tests.controller.memory_cluster import MemoryCluster
-from tests.controller.test_reconciler import T, _merge_patch_into
+from tests.controller.test_reconciler import Harness, T
 from tests.registry import registry_fixture
-from tests.render.conftest import NAME, NAMESPACE, UID, nimservice
+from tests.render.conftest import NAME, nimservice
 
 SIGNATURE = {
     "inputs": [{"name": "input", "dtype": "FLOAT", "shape": [-1, 16]}],
@@ -77,11 +76,13 @@ class CountingResolver(ImageResolver):
         return await super().resolve(nim, units)
 
 
-class ImageHarness:
+class ImageHarness(Harness):
+    """test_reconciler's harness serving a model image, resolved by a resolver that counts its calls."""
+
     def __init__(
         self, uri: str, registries: list[str], secrets: dict[str, dict[str, Any]] | None = None
     ) -> None:
-        self.cluster = MemoryCluster(NAMESPACE)
+        super().__init__(SPEC, built=False)
         settings = OperatorSettings(
             engine_cache_claim="nimify-engines",
             onnxruntime_builder_image="nimify:test",
@@ -89,41 +90,11 @@ class ImageHarness:
         )
         self.resolver = CountingResolver(settings, secrets or {})
         self.reconciler = Reconciler(self.cluster, settings, clock=lambda: T, images=self.resolver)
-        self.body: dict[str, Any] = {
-            "apiVersion": "nimify.dev/v1alpha1",
-            "kind": "NimService",
-            "metadata": {
-                "name": NAME,
-                "namespace": NAMESPACE,
-                "uid": UID,
-                "generation": 1,
-                "resourceVersion": "1",
-            },
-            "spec": {**copy.deepcopy(SPEC), "model": {"uri": uri}},
-            "status": {},
-        }
-
-    async def converge(self) -> None:
-        for _ in range(5):
-            self.cluster.forget_calls()
-            await self.reconciler.reconcile(copy.deepcopy(self.body), self.cluster.observed())
-            for patch in self.cluster.status_patches:
-                self.body["status"] = _merge_patch_into(self.body.get("status") or {}, patch)
-                self.body["metadata"]["resourceVersion"] = str(
-                    int(self.body["metadata"]["resourceVersion"]) + 1
-                )
-            if self.cluster.get("Deployment", NAME) is not None:
-                self.cluster.roll_out(NAME)
-            if not self.cluster.writes():
-                return
-        raise AssertionError(f"still writing: {self.cluster.writes()}")
+        self.body["spec"] = {**copy.deepcopy(SPEC), "model": {"uri": uri}}
 
     def change(self, spec: dict[str, Any]) -> None:
         self.body["spec"] |= spec
         self.body["metadata"]["generation"] += 1
-
-    def condition(self, kind: str) -> dict[str, Any]:
-        return next(c for c in self.body["status"]["conditions"] if c["type"] == kind)
 
     def pod(self) -> dict[str, Any]:
         deployment = self.cluster.live("Deployment", NAME)
