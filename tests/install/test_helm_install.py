@@ -127,11 +127,11 @@ ALLOWED = [
     ("patch", "persistentvolumeclaims"),
     ("create", "horizontalpodautoscalers.autoscaling"),
     ("patch", "poddisruptionbudgets.policy"),
+    ("get", "secrets"),  # by name: a model image's pull secrets (spec.imagePullSecrets)
 ]
 #: What it must never be able to do.
 DENIED = [
     ("patch", "nimservices.nimify.dev"),  # kopf writes nothing on them: only their status is the operator's
-    ("get", "secrets"),
     ("list", "secrets"),
     ("watch", "secrets"),
     ("get", "nodes"),
