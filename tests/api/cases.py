@@ -161,6 +161,47 @@ INVALID = [
         message="its labels say what it is",
     ),
     Case("sha256-too-short", "spec.model.sha256", {"model": {"sha256": "abc123"}}),
+    # triton.tuning
+    Case(
+        "tuning-throughput-without-budget",
+        "spec.triton.tuning.p99LatencyBudgetMilliseconds",
+        {"triton": {"tuning": {}}},
+        message="maxThroughput needs p99LatencyBudgetMilliseconds",
+    ),
+    Case(
+        "tuning-latency-without-rate",
+        "spec.triton.tuning.requestRate",
+        {"triton": {"tuning": {"objective": "minLatency"}}},
+        message="minLatency needs requestRate",
+    ),
+    Case(
+        "tuning-budget-zero",
+        "spec.triton.tuning.p99LatencyBudgetMilliseconds",
+        {"triton": {"tuning": {"p99LatencyBudgetMilliseconds": 0}}},
+    ),
+    Case(
+        "tuning-sizes-over-max-batch",
+        "spec.triton.tuning.preferredBatchSizes",
+        {
+            "engine": {"maxBatchSize": 8},
+            "triton": {"tuning": {"p99LatencyBudgetMilliseconds": 50, "preferredBatchSizes": [[4], [16]]}},
+        },
+        message="must not exceed engine.maxBatchSize",
+    ),
+    Case(
+        "tuning-time-budget-too-short",
+        "spec.triton.tuning.timeBudgetSeconds",
+        {"triton": {"tuning": {"p99LatencyBudgetMilliseconds": 50, "timeBudgetSeconds": 5}}},
+    ),
+    Case(
+        "tuning-model-image",
+        "spec.triton.tuning",
+        {
+            "model": {"uri": "oci://registry.example.com/models/mlp:v1"},
+            "triton": {"tuning": {"p99LatencyBudgetMilliseconds": 50}},
+        },
+        message="a model image is tuned where it is built",
+    ),
     Case("format-unknown", "spec.model.format", {"model": {"format": "pytorch"}}),
     Case("format-not-inferable", "spec.model.format", {"model": {"uri": "s3://models/resnet/weights.bin"}}),
     Case(
@@ -499,6 +540,12 @@ INVALID = [
     Case("pipeline-and-model", "spec.model", {"pipeline": PIPELINE}, message="exactly one of them"),
     Case("neither-model-nor-pipeline", "spec.model", {"model": DELETE}),
     Case(
+        "pipeline-tuned",
+        "spec.triton.tuning",
+        {**pipeline(), "triton": {"tuning": {"p99LatencyBudgetMilliseconds": 50}}},
+        message="a pipeline's ensemble is not tuned",
+    ),
+    Case(
         "pipeline-step-of-no-member",
         "spec.pipeline.steps",
         pipeline(_set("steps.1.member", "ranker")),
@@ -626,6 +673,25 @@ VALID = [
     Case("hf-with-revision", "", {"model": {"uri": "hf://org/repo@v1.0/sub/dir/model.onnx"}}),
     Case("pvc-uri", "", {"model": {"uri": "pvc://model-store/a/b/model.plan"}}),
     Case("oci-tag", "", {"model": {"uri": "oci://registry.example.com:5000/team/models/mlp:v1.2-cpu"}}),
+    Case(
+        "tuning-min-latency",
+        "",
+        {
+            "engine": {"maxBatchSize": 16},
+            "triton": {
+                "tuning": {
+                    "objective": "minLatency",
+                    "requestRate": 200,
+                    "maxInstances": 2,
+                    "preferredBatchSizes": [[4, 8], [16]],
+                    "maxQueueDelaysMicroseconds": [0, 250],
+                    "concurrency": [2, 8],
+                    "timeBudgetSeconds": 300,
+                    "trialSeconds": 2,
+                }
+            },
+        },
+    ),
     Case("oci-digest", "", {"model": {"uri": f"oci://10.0.0.1:5000/mlp@sha256:{'a' * 64}"}}),
     Case("oci-tag-and-digest", "", {"model": {"uri": f"oci://ghcr.io/org/mlp:v1@sha256:{'b' * 64}"}}),
     Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),

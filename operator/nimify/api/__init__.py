@@ -43,6 +43,8 @@ from nimify.api.spec import (
     StorageSpec,
     Toleration,
     TritonSpec,
+    TuningObjective,
+    TuningSpec,
     WarmupSpec,
 )
 from nimify.api.status import (
@@ -56,6 +58,9 @@ from nimify.api.status import (
     NimServiceStatus,
     ParityStatus,
     TensorSpec,
+    TunedConfig,
+    TuningMeasurement,
+    TuningStatus,
     UnitRole,
     UnitStatus,
 )
@@ -113,6 +118,11 @@ __all__ = [
     "TensorSpec",
     "Toleration",
     "TritonSpec",
+    "TunedConfig",
+    "TuningMeasurement",
+    "TuningObjective",
+    "TuningSpec",
+    "TuningStatus",
     "UnitRole",
     "UnitStatus",
     "WarmupSpec",

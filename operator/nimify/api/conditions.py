@@ -21,6 +21,10 @@ class ConditionType(StrEnum):
     #: Only with spec.autoscaling: whether the autoscaler gets its metrics and computes replicas (the HPA's
     #: ScalingActive, or KEDA's ScaledObject Ready and its HPA's ScalingActive). Does not affect Ready.
     SCALING_ACTIVE = "ScalingActive"
+    #: Only with spec.triton.tuning: whether the served Triton config is the one the tuning chose (True), or
+    #: the default while a sweep runs, or because none met the objective or the sweep failed (False). Does
+    #: not affect Ready: the default config serves meanwhile.
+    TUNED = "Tuned"
 
 
 class ConditionReason(StrEnum):
@@ -99,6 +103,18 @@ class ConditionReason(StrEnum):
     ENGINE_FROM_IMAGE = "EngineFromImage"
     """The engine is a model image's (oci://), served as `nimify build` built and checked it: no Job."""
     RECONCILED = "Reconciled"
+    # Tuned
+    TUNING = "Tuning"
+    """A tuning Job measures the engine's configs; the default config serves meanwhile."""
+    TUNING_APPLIED = "TuningApplied"
+    """The config the tuning chose serves."""
+    TUNING_REUSED = "TuningReused"
+    """Another NimService's tuning of the same engine, GPU product and objective serves, with no sweep."""
+    TUNING_OBJECTIVE_MISSED = "TuningObjectiveMissed"
+    """No measured config met the objective: the default config serves, status.tuning.closest says how
+    close the sweep came."""
+    TUNING_FAILED = "TuningFailed"
+    """The tuning Job failed (its message says why); the default config serves."""
     # ScalingActive
     METRICS_AVAILABLE = "MetricsAvailable"
     METRIC_UNAVAILABLE = "MetricUnavailable"

@@ -218,6 +218,80 @@ class AutoscalerStatus(StatusModel):
     """When the autoscaler last changed the replica count."""
 
 
+class TunedConfig(StatusModel):
+    """A Triton config the tuning measured: what it sets of instancesPerGpu and dynamicBatching."""
+
+    instances: int = Field(ge=1, le=64)
+    """Model instances per GPU (or on the CPU)."""
+
+    preferred_batch_sizes: list[int] | None = Field(default=None, max_length=16)
+    """The dynamic batcher's preferred batch sizes (none: Triton forms the largest batch it can)."""
+
+    max_queue_delay_microseconds: int = Field(ge=0)
+    """How long a request may wait for others to join its batch."""
+
+
+class TuningMeasurement(StatusModel):
+    """One config at one concurrency, as the sweep measured it."""
+
+    config: TunedConfig
+    """The config measured."""
+
+    concurrency: int = Field(ge=1)
+    """Requests in flight at once (one row each)."""
+
+    throughput: float = Field(ge=0)
+    """Inferences per second."""
+
+    p50_milliseconds: float = Field(ge=0)
+    """Median latency."""
+
+    p99_milliseconds: float = Field(ge=0)
+    """99th percentile latency."""
+
+    queue_microseconds: float = Field(ge=0)
+    """Time a request spent in Triton's queue, on average (Triton's statistics)."""
+
+    failed: int = Field(default=0, ge=0)
+    """Requests that failed (a config with failures is never chosen)."""
+
+
+class TuningStatus(StatusModel):
+    """The tuning of the served engine (spec.triton.tuning): what was measured and what serves."""
+
+    key: str = Field(max_length=64)
+    """What was tuned: the engine, the GPU product, the Triton image, the objective and the search. The
+    same key is never measured twice (another NimService's result, or the engine cache's, is reused)."""
+
+    objective: str = Field(max_length=256)
+    """The objective, as measured against (e.g. maxThroughput within p99 50 ms)."""
+
+    chosen: TunedConfig | None = None
+    """The config that met the objective best, which Triton serves; none when none met it."""
+
+    closest: TunedConfig | None = None
+    """When none met the objective: the config that came closest (the default config serves)."""
+
+    met: bool = False
+    """Whether a config met the objective."""
+
+    partial: bool = False
+    """Whether the time budget ended the sweep before the whole search space was measured."""
+
+    capacity_per_replica: float | None = Field(default=None, ge=0)
+    """Inferences per second one replica serves with the chosen config within the objective: the measured
+    capacity autoscaling can be sized by (docs/tuning.md)."""
+
+    trials: int = Field(default=0, ge=0)
+    """Configs measured."""
+
+    seconds: float = Field(default=0, ge=0)
+    """How long the sweep took."""
+
+    measurements: list[TuningMeasurement] | None = Field(default=None, max_length=64)
+    """The measured table (the default config's rows first); the best rows when there were more."""
+
+
 class NimServiceStatus(StatusModel):
     """The observed state of a NimService."""
 
@@ -252,6 +326,9 @@ class NimServiceStatus(StatusModel):
 
     autoscaler: AutoscalerStatus | None = None
     """The autoscaler's view of the replicas (with spec.autoscaling)."""
+
+    tuning: TuningStatus | None = None
+    """The tuning of the served engine (spec.triton.tuning), once measured or reused."""
 
     units: list[UnitStatus] | None = Field(default=None, max_length=16, json_schema_extra=list_map("name"))
     """The serving units, each an engine in a Triton Deployment of its own; signature, engine and parity

@@ -36,7 +36,7 @@ def _register_commands() -> None:
     from nimify.cli import crd  # noqa: F401, I001
     from nimify.cli import chart  # noqa: F401
     from nimify.cli import run  # noqa: F401
-    from nimify.cli import check_pipeline, convert, doctor, load, model, model_image, serve  # noqa: F401
+    from nimify.cli import check_pipeline, convert, doctor, load, model, model_image, serve, tune  # noqa: F401
 
     # A plugin that fails to import fails the command: a half-installed development virtualenv shows, instead
     # of `nimify dev-cluster` going missing without a word.
@@ -57,6 +57,8 @@ def main() -> None:
         from nimify.cli import run  # noqa: F401
     elif sys.argv[1:2] == ["check-pipeline"]:
         from nimify.cli import check_pipeline  # noqa: F401
+    elif sys.argv[1:2] == ["tune-job"]:  # the tuning Job's entrypoint, beside the Triton it measures
+        from nimify.cli import tune  # noqa: F401
     elif sys.argv[1:2] == ["pull-model"]:  # a Triton pod's init container: start-up counts there too
         from nimify.cli import model_image  # noqa: F401
     else:

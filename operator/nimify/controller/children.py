@@ -52,6 +52,7 @@ class Index(StrEnum):
     READY_ENGINES = "ready_engine_index"  # ready engines by (namespace, claim, cache key)
     BUILD_JOBS = "build_job_index"  # NimServices by (namespace, a conversion Job their units need)
     CLAIM_USERS = "claim_user_index"  # NimServices by (namespace, an engine claim their units use)
+    TUNINGS = "tuning_index"  # recorded tunings by (namespace, tuning key)
 
 
 class Write(StrEnum):

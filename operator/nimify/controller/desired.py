@@ -50,12 +50,20 @@ from nimify.controller.drift import ChildState, child_state, conflicting_element
 from nimify.controller.engine_step import EngineOutcome, engine_outcome
 from nimify.controller.observed import Body, Observed
 from nimify.controller.pipeline import pipeline_outcome
+from nimify.controller.tuning import TuningOutcome, tuning_outcome
 from nimify.engine.location import EngineLocation, dedicated_claim_name
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import server_name
-from nimify.render.triton_config import CONFIG_KEY, config_hash, config_text, render_triton_config
+from nimify.render.triton_config import (
+    CONFIG_KEY,
+    DEFAULT_CONFIG_KEY,
+    config_hash,
+    config_text,
+    render_triton_config,
+)
+from nimify.render.tuning_job import render_tuning_job
 from nimify.render.units import ServingUnit, serving_units
 from nimify.settings import OperatorSettings
 
@@ -74,6 +82,7 @@ class UnitPlan:
     job: Body | None = None  # the Job its engine needs when not a conversion (a pipeline's check)
     deployment: Body | None = None  # the Deployment wanted for it (applied now or already current)
     deployment_changed: bool = False  # applied now: what the watch shows of it predates this change
+    tuning: TuningOutcome | None = None  # the serving unit's tuning (spec.triton.tuning)
 
     @property
     def record(self) -> EngineRecord | None:
@@ -204,6 +213,10 @@ def _engines_and_servers(
         if outcome.record is not None and unit_plan.config_hash is not None:
             deployment, changed = _serve(plan, nim, unit_plan, settings)
             unit_plan = replace(unit_plan, deployment=deployment, deployment_changed=changed)
+            tuning = unit_plan.tuning
+            if tuning is not None and tuning.create_job:
+                job = render_tuning_job(nim, unit, outcome.record, tuning.key, settings)
+                plan.writes.append(Create(job, requires=((CONFIG_MAP.kind, unit.config_map_name),)))
         served.append(unit_plan)
     return served
 
@@ -246,8 +259,15 @@ def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPl
     outcome = engine_outcome(nim, unit, observed)
     if outcome.record is None or unit.role is UnitRole.PIPELINE_MEMBER:
         return UnitPlan(unit, outcome)  # a member is served by its pipeline's unit
-    text = config_text(unit, outcome.record)
-    return UnitPlan(unit, outcome, config_hash(text), {CONFIG_KEY: text})
+    if unit.spec.triton.tuning is None or unit.role is not UnitRole.SERVING:
+        text = config_text(unit, outcome.record)
+        return UnitPlan(unit, outcome, config_hash(text), {CONFIG_KEY: text})
+    # Tuned: the tuning's choice serves once there is one; the default until then, and the tuning Job starts
+    # from the default (its own key of the ConfigMap).
+    tuning = tuning_outcome(nim, unit, outcome.record, observed)
+    text = config_text(unit, outcome.record, tuning.tuned)
+    data = {CONFIG_KEY: text, DEFAULT_CONFIG_KEY: config_text(unit, outcome.record)}
+    return UnitPlan(unit, outcome, config_hash(text), data, tuning=tuning)
 
 
 def _serve(

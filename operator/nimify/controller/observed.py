@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nimify.api import EngineRecord
+from nimify.api import EngineRecord, TuningStatus
 from nimify.controller.children import CHILD_KINDS, Index
 from nimify.controller.pods import PodTrouble, worst_trouble
 
@@ -28,6 +28,14 @@ class ReadyEngine:
     served_by: str
 
 
+@dataclass(frozen=True)
+class RecordedTuning:
+    """A tuning as a NimService's status records it, and which NimService that is."""
+
+    tuning: TuningStatus
+    recorded_by: str
+
+
 @dataclass
 class Observed:
     """Views over kopf indexes (or plain dicts in unit tests), keyed by (namespace, name) per kind."""
@@ -36,6 +44,7 @@ class Observed:
     build_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # keyed by (namespace, job name)
     server_pods: Mapping[ObjectKey, Any] = field(default_factory=dict)  # troubles by (namespace, NimService)
     ready_engines: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, claim, key)
+    tunings: Mapping[tuple[str, str], Any] = field(default_factory=dict)  # (ns, tuning key)
     unit_children_by_kind: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
     #: The model images (by spec uri) the reconcile at hand resolved: not a watch, the registry's answer.
     model_images: Mapping[str, Any] = field(default_factory=dict)
@@ -47,6 +56,7 @@ class Observed:
             build_pods=indexes[Index.BUILD_PODS],
             server_pods=indexes[Index.SERVER_PODS],
             ready_engines=indexes[Index.READY_ENGINES],
+            tunings=indexes[Index.TUNINGS],
             unit_children_by_kind={
                 child.kind: indexes[child.unit_index] for child in CHILD_KINDS if child.unit_index is not None
             },
@@ -72,6 +82,15 @@ class Observed:
         """Names of the NimService's children of a unit-scoped kind (its units' Deployments or configs)."""
         store = self.unit_children_by_kind.get(kind, {}).get((namespace, nimservice))
         return set(store) if store is not None else set()
+
+    def tuning(self, namespace: str, key: str, *, besides: str) -> TuningStatus | None:
+        """A tuning recorded under `key` by a NimService other than `besides`."""
+        store = self.tunings.get((namespace, key))
+        for recorded in store if store is not None else ():
+            if recorded.recorded_by != besides:
+                found: TuningStatus = recorded.tuning
+                return found
+        return None
 
     def ready_engine(
         self, namespace: str, claim: str, cache_key: str, *, besides: str

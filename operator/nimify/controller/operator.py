@@ -30,7 +30,7 @@ import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from nimify.api import NimService, NimServiceStatus, UnitRole
+from nimify.api import NimService, NimServiceStatus, TuningStatus, UnitRole
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
 from nimify.controller import kopf_namespaces, kopf_resources, metrics
 from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
@@ -38,7 +38,7 @@ from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
 from nimify.controller.kube import KubeWriter
 from nimify.controller.model_images import ImageResolver
-from nimify.controller.observed import ObjectKey, Observed, ReadyEngine
+from nimify.controller.observed import ObjectKey, Observed, ReadyEngine, RecordedTuning
 from nimify.controller.pods import pod_trouble
 from nimify.controller.projection import project_build_pod, project_child, project_nimservice
 from nimify.controller.reconcile import Reconciler
@@ -243,6 +243,20 @@ async def ready_engine_index(body: kopf.Body, status: kopf.Status, **_: Any) -> 
             claim = record.engine.location.split("/", 1)[0]
             engines[(namespace, claim, record.engine.cache_key)] = ReadyEngine(record, name)
     return engines or None
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=Index.TUNINGS.value)
+async def tuning_index(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Any, Any] | None:
+    """Recorded tunings by (namespace, tuning key): another NimService serving the same engine on the same
+    GPU product with the same objective reuses one with no sweep (controller/tuning.py)."""
+    document = dict(status).get("tuning")
+    try:
+        recorded = TuningStatus.model_validate(document) if document else None
+    except ValidationError:
+        return None
+    if recorded is None:
+        return None
+    return {(body.metadata.namespace or "", recorded.key): RecordedTuning(recorded, body.metadata.name or "")}
 
 
 def _unit_engines(body: kopf.Body, memo: kopf.Memo) -> tuple[tuple[str, str], ...]:

@@ -44,6 +44,9 @@ NORMAL_REASONS = frozenset(
         ConditionReason.ENGINE_CACHE_HIT,
         ConditionReason.RECONCILED,
         ConditionReason.AUTOSCALER_PENDING,
+        ConditionReason.TUNING,
+        ConditionReason.TUNING_APPLIED,
+        ConditionReason.TUNING_REUSED,
     }
 )
 RETRY_FIRST_SECONDS = 5.0

@@ -140,6 +140,8 @@ def desired_status(
     wanted = desired_conditions(observation)
     if (scaling := _scaling(status, desired, observed, namespace, name)) is not None:
         wanted.append(scaling)
+    if (tuned := _tuning(status, nim, desired)) is not None:
+        wanted.append(tuned)
     conditions = merge_conditions(wanted, previous.conditions, generation, now)
     status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     status["observedGeneration"] = generation
@@ -175,6 +177,23 @@ def _scaling(
         mode="json", by_alias=True, exclude_none=True
     )
     return ConditionType.SCALING_ACTIVE.value, verdict.status.value, verdict.reason.value, verdict.message
+
+
+def _tuning(status: dict[str, Any], nim: NimService, desired: DesiredSet) -> tuple[str, str, str, str] | None:
+    """The Tuned condition, recording the tuning in `status`; None without spec.triton.tuning (or before the
+    serving unit's engine is ready: nothing to tune yet)."""
+    if desired.invalid_spec is not None:
+        return None
+    if nim.spec.triton.tuning is None:
+        status.pop("tuning", None)  # tuning turned off: the default config serves
+        return None
+    serving = desired.serving
+    outcome = serving.tuning if serving is not None else None
+    if outcome is None:
+        return None
+    if outcome.status is not None:
+        status["tuning"] = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return outcome.condition()
 
 
 def _endpoints(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> dict[str, str]:

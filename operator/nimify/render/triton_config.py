@@ -14,6 +14,7 @@ from nimify.model.signature import Signature, TensorInfo
 from nimify.render.identity import COMPONENT_SERVER, object_meta
 from nimify.render.units import ServingUnit
 from nimify.triton.model_config import platform_for_backend, render_model_config
+from nimify.triton.tuning import Candidate
 
 CONFIG_KEY = "config.pbtxt"
 
@@ -46,9 +47,27 @@ def member_config_key(member: ServingUnit) -> str:
     return f"{member.model_name}.pbtxt"
 
 
-def config_text(unit: ServingUnit, record: EngineRecord) -> str:
-    """The Triton config of a unit's ready engine (a pipeline member's too: its unit has its own spec)."""
-    return render_config_text(unit.nimservice, record.signature, record.engine.max_batch_size or 0)
+#: The unit's default config (spec.triton as written) beside the tuned one: what a tuning Job starts from.
+DEFAULT_CONFIG_KEY = "default-config.pbtxt"
+
+
+def config_text(unit: ServingUnit, record: EngineRecord, tuned: Candidate | None = None) -> str:
+    """The Triton config of a unit's ready engine (a pipeline member's too: its unit has its own spec);
+    with `tuned`, the config a tuning chose: its instances and dynamic batcher settings."""
+    nim = unit.nimservice
+    if tuned is not None:
+        triton = nim.spec.triton
+        batching = triton.dynamic_batching.model_copy(
+            update={
+                "preferred_batch_sizes": list(tuned.preferred_batch_sizes) or None,
+                "max_queue_delay_microseconds": tuned.max_queue_delay_us,
+            }
+        )
+        triton = triton.model_copy(
+            update={"instances_per_gpu": tuned.instances, "dynamic_batching": batching}
+        )
+        nim = nim.model_copy(update={"spec": nim.spec.model_copy(update={"triton": triton})})
+    return render_config_text(nim, record.signature, record.engine.max_batch_size or 0)
 
 
 def render_triton_config(nim: NimService, unit: ServingUnit, data: dict[str, str]) -> dict[str, Any]:

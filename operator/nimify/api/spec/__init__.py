@@ -71,6 +71,8 @@ from nimify.api.spec.triton import (
     DynamicBatchingSpec,
     ResponseCacheSpec,
     TritonSpec,
+    TuningObjective,
+    TuningSpec,
     WarmupSpec,
 )
 
@@ -134,6 +136,8 @@ __all__ = [
     "Toleration",
     "TolerationOperator",
     "TritonSpec",
+    "TuningObjective",
+    "TuningSpec",
     "WarmupSpec",
     "quantity_value",
 ]

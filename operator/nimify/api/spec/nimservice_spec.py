@@ -170,6 +170,33 @@ class NimServiceSpec(ApiModel):
             field_path=".triton.dynamicBatching.preferredBatchSizes",
         ),
         Rule(
+            cel="!has(self.triton.tuning) || !has(self.triton.tuning.preferredBatchSizes)"
+            " || !has(self.engine.maxBatchSize) || self.engine.maxBatchSize == 0"
+            " || self.triton.tuning.preferredBatchSizes.all(c, c.all(b, b <= self.engine.maxBatchSize))",
+            message="the tuning's preferred batch sizes must not exceed engine.maxBatchSize",
+            holds=lambda spec: (
+                spec.triton.tuning is None
+                or spec.triton.tuning.preferred_batch_sizes is None
+                or all(_fits(sizes, spec) for sizes in spec.triton.tuning.preferred_batch_sizes)
+            ),
+            field_path=".triton.tuning.preferredBatchSizes",
+        ),
+        Rule(
+            cel="!has(self.triton.tuning) || !has(self.model) || !self.model.uri.startsWith('oci://')",
+            message="a model image is tuned where it is built (nimify tune), not by the operator: its engine"
+            " is on no claim for a tuning Job to read",
+            holds=lambda spec: spec.triton.tuning is None or spec.model is None or not spec.model.is_image,
+            field_path=".triton.tuning",
+            reason=ValidationReason.FORBIDDEN,
+        ),
+        Rule(
+            cel="!has(self.pipeline) || !has(self.triton.tuning)",
+            message="a pipeline's ensemble is not tuned (yet): its members serve with their configs",
+            holds=lambda spec: spec.pipeline is None or spec.triton.tuning is None,
+            field_path=".triton.tuning",
+            reason=ValidationReason.FORBIDDEN,
+        ),
+        Rule(
             cel=_batch_sizes_fit("batchSizes", "self.triton.warmup"),
             message="warm-up batch sizes must not exceed engine.maxBatchSize",
             holds=lambda spec: spec.triton.warmup is None or _fits(spec.triton.warmup.batch_sizes, spec),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -105,6 +106,78 @@ class WarmupSpec(ApiModel):
         return unique(sizes) or sizes
 
 
+class TuningObjective(StrEnum):
+    """What a tuning maximises."""
+
+    MAX_THROUGHPUT = "maxThroughput"
+    """The most inferences per second whose p99 latency stays within p99LatencyBudgetMilliseconds."""
+    MIN_LATENCY = "minLatency"
+    """The lowest p99 latency at which a replica still serves requestRate inferences per second."""
+
+
+class TuningSpec(ApiModel):
+    """Tuned serving: the Triton config chosen from a bounded sweep measured on the target hardware, once per
+    engine and GPU product (docs/tuning.md). The sweep runs in a Job beside the built engine, with the serving
+    image's Triton; the default config (instancesPerGpu, dynamicBatching) serves meanwhile, and keeps serving
+    when no config meets the objective."""
+
+    objective: TuningObjective = Field(default=TuningObjective.MAX_THROUGHPUT, strict=False)
+    """maxThroughput (within p99LatencyBudgetMilliseconds) or minLatency (at requestRate)."""
+
+    p99_latency_budget_milliseconds: float | None = Field(default=None, gt=0, le=600_000)
+    """The p99 latency a maxThroughput config must keep (required for maxThroughput)."""
+
+    request_rate: float | None = Field(default=None, gt=0, le=10_000_000)
+    """Inferences per second a minLatency config must serve per replica (required for minLatency)."""
+
+    max_instances: int = Field(default=4, ge=1, le=16)
+    """The most model instances per GPU (or on the CPU) the sweep tries, from 1."""
+
+    preferred_batch_sizes: list[Annotated[list[BatchSize], Field(min_length=1, max_length=8)]] | None = Field(
+        default=None, min_length=1, max_length=8
+    )
+    """Candidate preferredBatchSizes (each list a candidate; each size at most engine.maxBatchSize). Left
+    out: no preference, then each power of two up to engine.maxBatchSize."""
+
+    max_queue_delays_microseconds: list[Annotated[int, Field(ge=0, le=10_000_000)]] | None = Field(
+        default=None, min_length=1, max_length=8
+    )
+    """Candidate maximum queue delays. Left out: 0, 100, 500 and 2000 microseconds."""
+
+    concurrency: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        default=None, min_length=1, max_length=6
+    )
+    """Concurrent requests each candidate is measured at. Left out: 1, 4 and 16."""
+
+    time_budget_seconds: int = Field(default=600, ge=10, le=14_400)
+    """The sweep's time; what was measured by then decides (the status says when it stopped short)."""
+
+    trial_seconds: float = Field(default=5.0, ge=0.5, le=120)
+    """How long each candidate is measured at each concurrency."""
+
+    cel_rules = (
+        Rule(
+            cel="self.objective != 'maxThroughput' || has(self.p99LatencyBudgetMilliseconds)",
+            message="maxThroughput needs p99LatencyBudgetMilliseconds",
+            holds=lambda tuning: (
+                tuning.objective != TuningObjective.MAX_THROUGHPUT
+                or tuning.p99_latency_budget_milliseconds is not None
+            ),
+            field_path=".p99LatencyBudgetMilliseconds",
+            reason=ValidationReason.REQUIRED,
+        ),
+        Rule(
+            cel="self.objective != 'minLatency' || has(self.requestRate)",
+            message="minLatency needs requestRate",
+            holds=lambda tuning: (
+                tuning.objective != TuningObjective.MIN_LATENCY or tuning.request_rate is not None
+            ),
+            field_path=".requestRate",
+            reason=ValidationReason.REQUIRED,
+        ),
+    )
+
+
 class TritonSpec(ApiModel):
     """The Triton Inference Server that serves the model."""
 
@@ -120,6 +193,10 @@ class TritonSpec(ApiModel):
 
     response_cache: ResponseCacheSpec | None = None
     """Response cache; off when left out."""
+
+    tuning: TuningSpec | None = None
+    """Choose instancesPerGpu and the dynamic batcher's preferred sizes and queue delay from a measured sweep
+    on the target hardware (docs/tuning.md); off when left out."""
 
     warmup: WarmupSpec | None = None
     """Warm-up requests before the model reports ready; none when left out."""
