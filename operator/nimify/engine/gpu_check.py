@@ -299,6 +299,27 @@ def render_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tune_engines(report: Report, work: Path, args: argparse.Namespace) -> str:
+    """The sweep on each engine that passed at --tune-precisions, the table of default against tuned."""
+    from nimify.engine.gpu_tuning import render_tuning, tune_model
+    from nimify.triton.tuning import Objective
+
+    objective = Objective("maxThroughput", p99_budget_ms=args.tune_p99_ms)
+    precisions = {p for p in args.tune_precisions.split(",") if p}
+    tuned = [
+        tune_model(
+            work / "repository",
+            f"{row.model}-{row.precision}".replace("_", "-"),
+            objective,
+            budget_seconds=args.tune_budget,
+            trial_seconds=args.tune_trial_seconds,
+        )
+        for row in report.rows
+        if row.ok and row.precision in precisions
+    ]
+    return render_tuning(tuned, objective)
+
+
 def main(argv: Sequence[str] | None = None, *, trt: Any | None = None, cudart: Any | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
@@ -308,6 +329,16 @@ def main(argv: Sequence[str] | None = None, *, trt: Any | None = None, cudart: A
     parser.add_argument("--work", type=Path, help="keep models, plans and caches here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--gpu-product", help="override the detected product label")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="then tune each engine built at --tune-precisions on the serving image's tritonserver (on PATH):"
+        " the default config against the tuned one (nimify.engine.gpu_tuning)",
+    )
+    parser.add_argument("--tune-precisions", default="auto", help="the precisions whose engines are tuned")
+    parser.add_argument("--tune-p99-ms", type=float, default=50.0, help="the objective's p99 budget")
+    parser.add_argument("--tune-budget", type=float, default=180.0, help="seconds of sweep per engine")
+    parser.add_argument("--tune-trial-seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     precisions = [p for p in args.precisions.split(",") if p]
@@ -328,7 +359,9 @@ def main(argv: Sequence[str] | None = None, *, trt: Any | None = None, cudart: A
         except ModelError as error:
             print(f"gpu-check: {error}", file=sys.stderr)
             return 2
-    sys.stdout.write(render_table(report))
+        sys.stdout.write(render_table(report))
+        if args.tune:
+            sys.stdout.write("\n" + tune_engines(report, work, args))
     if args.json:
         args.json.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")
     return 0 if report.ok else 1
