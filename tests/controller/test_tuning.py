@@ -198,3 +198,15 @@ async def test_turning_tuning_off_serves_the_default_and_forgets_the_table() -> 
     # Applied without the default's key (server-side apply drops the fields its manager no longer sends).
     applied = [c.detail for c in h.cluster.calls if c.verb == "apply" and c.kind == "ConfigMap"]
     assert applied and DEFAULT_CONFIG_KEY not in applied[-1]["data"]
+
+
+async def test_a_job_killed_at_its_deadline_is_a_failed_tuning() -> None:
+    h = Harness(TUNING)
+    await h.converge()
+    [job] = jobs(h)
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}
+    await reconcile_with(h, h.cluster.observed())
+    tuned = h.condition("Tuned")
+    assert (tuned["status"], tuned["reason"]) == ("False", ConditionReason.TUNING_FAILED.value)
+    assert "ended without a result" in tuned["message"]
+    assert instances(h) == "count: 1"

@@ -11,7 +11,7 @@ default config serves while it runs, and whenever no config met the objective.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nimify.api import (
     EngineRecord,
@@ -151,12 +151,13 @@ def tuning_outcome(
     )
     job = observed.get("Job", namespace, job_name)
     if job is None:
-        return TuningOutcome(**{**running.__dict__, "create_job": True})
+        return replace(running, create_job=True)
     pod = observed.build_pod(namespace, job_name)
     result = termination_result(pod)
-    finished = job_condition(job, "Complete") or job_condition(job, "Failed") or pod_finished(pod)
     if result is None:
-        if finished and (job_condition(job, "Failed") or pod_finished(pod)):
+        # Killed at its deadline, or a pod that ended leaving nothing; a Job expires after its TTL and the
+        # tuning is tried again then, like a conversion.
+        if job_condition(job, "Failed") or pod_finished(pod):
             return TuningOutcome(
                 False, ConditionReason.TUNING_FAILED.value, f"Job {job_name} ended without a result", key
             )
