@@ -210,3 +210,9 @@ async def test_a_job_killed_at_its_deadline_is_a_failed_tuning() -> None:
     assert (tuned["status"], tuned["reason"]) == ("False", ConditionReason.TUNING_FAILED.value)
     assert "ended without a result" in tuned["message"]
     assert instances(h) == "count: 1"
+
+
+def test_the_job_document_is_read_where_it_is_written() -> None:
+    from nimify.cli.tune import DOCUMENT_ENV as READ
+
+    assert READ == DOCUMENT_ENV

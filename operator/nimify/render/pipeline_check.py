@@ -16,11 +16,14 @@ from nimify.api import NimService
 from nimify.engine.location import ENGINE_MOUNT, requested_gpu_product
 from nimify.engine.pipeline_document import CheckDocument
 from nimify.render.build_job import TERMINATION_LOG, build_resources
-from nimify.render.deployment import triton_args, triton_resources
-from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, labels, object_meta
 from nimify.render.placement import pod_placement
-from nimify.render.pod_identity import server_pod_identity
-from nimify.render.pod_security import container_security_context, pod_security_context
+from nimify.render.sidecar_job import (
+    job_container,
+    sidecar_job,
+    sidecar_pod,
+    sidecar_triton_args,
+    triton_sidecar,
+)
 from nimify.render.units import ServingUnit
 from nimify.settings import OperatorSettings
 
@@ -51,18 +54,6 @@ def check_digest(unit: ServingUnit, config_hash: str) -> str:
 _CHECK_ARGS = {"--model-repository": CHECK_REPOSITORY, "--exit-on-error": "false"}
 
 
-def _check_arg(arg: str) -> str:
-    flag = arg.split("=", 1)[0]
-    return f"{flag}={_CHECK_ARGS[flag]}" if flag in _CHECK_ARGS else arg
-
-
-def _container(name: str, image: str, settings: OperatorSettings, **fields: Any) -> dict[str, Any]:
-    container = {"name": name, "image": image, "securityContext": container_security_context(), **fields}
-    if settings.image_pull_policy:
-        container["imagePullPolicy"] = settings.image_pull_policy
-    return container
-
-
 def render_check_job(
     nim: NimService,
     unit: ServingUnit,
@@ -82,7 +73,7 @@ def render_check_job(
     command = ["nimify", "check-pipeline", f"--engines={ENGINE_MOUNT}", f"--repository={CHECK_REPOSITORY}"]
     # The nimify image (ONNX Runtime, no TensorRT): the reference runs on the CPU, a TensorRT member's too.
     nimify_image = settings.onnxruntime_builder_image
-    prepare = _container(
+    prepare = job_container(
         "prepare",
         nimify_image,
         settings,
@@ -91,29 +82,14 @@ def render_check_job(
         env=env,
         volumeMounts=[engines, models, tmp],
     )
-    triton = _container(
-        "triton",
-        spec.triton.image,
+    # Started before `check` (once it listens), stopped once `check` ends.
+    triton = triton_sidecar(
+        spec,
         settings,
-        command=["tritonserver"],
-        args=[_check_arg(arg) for arg in triton_args(spec)],
-        # A native sidecar: started before `check` (once it listens), stopped once `check` ends.
-        restartPolicy="Always",
-        startupProbe={
-            "httpGet": {"path": "/v2/health/live", "port": http_port},
-            "periodSeconds": 2,
-            "failureThreshold": 450,
-            "timeoutSeconds": 5,
-        },
-        resources=triton_resources(spec),
-        volumeMounts=[
-            {**engines},
-            {**models, "readOnly": True},
-            {"name": "shm", "mountPath": "/dev/shm"},
-            tmp,
-        ],
+        sidecar_triton_args(spec, _CHECK_ARGS),
+        [{**engines}, {**models, "readOnly": True}, {"name": "shm", "mountPath": "/dev/shm"}, tmp],
     )
-    check = _container(
+    check = job_container(
         "check",
         nimify_image,
         settings,
@@ -125,14 +101,12 @@ def render_check_job(
         terminationMessagePath=TERMINATION_LOG,
         terminationMessagePolicy="FallbackToLogsOnError",
     )
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        **server_pod_identity(nim, settings),
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "initContainers": [prepare, triton],
-        "containers": [check],
-        "volumes": [
+    pod_spec = sidecar_pod(
+        nim,
+        settings,
+        initContainers=[prepare, triton],
+        containers=[check],
+        volumes=[
             {
                 "name": "engines",
                 "persistentVolumeClaim": {"claimName": unit.location.claim, "readOnly": True},
@@ -147,22 +121,6 @@ def render_check_job(
             tolerate_gpus=bool(spec.resources.gpus),
             node_affinity_only=True,
         ),
-    }
-    annotations = {ENGINE_KEY_ANNOTATION: unit.location.cache_key}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": object_meta(nim, check_job_name(unit, digest), COMPONENT_BUILD, annotations=annotations),
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": CHECK_DEADLINE_SECONDS,
-            "ttlSecondsAfterFinished": settings.build_ttl_seconds,
-            "template": {
-                "metadata": {
-                    "labels": labels(nim, COMPONENT_BUILD) | settings.build_pod_labels,
-                    "annotations": annotations,
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
+    )
+    name = check_job_name(unit, digest)
+    return sidecar_job(nim, name, unit.location.cache_key, pod_spec, CHECK_DEADLINE_SECONDS, settings)

@@ -14,14 +14,18 @@ import hashlib
 import json
 from typing import Any
 
-from nimify.api import EngineRecord, NimService, TuningObjective, TuningSpec
+from nimify.api import EngineRecord, NimService, NimServiceSpec, TuningObjective, TuningSpec
 from nimify.engine.location import ENGINE_MOUNT, REPOSITORY_MODEL_DIR, requested_gpu_product
 from nimify.render.build_job import TERMINATION_LOG
-from nimify.render.deployment import MODEL_REPOSITORY, triton_args, triton_resources
-from nimify.render.identity import COMPONENT_BUILD, ENGINE_KEY_ANNOTATION, labels, object_meta
+from nimify.render.deployment import MODEL_REPOSITORY
 from nimify.render.placement import pod_placement
-from nimify.render.pod_identity import server_pod_identity
-from nimify.render.pod_security import container_security_context, pod_security_context
+from nimify.render.sidecar_job import (
+    job_container,
+    sidecar_job,
+    sidecar_pod,
+    sidecar_triton_args,
+    triton_sidecar,
+)
 from nimify.render.triton_config import CONFIG_KEY, DEFAULT_CONFIG_KEY
 from nimify.render.units import ServingUnit
 from nimify.settings import OperatorSettings
@@ -37,7 +41,7 @@ DEADLINE_MARGIN_SECONDS = 900
 _TUNING_ARGS = {"--model-control-mode": "explicit", "--exit-on-error": "false"}
 
 
-def default_candidate(spec: Any) -> Candidate:
+def default_candidate(spec: NimServiceSpec) -> Candidate:
     """The config the spec asks for (instancesPerGpu, dynamicBatching): the one that serves until a tuning
     chooses another, and the sweep's first measurement."""
     batching = spec.triton.dynamic_batching
@@ -109,21 +113,9 @@ def tuning_job_name(claim: str, key: str) -> str:
     return f"nimify-tune-{hashlib.sha256(f'{claim}/{key}'.encode()).hexdigest()[:20]}"
 
 
-def _tuning_arg(arg: str) -> str:
-    flag = arg.split("=", 1)[0]
-    return f"{flag}={_TUNING_ARGS[flag]}" if flag in _TUNING_ARGS else arg
-
-
 def cache_file(unit: ServingUnit, key: str) -> str:
     """Where the tuning's figures stay in the engine cache, beside the engine (on the claim)."""
     return f"{ENGINE_MOUNT}/{unit.location.directory}/tuning/{key}.json"
-
-
-def _container(name: str, image: str, settings: OperatorSettings, **fields: Any) -> dict[str, Any]:
-    container = {"name": name, "image": image, "securityContext": container_security_context(), **fields}
-    if settings.image_pull_policy:
-        container["imagePullPolicy"] = settings.image_pull_policy
-    return container
 
 
 def render_tuning_job(
@@ -145,22 +137,12 @@ def render_tuning_job(
         "cacheFile": cache_file(unit, key),
         "key": key,
     }
-    triton = _container(
-        "triton",
-        spec.triton.image,
+    # Started before `tune` (once it is live), stopped once `tune` ends.
+    triton = triton_sidecar(
+        spec,
         settings,
-        command=["tritonserver"],
-        args=[*(_tuning_arg(arg) for arg in triton_args(spec)), f"--load-model={unit.model_name}"],
-        # A native sidecar: started before `tune` (once it is live), stopped once `tune` ends.
-        restartPolicy="Always",
-        startupProbe={
-            "httpGet": {"path": "/v2/health/live", "port": http_port},
-            "periodSeconds": 2,
-            "failureThreshold": 450,
-            "timeoutSeconds": 5,
-        },
-        resources=triton_resources(spec),
-        volumeMounts=[
+        sidecar_triton_args(spec, _TUNING_ARGS, f"--load-model={unit.model_name}"),
+        [
             {
                 "name": "engines",
                 "mountPath": model_dir,
@@ -177,7 +159,7 @@ def render_tuning_job(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     )
-    tune = _container(
+    tune = job_container(
         "tune",
         settings.onnxruntime_builder_image,
         settings,
@@ -192,14 +174,12 @@ def render_tuning_job(
         terminationMessagePath=TERMINATION_LOG,
         terminationMessagePolicy="FallbackToLogsOnError",
     )
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        **server_pod_identity(nim, settings),
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "initContainers": [triton],
-        "containers": [tune],
-        "volumes": [
+    pod_spec = sidecar_pod(
+        nim,
+        settings,
+        initContainers=[triton],
+        containers=[tune],
+        volumes=[
             {"name": "engines", "persistentVolumeClaim": {"claimName": unit.location.claim}},
             {"name": "triton-config", "configMap": {"name": unit.config_map_name}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
@@ -211,26 +191,9 @@ def render_tuning_job(
             tolerate_gpus=bool(spec.resources.gpus),
             node_affinity_only=True,
         ),
-    }
-    annotations = {ENGINE_KEY_ANNOTATION: unit.location.cache_key}
+    )
     tuning = spec.triton.tuning
     assert tuning is not None
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": object_meta(
-            nim, tuning_job_name(unit.location.claim, key), COMPONENT_BUILD, annotations=annotations
-        ),
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": tuning.time_budget_seconds + DEADLINE_MARGIN_SECONDS,
-            "ttlSecondsAfterFinished": settings.build_ttl_seconds,
-            "template": {
-                "metadata": {
-                    "labels": labels(nim, COMPONENT_BUILD) | settings.build_pod_labels,
-                    "annotations": annotations,
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
+    name = tuning_job_name(unit.location.claim, key)
+    deadline = tuning.time_budget_seconds + DEADLINE_MARGIN_SECONDS
+    return sidecar_job(nim, name, unit.location.cache_key, pod_spec, deadline, settings)
