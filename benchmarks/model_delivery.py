@@ -34,6 +34,7 @@ from tests.controller.test_real_model_images import build
 from tests.controller.test_real_pods import INPUT, HostOperator, apply, infer, service_url, wait_ready
 from tests.kube import ExistingCluster, eventually
 
+from benchmarks.console import say
 from nimify.engine.reference import OnnxRuntimeModel
 from nimify.model.digest import file_sha256
 from nimify.model.samples import build_mlp, write_model
@@ -58,10 +59,6 @@ class Timing:
     engine_reason: str
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _binary_dir(variable: str, script: str) -> str:
     if found := os.environ.get(variable):
         return found
@@ -72,9 +69,9 @@ def _binary_dir(variable: str, script: str) -> str:
 @contextmanager
 def real_cluster(directory: Path) -> Iterator[tuple[ExistingCluster, RealNodeInfo]]:
     bin_path = _binary_dir("NIMIFY_BIN_PATH", "ensure-binaries.sh")
-    log("starting a cluster with the real node (images built first if need be)")
+    say("starting a cluster with the real node (images built first if need be)")
     local = start_cluster(
-        "bench-delivery", bin_path, directory / "cluster", real_node=RealNodeMode.ON, log=log
+        "bench-delivery", bin_path, directory / "cluster", real_node=RealNodeMode.ON, log=say
     )
     try:
         assert local.node is not None
@@ -83,7 +80,7 @@ def real_cluster(directory: Path) -> Iterator[tuple[ExistingCluster, RealNodeInf
         wait_established(cluster, "nimservices.nimify.dev")
         yield cluster, local.node
     finally:
-        log("stopping the cluster")
+        say("stopping the cluster")
         stop_cluster(local.directory)
 
 
@@ -147,7 +144,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Timing], dict
                 size_mb = path.stat().st_size / 1e6
                 expected = np.asarray(OnnxRuntimeModel(path).run({"input": INPUT})["logits"])
                 memory = "1Gi" if size_mb < 50 else f"{int(size_mb * 6 / 1000) + 2}Gi"
-                log(f"{label}: {size_mb:.1f} MB; nimify build and push")
+                say(f"{label}: {size_mb:.1f} MB; nimify build and push")
                 started = time.monotonic()
                 pinned = build(path, f"{registry.address}/bench/{label}:v1")
                 builds[label] = time.monotonic() - started
@@ -156,12 +153,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Timing], dict
                 for source, model in (("pvc", pvc), ("oci", oci)):
                     for start in ("cold", "warm"):
                         name = f"{source}-{start}"
-                        log(f"{label}: {name}")
+                        say(f"{label}: {name}")
                         seconds, reason = first_inference(
                             cluster, namespace, nimservice(name, model, node, memory), expected
                         )
                         timings.append(Timing(label, size_mb, f"{source}://", start, seconds, reason))
-                        log(f"{label}: {name} answered after {seconds:.1f} s ({reason})")
+                        say(f"{label}: {name} answered after {seconds:.1f} s ({reason})")
                 cluster.kubectl("delete", "namespace", namespace, "--wait=false")
         finally:
             operator.stop()

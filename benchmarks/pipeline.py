@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -38,6 +37,7 @@ import tritonclient.http as httpclient
 from tests.pipelines import ExportedPipeline, export_chain, export_fan
 from tritonclient.utils import np_to_triton_dtype
 
+from benchmarks.console import load, say
 from nimify.api import TritonSpec
 from nimify.api.spec import PIPELINE_INPUT, PipelineSpec
 from nimify.api.spec.pipeline import ref_step, ref_tensor
@@ -57,14 +57,6 @@ TOLERANCE = 1e-5
 WARMUP = 20  # requests per client before a measurement
 INPUT_POOL = 8  # distinct requests, sent in turn
 PERCENTILES = (50, 90, 99)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 # --- the three ways ---------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import httpx2
 from lightkube import AsyncClient, KubeConfig
 from lightkube.codecs import from_dict
 
+from benchmarks.console import load, say
 from nimify.api.crd import nimservice_crd
 from nimify.controller.kube import NimServiceResource
 from nimify.model.digest import file_sha256
@@ -62,14 +63,6 @@ PODS_PER_NODE = 100  # kwok nodes take 110 pods; leave room for conversion pods
 def bench_pools(count: int) -> tuple[NodePool, ...]:
     """CPU nodes enough for `count` single-replica servers: the same shape for every scenario of one N."""
     return (NodePool("cpu", count // PODS_PER_NODE + 2, cpu="64", memory="512Gi"),)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 # --- what a scenario creates ------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,12 +51,11 @@ from onnxscript import FLOAT, INT64, script
 from onnxscript import opset18 as op
 from tests.onnx_corpus import corpus_root
 
-from nimify.api import TritonSpec
+from benchmarks.console import load, say
+from nimify.cli import tune
 from nimify.model.inspection import inspect_model
 from nimify.model.samples import build_mlp, write_model
 from nimify.triton.local_server import LocalTriton
-from nimify.triton.model_config import render_model_config
-from nimify.triton.repository import write_model_directory
 from nimify.triton.tuning import (
     Measurement,
     Objective,
@@ -193,14 +191,6 @@ MODELS = {
 }
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 # --- measuring ---------------------------------------------------------------------------------------------
 
 _ORT_NUMPY = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
@@ -245,12 +235,10 @@ class Options:
 
 
 def write_repository(path: Path, repository: Path, name: str) -> str:
-    """The production config the onnxruntime backend's conversion writes (max_batch_size 8, defaults)."""
+    """The production config the onnxruntime backend's conversion writes (max_batch_size 8, defaults), as
+    `nimify tune` writes it; the inputs, described."""
+    tune.write_repository(path, repository, name, "onnxruntime", MAX_BATCH_SIZE)
     report = inspect_model(path)
-    config = render_model_config(
-        name, report.signature, "onnxruntime_onnx", max_batch_size=MAX_BATCH_SIZE, triton=TritonSpec(), gpus=0
-    )
-    write_model_directory(repository, name, config, {"model.onnx": path})
     return "; ".join(f"{t.name} {t.dtype.lower()}{list(t.shape[1:])}" for t in report.signature.inputs)
 
 

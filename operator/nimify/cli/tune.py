@@ -70,7 +70,7 @@ def parse_size_groups(text: str) -> tuple[tuple[int, ...], ...]:
 # --- nimify tune --------------------------------------------------------------------------------------------
 
 
-def _write_repository(
+def write_repository(
     model: Path, target: Path, name: str, backend: Backend, max_batch_size: int | None
 ) -> int:
     """The model's folder in `target` as the cluster would serve it (onnxruntime: the production config, run
@@ -265,7 +265,7 @@ def tune_command(
     served = name or model_name_for(model)
     with reported_failures(), tempfile.TemporaryDirectory(prefix="nimify-tune-") as scratch:
         repository = Path(scratch) / "repository"
-        resolved = _write_repository(model, repository, served, backend, max_batch_size)
+        resolved = write_repository(model, repository, served, backend, max_batch_size)
         try:
             space = axes.space(resolved)
         except ValueError as error:

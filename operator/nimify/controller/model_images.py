@@ -25,6 +25,7 @@ from nimify.engine import model_image as image
 from nimify.engine.address_policy import AddressPolicy, parse_networks
 from nimify.engine.location import requested_gpu_product
 from nimify.model.errors import ModelError
+from nimify.render.pod_identity import pull_secret_names
 from nimify.render.units import ServingUnit
 from nimify.settings import OperatorSettings
 
@@ -165,9 +166,8 @@ class ImageResolver:
     async def _configs(self, nim: NimService) -> list[dict[str, Any]]:
         if self.read_secret is None:
             return []
-        names = dict.fromkeys([*(nim.spec.image_pull_secrets or []), *self.settings.image_pull_secrets])
         secrets = []
-        for name in names:
+        for name in pull_secret_names(nim, self.settings):
             data = await self.read_secret(nim.metadata.namespace or "", str(name))
             if data is not None:
                 secrets.append(data)

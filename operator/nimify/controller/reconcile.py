@@ -200,10 +200,9 @@ class Reconciler:
     async def _with_model_images(self, nim: NimService, observed: Observed) -> Observed:
         """`observed` with the model images the NimService's units need resolved (none for most: a unit
         whose status records its image for this generation needs no registry, engine_step.image_outcome)."""
-        if nim.spec.pipeline is not None or semantic_errors(nim.spec):
-            return (
-                observed  # pipeline members take files; desired_set reports a spec's fault, no registry asked
-            )
+        model = nim.spec.model
+        if model is None or not model.is_image or semantic_errors(nim.spec):
+            return observed  # most reconciles stop here; a faulty spec is desired_set's to report
         try:
             units = self.units(nim, self.settings)
         except ValueError:

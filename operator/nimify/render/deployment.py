@@ -15,7 +15,7 @@ from nimify.render.identity import (
     owner_reference,
 )
 from nimify.render.placement import pod_placement
-from nimify.render.pod_identity import server_pod_identity
+from nimify.render.pod_identity import pull_secret_names, server_pod_identity
 from nimify.render.pod_security import container_security_context, pod_security_context
 from nimify.render.triton_config import CONFIG_KEY, member_config_key
 from nimify.render.units import ServingUnit, unit_labels, unit_selector
@@ -158,17 +158,13 @@ def triton_container(unit: ServingUnit, settings: OperatorSettings) -> dict[str,
     return container
 
 
-def pull_secret_names(unit: ServingUnit, settings: OperatorSettings) -> list[str]:
-    return list(dict.fromkeys([*(unit.spec.image_pull_secrets or []), *settings.image_pull_secrets]))
-
-
 def model_image_container(
     unit: ServingUnit, image: str, settings: OperatorSettings
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The init container that pulls a model image's engine (its digests checked) where Triton's mount of
     the engine volume expects it, and the volumes of the pull secrets it reads: the kubelet pulls images,
     not artifacts into a volume, and image volumes need Kubernetes 1.33+ with containerd 2.1+ or CRI-O."""
-    secrets = pull_secret_names(unit, settings)
+    secrets = pull_secret_names(unit.nimservice, settings)
     auth_volumes = [
         {
             "name": f"registry-auth-{index}",

@@ -9,11 +9,14 @@ from nimify.api import NimService
 from nimify.settings import OperatorSettings
 
 
-def pull_secrets(nim: NimService, settings: OperatorSettings) -> list[dict[str, str]]:
+def pull_secret_names(nim: NimService, settings: OperatorSettings) -> list[str]:
     """The operator's pull secrets (the registry of its builder images, a mirror of nvcr.io), then the
-    NimService's own, each once."""
-    names = dict.fromkeys([*settings.image_pull_secrets, *(nim.spec.image_pull_secrets or [])])
-    return [{"name": name} for name in names]
+    NimService's own, each once (a model image's registry credentials among them)."""
+    return list(dict.fromkeys([*settings.image_pull_secrets, *(nim.spec.image_pull_secrets or [])]))
+
+
+def pull_secrets(nim: NimService, settings: OperatorSettings) -> list[dict[str, str]]:
+    return [{"name": name} for name in pull_secret_names(nim, settings)]
 
 
 def pod_identity(service_account: str | None, nim: NimService, settings: OperatorSettings) -> dict[str, Any]:
