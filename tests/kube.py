@@ -85,9 +85,15 @@ def wait_nimservice_ready(cluster: ExistingCluster, namespace: str, name: str, t
         f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}"[:300]
         for c in conditions
     )
+    # The namespace's pods as they were (a conversion pod never run, a replica never scheduled).
+    pods = cluster.kubectl(
+        "get", "pods", "-n", namespace, "--no-headers", "-o",
+        "custom-columns=NAME:.metadata.name,PHASE:.status.phase,NODE:.spec.nodeName", check=False,
+    )  # fmt: skip
     raise AssertionError(
         f"NimService {namespace}/{name} not Ready within {timeout:g}s ({waited.stderr.strip()}); "
-        f"its conditions: {seen or found.stderr.strip() or 'none yet'}"
+        f"its conditions: {seen or found.stderr.strip() or 'none yet'}; "
+        f"pods: {' | '.join(' '.join(line.split()) for line in pods.stdout.splitlines()) or 'none'}"
     )
 
 

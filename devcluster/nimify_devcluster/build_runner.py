@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,30 +115,39 @@ def _container_env(cluster: Kubectl, pod: dict[str, Any], container: dict[str, A
     return env | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
-def run_build_pod(cluster: Kubectl, pod: dict[str, Any]) -> dict[str, Any]:
-    """Runs one conversion pod to completion and reports it through the pod's status."""
+def run_build_pod(
+    cluster: Kubectl, pod: dict[str, Any], started: Callable[[subprocess.Popen[str]], None] = lambda _: None
+) -> dict[str, Any]:
+    """Runs one conversion pod to completion and reports it through the pod's status. `started` gets the
+    process once it runs (the runner kills what is still running when it stops)."""
     container = pod["spec"]["containers"][0]
     with tempfile.TemporaryDirectory(prefix="nimify-kubelet-") as tmp:
         args, termination_log = _local_args(cluster, pod, Path(tmp))
         env = _container_env(cluster, pod, container)
-        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         nimify = Path(sys.executable).parent / "nimify"
-        result = subprocess.run(
+        with subprocess.Popen(
             [str(nimify), *container["command"][1:], *args, "--quiet"],
             env=env | {"PATH": str(nimify.parent) + ":/usr/bin:/bin"},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
-        )
-        message = termination_log.read_text() if termination_log.exists() else result.stderr[-4000:]
+        ) as process:
+            started(process)
+            try:
+                _, stderr = process.communicate(timeout=POD_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, stderr = process.communicate()
+        message = termination_log.read_text() if termination_log.exists() else stderr[-4000:]
     finished = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    succeeded = result.returncode == 0
+    succeeded = process.returncode == 0
     status = {
         "phase": "Succeeded" if succeeded else "Failed",
         "conditions": [
             {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished}
         ],
-        "startTime": started,
+        "startTime": started_at,
         "containerStatuses": [
             {
                 "name": container["name"],
@@ -148,10 +158,10 @@ def run_build_pod(cluster: Kubectl, pod: dict[str, Any]) -> dict[str, Any]:
                 "started": False,
                 "state": {
                     "terminated": {
-                        "exitCode": result.returncode,
+                        "exitCode": process.returncode,
                         "reason": "Completed" if succeeded else "Error",
                         "message": message,
-                        "startedAt": started,
+                        "startedAt": started_at,
                         "finishedAt": finished,
                     }
                 },
@@ -159,7 +169,7 @@ def run_build_pod(cluster: Kubectl, pod: dict[str, Any]) -> dict[str, Any]:
         ],
     }
     _report(cluster, pod, status)
-    return {"returncode": result.returncode, "message": message, "stderr": result.stderr}
+    return {"returncode": process.returncode, "message": message, "stderr": stderr}
 
 
 def _report(cluster: Kubectl, pod: dict[str, Any], status: dict[str, Any], timeout: float = 120) -> None:
@@ -185,28 +195,71 @@ def _report(cluster: Kubectl, pod: dict[str, Any], status: dict[str, Any], timeo
 
 #: How long a pod that cannot be run (the apiserver away) is tried again before it counts as failed.
 RETRY_SECONDS = 60.0
+#: How long one conversion may run before it is killed (and reported failed).
+POD_TIMEOUT_SECONDS = 600.0
+#: How many pods run at once: like a kubelet, one slow conversion (a model server that never answers) does
+#: not hold up the others.
+PARALLEL_PODS = 4
+
+
+def _created(pod: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(pod["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
 class BuildPodKubelet:
-    """Runs every scheduled, not yet handled conversion pod in the background."""
+    """Runs every scheduled, not yet handled conversion pod in the background, several at once.
 
-    def __init__(self, cluster: Kubectl, interval: float = 0.5) -> None:
+    With `only_new` (the default) it leaves alone the pods created before it started: an earlier test
+    module's pods (a Job's retry created as its namespace goes away, its model server already stopped) are
+    not this runner's to run; the development cluster's runner (`only_new=False`) takes over whatever waits.
+    Stopping it kills the conversions still running.
+    """
+
+    def __init__(self, cluster: Kubectl, interval: float = 0.5, only_new: bool = True) -> None:
         self.cluster = cluster
         self.interval = interval
+        self.only_new = only_new
         self.handled: dict[str, dict[str, Any]] = {}
         self._failing_since: dict[str, float] = {}
+        self._running: dict[str, subprocess.Popen[str] | None] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(PARALLEL_PODS)
+        self._since = datetime.now(UTC).replace(microsecond=0)
         #: While set, pods wait (a build that takes its time); clear it to let them run.
         self.hold = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="build-pod-kubelet", daemon=True)
 
     def __enter__(self) -> BuildPodKubelet:
+        self._since = datetime.now(UTC).replace(microsecond=0)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        with self._lock:
+            processes = [p for p in self._running.values() if p is not None]
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+    @property
+    def running(self) -> list[str]:
+        """The uids of the pods whose conversion runs now."""
+        with self._lock:
+            return list(self._running)
+
+    def _wanted(self, pod: dict[str, Any]) -> bool:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if uid in self.handled or uid in self._running:
+                return False
+        if not pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            return False
+        if pod["status"].get("phase") != "Pending":
+            return False
+        return not self.only_new or _created(pod) >= self._since
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -217,15 +270,31 @@ class BuildPodKubelet:
             except Exception:  # a busy apiserver (429, a timeout) fails one poll, not every later build
                 continue
             for pod in pods:
-                uid = pod["metadata"]["uid"]
-                if uid in self.handled or not pod["spec"].get("nodeName"):
+                if not self._wanted(pod) or not self._slots.acquire(blocking=False):
                     continue
-                if pod["status"].get("phase") != "Pending" or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                try:
-                    self.handled[uid] = run_build_pod(self.cluster, pod)
-                except Exception as error:  # a failure here must show up in the test, not kill the thread
-                    # Tried again for a while: the apiserver may be away for a moment (fault tests).
-                    first = self._failing_since.setdefault(uid, time.monotonic())
-                    if time.monotonic() - first > RETRY_SECONDS:
-                        self.handled[uid] = {"error": repr(error)}
+                with self._lock:
+                    self._running[pod["metadata"]["uid"]] = None
+                threading.Thread(target=self._run, args=(pod,), name="build-pod", daemon=True).start()
+
+    def _run(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+
+        def started(process: subprocess.Popen[str]) -> None:
+            with self._lock:
+                self._running[uid] = process
+
+        try:
+            outcome = run_build_pod(self.cluster, pod, started)
+        except Exception as error:  # a failure here must show up in the test, not kill the thread
+            # Tried again for a while: the apiserver may be away for a moment (fault tests).
+            first = self._failing_since.setdefault(uid, time.monotonic())
+            if time.monotonic() - first > RETRY_SECONDS:
+                with self._lock:
+                    self.handled[uid] = {"error": repr(error)}
+        else:
+            with self._lock:
+                self.handled[uid] = outcome
+        finally:
+            with self._lock:
+                self._running.pop(uid, None)
+            self._slots.release()

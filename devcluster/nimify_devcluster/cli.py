@@ -232,7 +232,7 @@ def run_builds(
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with BuildPodKubelet(KubectlClient(kubeconfig, bin_path or None)):
+    with BuildPodKubelet(KubectlClient(kubeconfig, bin_path or None), only_new=False):
         while not stop.wait(1):
             pass
 
