@@ -116,10 +116,14 @@ def _container_env(cluster: Kubectl, pod: dict[str, Any], container: dict[str, A
 
 
 def run_build_pod(
-    cluster: Kubectl, pod: dict[str, Any], started: Callable[[subprocess.Popen[str]], None] = lambda _: None
-) -> dict[str, Any]:
+    cluster: Kubectl,
+    pod: dict[str, Any],
+    started: Callable[[subprocess.Popen[str]], None] = lambda _: None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> dict[str, Any] | None:
     """Runs one conversion pod to completion and reports it through the pod's status. `started` gets the
-    process once it runs (the runner kills what is still running when it stops)."""
+    process once it runs (the runner kills what is still running when it stops); a pod whose process ended
+    because the runner `stopped` is not reported (None), as a kubelet that stops reports nothing."""
     container = pod["spec"]["containers"][0]
     with tempfile.TemporaryDirectory(prefix="nimify-kubelet-") as tmp:
         args, termination_log = _local_args(cluster, pod, Path(tmp))
@@ -140,6 +144,8 @@ def run_build_pod(
                 process.kill()
                 _, stderr = process.communicate()
         message = termination_log.read_text() if termination_log.exists() else stderr[-4000:]
+    if stopped():
+        return None
     finished = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     succeeded = process.returncode == 0
     status = {
@@ -284,7 +290,7 @@ class BuildPodKubelet:
                 self._running[uid] = process
 
         try:
-            outcome = run_build_pod(self.cluster, pod, started)
+            outcome = run_build_pod(self.cluster, pod, started, self._stop.is_set)
         except Exception as error:  # a failure here must show up in the test, not kill the thread
             # Tried again for a while: the apiserver may be away for a moment (fault tests).
             first = self._failing_since.setdefault(uid, time.monotonic())
@@ -292,8 +298,9 @@ class BuildPodKubelet:
                 with self._lock:
                     self.handled[uid] = {"error": repr(error)}
         else:
-            with self._lock:
-                self.handled[uid] = outcome
+            if outcome is not None:
+                with self._lock:
+                    self.handled[uid] = outcome
         finally:
             with self._lock:
                 self._running.pop(uid, None)

@@ -104,7 +104,9 @@ def no_gateway_api(
     operator.stop()
     try:
         with _builds_paused(build_runner):
-            cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
+            cluster.kubectl(
+                "delete", "crd", *names, "--ignore-not-found", "--wait=true", "--timeout=180s", timeout=200
+            )  # a loaded apiserver takes its time to empty a CRD
             eventually(lambda: not gateway_api_served(cluster))
     finally:
         operator.start()
