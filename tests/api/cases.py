@@ -55,6 +55,7 @@ def _profile(min_: list[int], opt: list[int], max_: list[int], name: str = "x") 
     return {"input": name, "min": min_, "opt": opt, "max": max_}
 
 
+ROUTE: dict[str, Any] = {"httpRoute": {"host": "mlp.example.com", "gatewayRef": {"name": "public"}}}
 PIPELINE: dict[str, Any] = {
     "members": [
         {"name": "scaler", "model": {"uri": "s3://models/scaler.onnx"}, "engine": {"backend": "onnxruntime"}},
@@ -201,6 +202,65 @@ INVALID = [
             "triton": {"tuning": {"p99LatencyBudgetMilliseconds": 50}},
         },
         message="a model image is tuned where it is built",
+    ),
+    # rollout
+    Case(
+        "canary-without-steps",
+        "spec.rollout.steps",
+        {"rollout": {"strategy": "Canary"}, "expose": ROUTE},
+        message="a Canary rollout needs steps",
+    ),
+    Case(
+        "steps-without-canary",
+        "spec.rollout.steps",
+        {"rollout": {"steps": [{"weight": 10}]}},
+        message="steps belong to a Canary rollout",
+    ),
+    Case(
+        "canary-weights-not-increasing",
+        "spec.rollout.steps",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 50}, {"weight": 20}]}, "expose": ROUTE},
+        message="must increase",
+    ),
+    Case(
+        "canary-weights-repeated",
+        "spec.rollout.steps",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 20}, {"weight": 20}]}, "expose": ROUTE},
+        message="must increase",
+    ),
+    Case(
+        "canary-weight-100",
+        "spec.rollout.steps[0].weight",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 100}]}, "expose": ROUTE},
+    ),
+    Case(
+        "canary-hold-negative",
+        "spec.rollout.steps[0].holdSeconds",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10, "holdSeconds": -1}]}, "expose": ROUTE},
+    ),
+    Case(
+        "canary-without-route",
+        "spec.rollout.strategy",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}]}},
+        message="set spec.expose.httpRoute",
+    ),
+    Case(
+        "canary-strategy-unknown",
+        "spec.rollout.strategy",
+        {"rollout": {"strategy": "BlueGreen"}},
+    ),
+    Case(
+        "canary-name-too-long",
+        "metadata.name",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}]}, "expose": ROUTE},
+        name="n" * 57,
+        message="NAME-canary",
+    ),
+    Case(
+        "canary-pipeline",
+        "spec.rollout.strategy",
+        {**pipeline(), "rollout": {"strategy": "Canary", "steps": [{"weight": 10}]}, "expose": ROUTE},
+        message="a pipeline rolls out by Replace",
     ),
     Case("format-unknown", "spec.model.format", {"model": {"format": "pytorch"}}),
     Case("format-not-inferable", "spec.model.format", {"model": {"uri": "s3://models/resnet/weights.bin"}}),
@@ -692,6 +752,24 @@ VALID = [
             },
         },
     ),
+    Case(
+        "canary-steps",
+        "",
+        {
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [
+                    {"weight": 5, "holdSeconds": 0},
+                    {"weight": 25},
+                    {"weight": 99, "holdSeconds": 86400},
+                ],
+                "paused": True,
+            },
+            "expose": ROUTE,
+        },
+        name="n" * 56,
+    ),
+    Case("replace-explicit", "", {"rollout": {"strategy": "Replace"}}),
     Case("oci-digest", "", {"model": {"uri": f"oci://10.0.0.1:5000/mlp@sha256:{'a' * 64}"}}),
     Case("oci-tag-and-digest", "", {"model": {"uri": f"oci://ghcr.io/org/mlp:v1@sha256:{'b' * 64}"}}),
     Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),

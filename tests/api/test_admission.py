@@ -177,8 +177,9 @@ def test_printer_columns(cluster: ExistingCluster, api_namespace: str) -> None:
     wide = cluster.kubectl("get", "nimservices", "columns", "-n", api_namespace, "-o", "wide").stdout
     print(wide)
     wide_header, wide_row = wide.splitlines()
-    assert wide_header.split()[-5:] == ["BACKEND", "GPU", "PRECISION", "DESIRED", "SCALING"]
-    # Not autoscaled: DESIRED and SCALING stay empty.
+    wide_columns = ["BACKEND", "GPU", "PRECISION", "ROLLOUT", "CANARY", "DESIRED", "SCALING"]
+    assert wide_header.split()[-7:] == wide_columns
+    # No rollout, not autoscaled: ROLLOUT, CANARY, DESIRED and SCALING stay empty.
     assert wide_row.split()[-3:] == ["tensorrt", "NVIDIA-H100-80GB-HBM3", "fp16"]
     assert "columns" in cluster.kubectl("get", "nimsvc", "-n", api_namespace).stdout
     assert "columns" in cluster.kubectl("get", "nimify", "-n", api_namespace).stdout

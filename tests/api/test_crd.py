@@ -171,6 +171,8 @@ def test_crd_names_subresources_and_columns() -> None:
         "Backend",
         "GPU",
         "Precision",
+        "Rollout",
+        "Canary",
         "Desired",
         "Scaling",
     }

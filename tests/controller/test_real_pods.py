@@ -266,6 +266,7 @@ class RequestLoop:
     url: str
     model: str
     interval: float = 0.2
+    host: str | None = None  # the Host header (a Gateway route's host)
     answers: list[np.ndarray] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
@@ -278,10 +279,11 @@ class RequestLoop:
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             try:
-                self.answers.append(infer(self.url, self.model, INPUT))
+                self.answers.append(infer(self.url, self.model, INPUT, host=self.host))
             except Exception as error:
                 self.failures.append(repr(error))
-                self.note(f"request failed: {error!r}")
+                body = error.response.text[:200] if isinstance(error, httpx.HTTPStatusError) else ""
+                self.note(f"request failed: {error!r} {body}")
 
     def watch_endpoints(self, cluster: ExistingCluster, namespace: str) -> subprocess.Popen[str]:
         kubectl = shutil.which("kubectl", path=cluster.bin_path) or "kubectl"

@@ -123,6 +123,7 @@ ALLOWED = [
     ("delete", "configmaps"),
     ("create", "services"),
     ("patch", "services"),
+    ("delete", "services"),  # a rollout's candidate's Service goes with the candidate
     ("create", "configmaps"),
     ("patch", "persistentvolumeclaims"),
     ("create", "horizontalpodautoscalers.autoscaling"),
@@ -148,7 +149,6 @@ DENIED = [
     ("delete", "nimservices.nimify.dev"),
     ("update", "jobs.batch"),
     ("patch", "jobs.batch"),
-    ("delete", "services"),  # one per NimService, which garbage collection removes with it
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),

@@ -2,6 +2,8 @@
 -- resource.customizations.health.nimify.dev_NimService). It reads the kstatus-style conditions the
 -- operator writes: Stalled means a dead end until the spec changes, Reconciling means work under way,
 -- Ready summarises; status.observedGeneration tells whether the operator has seen the current spec.
+-- A canary rollout (status.rollout) keeps Ready True while the serving engine serves, so its phase tells
+-- whether the spec's engine is in yet, and whether the current spec's candidate was rolled back.
 local hs = {}
 
 local function condition(conditions, kind)
@@ -46,6 +48,25 @@ if reconciling ~= nil and reconciling.status == "False" and reconciling.reason =
   hs.status = "Suspended"
   hs.message = describe(reconciling)
   return hs
+end
+local rollout = status.rollout
+if rollout ~= nil then
+  local phase = rollout.phase or ""
+  local said = "Rollout " .. phase .. ": " .. (rollout.message or "")
+  if phase == "Progressing" or phase == "Paused" or phase == "Promoting" then
+    hs.status = "Progressing"
+    hs.message = said
+    if ready ~= nil and ready.status ~= "True" then
+      hs.message = said .. "; " .. describe(ready)
+    end
+    return hs
+  end
+  -- A rollback of an earlier generation's candidate is history: the spec has changed since.
+  if phase == "RolledBack" and rollout.generation == generation then
+    hs.status = "Degraded"
+    hs.message = said
+    return hs
+  end
 end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"

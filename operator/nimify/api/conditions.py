@@ -25,6 +25,9 @@ class ConditionType(StrEnum):
     #: the default while a sweep runs, or because none met the objective or the sweep failed (False). Does
     #: not affect Ready: the default config serves meanwhile.
     TUNED = "Tuned"
+    #: Only with spec.rollout strategy Canary: whether the spec's engine serves all the traffic (True), or a
+    #: rollout brings it in, or rolled it back (False). Does not affect Ready: the serving engine serves.
+    ROLLED_OUT = "RolledOut"
 
 
 class ConditionReason(StrEnum):
@@ -115,6 +118,18 @@ class ConditionReason(StrEnum):
     close the sweep came."""
     TUNING_FAILED = "TuningFailed"
     """The tuning Job failed (its message says why); the default config serves."""
+    # RolledOut
+    ROLLOUT_PROGRESSING = "RolloutProgressing"
+    """A canary rollout's candidate is built, started, or takes its step's share of the traffic."""
+    ROLLOUT_PAUSED = "RolloutPaused"
+    """spec.rollout.paused holds the candidate at its step."""
+    PROMOTING = "Promoting"
+    """The steps are done: the serving Deployment rolls to the candidate's engine."""
+    PROMOTED = "Promoted"
+    """The candidate's engine serves all the traffic; the candidate is gone."""
+    ROLLED_BACK = "RolledBack"
+    """The candidate failed (its engine, its pods) or was aborted: it is gone, the serving engine kept all
+    the traffic; the message says why."""
     # ScalingActive
     METRICS_AVAILABLE = "MetricsAvailable"
     METRIC_UNAVAILABLE = "MetricUnavailable"

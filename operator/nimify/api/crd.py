@@ -67,6 +67,20 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "priority": 1,
     },
     {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.phase",
+        "description": "The last canary rollout's phase",
+        "priority": 1,
+    },
+    {
+        "name": "Canary",
+        "type": "integer",
+        "jsonPath": ".status.rollout.candidateWeight",
+        "description": "Percent of the requests the rollout's candidate gets",
+        "priority": 1,
+    },
+    {
         "name": "Desired",
         "type": "integer",
         "jsonPath": ".status.autoscaler.desiredReplicas",

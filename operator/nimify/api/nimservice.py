@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field
 
 from nimify.api.base import ApiModel
 from nimify.api.spec import NimServiceSpec
+from nimify.api.spec.rollout import MAX_NAME_WITH_CANARY
 from nimify.api.status import NimServiceStatus
 from nimify.api.validation import Rule, cel_string, matches
 
@@ -99,6 +100,18 @@ class NimService(ApiModel):
                 )
             ),
             field_path=".spec.pipeline.members",
+        ),
+        Rule(
+            cel="!has(self.spec.rollout) || self.spec.rollout.strategy != 'Canary'"
+            f" || size(self.metadata.name) <= {MAX_NAME_WITH_CANARY}",
+            message=f"with a Canary rollout metadata.name may have at most {MAX_NAME_WITH_CANARY} characters:"
+            " the candidate's Deployment and Service are NAME-canary",
+            holds=lambda service: (
+                service.spec.rollout is None
+                or not service.spec.rollout.canary
+                or len(service.metadata.name or "") <= MAX_NAME_WITH_CANARY
+            ),
+            field_path=".metadata.name",
         ),
     )
 

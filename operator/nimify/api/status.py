@@ -292,6 +292,65 @@ class TuningStatus(StatusModel):
     """The measured table (the default config's rows first); the best rows when there were more."""
 
 
+class RolloutPhase(StrEnum):
+    """Where a canary rollout stands."""
+
+    PROGRESSING = "Progressing"
+    """The candidate is built, started, or takes its step's share of the traffic."""
+    PAUSED = "Paused"
+    """spec.rollout.paused holds the candidate at its step."""
+    PROMOTING = "Promoting"
+    """The steps are done: the serving Deployment rolls to the candidate's engine, the candidate still
+    serving its share until it has."""
+    PROMOTED = "Promoted"
+    """The candidate's engine serves all the traffic from the serving Deployment; the candidate is gone."""
+    ROLLED_BACK = "RolledBack"
+    """The candidate failed (or was aborted) and is gone; the serving engine kept all the traffic. The spec's
+    engine is not tried again until the spec changes."""
+
+
+class TrafficSplit(StrEnum):
+    """How a rollout's weights reach the requests."""
+
+    GATEWAY = "Gateway"
+    """Weighted backendRefs of the HTTPRoute: each request goes to a unit in proportion to its weight."""
+
+
+class RolloutStatus(StatusModel):
+    """The last canary rollout (spec.rollout.strategy Canary): kept in the cluster, so an operator restart
+    resumes it where it stood."""
+
+    phase: RolloutPhase
+    """Progressing, Paused, Promoting, Promoted or RolledBack."""
+
+    candidate: str = Field(max_length=64)
+    """The candidate's engine (its cache key): what the rollout brings in."""
+
+    generation: int = Field(ge=0)
+    """The NimService's generation the rollout last acted for: it follows spec edits that keep the candidate;
+    a rollback keeps the one it happened at (a later change of the spec tries the candidate again)."""
+
+    step: int = Field(default=0, ge=0)
+    """The current step (0 is the first); the number of steps once they are all done."""
+
+    step_started_at: datetime | None = None
+    """When the current step's candidate began taking its share (its hold counts from here); none while the
+    candidate is not ready."""
+
+    candidate_weight: int = Field(default=0, ge=0, le=100)
+    """Percent of the traffic the candidate gets now."""
+
+    finished_at: datetime | None = None
+    """When the rollout ended (promoted or rolled back). The candidate's Deployment and Service are kept,
+    without traffic, for a short drain after it: a gateway still routing to it meanwhile is answered."""
+
+    traffic: TrafficSplit | None = None
+    """How the weights reach the requests: the Gateway's weighted routes, or the units' replica counts."""
+
+    message: str = Field(default="", max_length=1024)
+    """What the rollout does now, or why it was rolled back."""
+
+
 class NimServiceStatus(StatusModel):
     """The observed state of a NimService."""
 
@@ -329,6 +388,9 @@ class NimServiceStatus(StatusModel):
 
     tuning: TuningStatus | None = None
     """The tuning of the served engine (spec.triton.tuning), once measured or reused."""
+
+    rollout: RolloutStatus | None = None
+    """The last canary rollout (spec.rollout), while one runs and after it ended."""
 
     units: list[UnitStatus] | None = Field(default=None, max_length=16, json_schema_extra=list_map("name"))
     """The serving units, each an engine in a Triton Deployment of its own; signature, engine and parity

@@ -37,6 +37,7 @@ def _register_commands() -> None:
     from nimify.cli import chart  # noqa: F401
     from nimify.cli import run  # noqa: F401
     from nimify.cli import check_pipeline, convert, doctor, load, model, model_image, serve, tune  # noqa: F401
+    from nimify.cli import rollout  # noqa: F401
 
     # A plugin that fails to import fails the command: a half-installed development virtualenv shows, instead
     # of `nimify dev-cluster` going missing without a word.

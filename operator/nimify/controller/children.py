@@ -168,7 +168,7 @@ SERVICE = ChildKind(
     Index.SERVICES,
     Write.APPLY,
     render=lambda nim, _: render_service(nim),
-    prunable=False,
+    # The NimService's own is always wanted; a rollout's candidate's goes with the candidate.
     reads=("spec.ports",),
 )
 CONFIG_MAP = ChildKind(

@@ -161,7 +161,12 @@ def transitions(previous: list[Condition], current: list[Condition]) -> list[Con
 
 
 # Conditions whose changes are news; the others (Available, Reconciling, Stalled) restate them.
-NEWSWORTHY = (ConditionType.READY.value, ConditionType.ENGINE_READY.value, ConditionType.TUNED.value)
+NEWSWORTHY = (
+    ConditionType.READY.value,
+    ConditionType.ENGINE_READY.value,
+    ConditionType.TUNED.value,
+    ConditionType.ROLLED_OUT.value,
+)
 # Conditions whose trouble is news but whose success is not: an autoscaler that cannot read its metric leaves
 # the NimService Ready but unscaled (a Warning); one that works is the normal case (no event).
 TROUBLE_ONLY = (ConditionType.SCALING_ACTIVE.value,)

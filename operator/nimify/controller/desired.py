@@ -13,7 +13,7 @@ the NimService itself, each rendered by its kind's renderer (children.py).
 | check Job | a pipeline's members are ready and this ensemble is not checked (pipeline.py) | the same |
 | ConfigMap, Deployment | the unit's engine is ready | kept while the unit exists: its old engine serves |
 | | | meanwhile; deleted once the unit is gone |
-| Service | always | |
+| Service | always; a rollout's candidate's while it has a Deployment (rollout.py) | the candidate's deleted |
 | HPA | spec.autoscaling with the HPA as its autoscaler (once a Deployment is there) | deleted |
 | KEDA ScaledObject | spec.autoscaling with KEDA as its autoscaler (same) | deleted (KEDA removes its HPA) |
 | PDB | more than one replica may run (same) | deleted |
@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from nimify.api import EngineRecord, NimService, UnitRole
+from nimify.api import EngineRecord, NimService, RolloutStatus, UnitRole
 from nimify.api.conditions import ConditionReason
 from nimify.api.semantics import semantic_errors
 from nimify.api.spec import Autoscaler
+from nimify.api.spec.rollout import CANDIDATE_SUFFIX
 from nimify.autoscaling.choice import chosen_autoscaler
 from nimify.controller.actions import Action, Apply, Create, Delete, HandOverReplicas, Target
 from nimify.controller.children import (
@@ -42,20 +44,25 @@ from nimify.controller.children import (
     CLAIM,
     CONFIG_MAP,
     DEPLOYMENT,
+    HTTP_ROUTE,
+    SERVICE,
     ChildKind,
     Scope,
 )
 from nimify.controller.conditions import EngineState
 from nimify.controller.drift import ChildState, child_state, conflicting_elements, owns_replicas
-from nimify.controller.engine_step import EngineOutcome, engine_outcome
+from nimify.controller.engine_step import EngineOutcome, engine_outcome, served_reason
 from nimify.controller.observed import Body, Observed
 from nimify.controller.pipeline import pipeline_outcome
+from nimify.controller.rollout import Canary, plan_rollout
 from nimify.controller.tuning import TuningOutcome, tuning_outcome
 from nimify.engine.location import EngineLocation, dedicated_claim_name
 from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.engine_claim import render_engine_claim
-from nimify.render.identity import server_name
+from nimify.render.identity import CONFIG_HASH_ANNOTATION, server_name
+from nimify.render.routes import render_http_route
+from nimify.render.service import render_unit_service
 from nimify.render.triton_config import (
     CONFIG_KEY,
     DEFAULT_CONFIG_KEY,
@@ -64,7 +71,7 @@ from nimify.render.triton_config import (
     render_triton_config,
 )
 from nimify.render.tuning_job import render_tuning_job
-from nimify.render.units import ServingUnit, serving_units
+from nimify.render.units import ServingUnit, serving_units, unit_name
 from nimify.settings import OperatorSettings
 
 Units = Callable[[NimService, OperatorSettings], tuple[ServingUnit, ...]]
@@ -83,6 +90,7 @@ class UnitPlan:
     deployment: Body | None = None  # the Deployment wanted for it (applied now or already current)
     deployment_changed: bool = False  # applied now: what the watch shows of it predates this change
     tuning: TuningOutcome | None = None  # the serving unit's tuning (spec.triton.tuning)
+    kept: bool = False  # its Deployment and config stay as they are (the serving unit during a rollout)
 
     @property
     def record(self) -> EngineRecord | None:
@@ -100,6 +108,10 @@ class DesiredSet:
     rendered: frozenset[Target] = frozenset()  # children wanted as rendered this pass (applied or current)
     routes: tuple[str, ...] = ()  # kinds of route the spec asks for (Ingress / HTTPRoute)
     autoscaler: Autoscaler | None = None  # what owns the replica count (spec.autoscaling, else None)
+    rollout: RolloutStatus | None = None  # the canary rollout after this reconcile (status.rollout)
+    wake_in: float | None = None  # seconds until a rollout's step ends: reconcile again then
+    candidate: str | None = None  # a rollout's candidate unit, while it has one (its pods are judged apart)
+    rollout_pending: bool = False  # the spec asks for an engine the serving unit does not serve (canary)
 
     @property
     def serving(self) -> UnitPlan | None:
@@ -162,26 +174,42 @@ def desired_set(
     observed: Observed,
     settings: OperatorSettings,
     units: Units = serving_units,
+    now: datetime | None = None,
 ) -> DesiredSet:
     """The desired set of `nim`'s serving units (`units` says which; tests give their own) and of the
-    NimService itself."""
+    NimService itself. `now` moves a canary rollout on (rollout.py); without it the rollout stays where it
+    stood."""
     errors = semantic_errors(nim.spec)
     if errors:
         invalid = "; ".join(str(error) for error in errors)
         return DesiredSet(
-            EngineState(False, ConditionReason.INVALID_SPEC.value, invalid, failed=True), invalid_spec=invalid
+            EngineState(False, ConditionReason.INVALID_SPEC.value, invalid, failed=True),
+            invalid_spec=invalid,
+            rollout=nim.status.rollout if nim.status is not None else None,
         )
-    plans = _unit_plans(nim, units(nim, settings), observed, settings)
+    spec_units = units(nim, settings)
+    rollout = plan_rollout(nim, spec_units[0], observed, settings, now)
+    plans = _unit_plans(nim, spec_units, observed, settings)
+    canary = rollout.canary
+    if canary is not None:
+        plans = _canary_plans(nim, plans, canary, observed)
+    candidate = canary.candidate if canary is not None and canary.has_candidate else None
     # Routes are rendered once: their kinds tell the status which to expect, their bodies are applied below.
     rendered_routes = {
         child.kind: child.render(nim, settings) for child in CHILD_KINDS if child.route and child.render
     }
+    if candidate is not None and canary is not None and canary.weight > 0:
+        rendered_routes[HTTP_ROUTE.kind] = render_http_route(nim, (candidate.name, canary.weight))
     routes = tuple(kind for kind, body in rendered_routes.items() if body is not None)
     kept = DesiredSet(
         plans[0].outcome.state,
         units=tuple(plans),
         routes=routes,
         autoscaler=chosen_autoscaler(nim, settings),
+        rollout=rollout.status,
+        wake_in=rollout.wake_in,
+        candidate=candidate.name if candidate is not None else None,
+        rollout_pending=rollout.pending,
     )
     if nim.spec.paused:
         return kept  # every child stays as it is
@@ -190,9 +218,82 @@ def desired_set(
     plans = _engines_and_servers(plan, nim, plans, settings)
     serving = plans[0]
     _nimservice_children(plan, nim, settings, rendered_routes, server_there=serving.deployment is not None)
+    _candidate_service(plan, nim, candidate, plans, settings)
     _retire_units(plan, nim, {p.unit.name for p in plans}, {p.unit.config_map_name for p in plans})
     _retire_dedicated_claim(plan, nim, [p.unit for p in plans])
     return replace(kept, units=tuple(plans), actions=plan.actions, rendered=frozenset(plan.rendered))
+
+
+def _canary_plans(
+    nim: NimService, plans: list[UnitPlan], canary: Canary, observed: Observed
+) -> list[UnitPlan]:
+    """The units during a canary rollout: the serving unit kept as it is (serving the stable engine) until
+    promotion, then rolled to the candidate's engine; the candidate beside it while it has one."""
+    if canary.draining:  # the candidate as it stands, without traffic, until it goes
+        candidate = _kept_candidate(nim, canary.candidate, observed)
+    else:
+        candidate = _unit_plan(nim, canary.candidate, observed)
+    if canary.keeps_serving:
+        assert canary.stable is not None
+        serving = _kept_plan(nim, canary, observed)
+    else:  # promoting: the serving unit takes the candidate's engine, built and checked already
+        serving = plans[0]
+        if serving.record is None and candidate.record is not None:
+            outcome = EngineOutcome(
+                EngineState(True, ConditionReason.ENGINE_BUILT.value, "the candidate's engine, promoted"),
+                candidate.record,
+            )
+            serving = _unit_plan(nim, serving.unit, observed, outcome)
+    serving = replace(serving, unit=replace(serving.unit, traffic_percent=100 - canary.weight))
+    return [serving, candidate] if canary.has_candidate else [serving]
+
+
+def _kept_plan(nim: NimService, canary: Canary, observed: Observed) -> UnitPlan:
+    """The serving unit as it stands: its live Deployment and config, serving the stable engine."""
+    stable = canary.stable
+    assert stable is not None
+    name = server_name(nim)
+    live = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", name)
+    annotations = (live or {}).get("spec", {}).get("template", {}).get("metadata", {}).get(
+        "annotations"
+    ) or {}
+    where = stable.engine.location or ""
+    image = where if where.startswith("oci://") else None
+    location = EngineLocation(
+        cache_key=stable.engine.cache_key or "", claim="" if image else where.split("/")[0], model_image=image
+    )
+    unit = ServingUnit(name, UnitRole.SERVING, nim, location)
+    state = EngineState(True, served_reason(nim, unit), f"engine {location.cache_key[:12]} serves")
+    return UnitPlan(
+        unit,
+        EngineOutcome(state, stable),
+        config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
+        deployment=live,
+        kept=True,
+    )
+
+
+def _kept_candidate(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:
+    """A rollout's candidate that drains: its live Deployment and config, nothing applied."""
+    live = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", unit.name)
+    before = nim.status.unit(unit.name) if nim.status is not None else None
+    record = before.record() if before is not None else None
+    state = EngineState(True, ConditionReason.ENGINE_BUILT.value, "the ended rollout's candidate drains")
+    return UnitPlan(unit, EngineOutcome(state, record), deployment=live, kept=True)
+
+
+def _candidate_service(
+    plan: _Plan,
+    nim: NimService,
+    candidate: ServingUnit | None,
+    plans: list[UnitPlan],
+    settings: OperatorSettings,
+) -> None:
+    """A rollout's candidate has a Service of its own (the route's second backend) while it has a
+    Deployment; without a candidate there is none."""
+    name = unit_name(nim, CANDIDATE_SUFFIX)
+    served = candidate is not None and any(p.unit.name == name and p.deployment is not None for p in plans)
+    plan.want(SERVICE, name, render_unit_service(nim, candidate) if served and candidate else None)
 
 
 def _engines_and_servers(
@@ -203,6 +304,9 @@ def _engines_and_servers(
     jobs: set[str] = set()
     served = []
     for unit_plan in plans:
+        if unit_plan.kept:
+            served.append(unit_plan)
+            continue
         unit, outcome = unit_plan.unit, unit_plan.outcome
         claim = _claim(plan, nim, unit.location, settings)
         if outcome.create_job:
@@ -255,8 +359,10 @@ def _unit_plans(
     return [plans[unit.name] for unit in units]
 
 
-def _unit_plan(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:
-    outcome = engine_outcome(nim, unit, observed)
+def _unit_plan(
+    nim: NimService, unit: ServingUnit, observed: Observed, outcome: EngineOutcome | None = None
+) -> UnitPlan:
+    outcome = outcome or engine_outcome(nim, unit, observed)
     if outcome.record is None or unit.role is UnitRole.PIPELINE_MEMBER:
         return UnitPlan(unit, outcome)  # a member is served by its pipeline's unit
     if unit.spec.triton.tuning is None or unit.role is not UnitRole.SERVING:

@@ -130,7 +130,7 @@ def record_from_result(result: dict[str, Any], location: EngineLocation) -> Engi
         return None
 
 
-def _served_reason(nim: NimService, unit: ServingUnit) -> str:
+def served_reason(nim: NimService, unit: ServingUnit) -> str:
     """How the served engine came to be (EngineBuilt or EngineCacheHit): the serving unit's condition says."""
     if unit.role is not UnitRole.SERVING:
         return ConditionReason.ENGINE_BUILT.value
@@ -183,7 +183,7 @@ def engine_outcome(nim: NimService, unit: ServingUnit, observed: Observed) -> En
         return image_outcome(nim, unit, observed)
     served = served_record(nim, unit)
     if served is not None and served.engine.location == _location_text(location):
-        reason = _served_reason(nim, unit)
+        reason = served_reason(nim, unit)
         return EngineOutcome(EngineState(True, reason, f"engine {location.cache_key[:12]} ready"), served)
 
     if peer := observed.ready_engine(

@@ -8,7 +8,7 @@ from typing import Any
 
 from nimify.api import EngineRecord, TuningStatus
 from nimify.controller.children import CHILD_KINDS, Index
-from nimify.controller.pods import PodTrouble, worst_trouble
+from nimify.controller.pods import PodTrouble, deployment_pod, worst_trouble
 
 ObjectKey = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -73,10 +73,16 @@ class Observed:
         pods = list(store) if store is not None else []
         return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
 
-    def pod_trouble(self, namespace: str, nimservice: str) -> PodTrouble | None:
-        """What is wrong with the NimService's Triton pods, if anything."""
+    def pod_trouble(self, namespace: str, nimservice: str, besides: str | None = None) -> PodTrouble | None:
+        """What is wrong with the NimService's Triton pods, if anything; `besides`: leaving out the pods of
+        that Deployment (a rollout's candidate, judged apart)."""
         store = self.server_pods.get((namespace, nimservice))
-        return worst_trouble(store if store is not None else ())
+        return worst_trouble(t for t in store or () if besides is None or not deployment_pod(besides, t.pod))
+
+    def unit_pod_trouble(self, namespace: str, nimservice: str, deployment: str) -> PodTrouble | None:
+        """What is wrong with the Triton pods of one of the NimService's units (its Deployment's pods)."""
+        store = self.server_pods.get((namespace, nimservice))
+        return worst_trouble(t for t in store or () if deployment_pod(deployment, t.pod))
 
     def unit_children(self, kind: str, namespace: str, nimservice: str) -> set[str]:
         """Names of the NimService's children of a unit-scoped kind (its units' Deployments or configs)."""

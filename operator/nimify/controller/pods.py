@@ -136,6 +136,26 @@ def pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
     return None
 
 
+#: Troubles of a rollout's candidate pods that roll it back: the candidate itself fails (a crash, an OOM
+#: kill, an image or model image it cannot pull). Room it cannot find (unschedulable) is the cluster's, and
+#: the rollout waits instead.
+ROLLBACK_TROUBLES = frozenset(
+    {
+        ConditionReason.CRASH_LOOP_BACK_OFF.value,
+        ConditionReason.OOM_KILLED.value,
+        ConditionReason.IMAGE_PULL_BACK_OFF.value,
+        ConditionReason.MODEL_IMAGE_PULL_FAILED.value,
+    }
+)
+
+
+def deployment_pod(deployment: str, pod: str) -> bool:
+    """Whether `pod` is one of Deployment `deployment`'s (named DEPLOYMENT-<template hash>-<suffix>; neither
+    part has a dash, so the pods of `a-canary` are not `a`'s)."""
+    rest = pod.removeprefix(f"{deployment}-")
+    return rest != pod and rest.count("-") == 1
+
+
 def worst_trouble(troubles: Iterable[PodTrouble]) -> PodTrouble | None:
     """One trouble to report for a NimService: an eviction first (the cause of what its replacement goes
     through), then by pod name: the same one every time, not a flicker."""

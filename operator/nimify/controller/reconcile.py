@@ -47,6 +47,9 @@ NORMAL_REASONS = frozenset(
         ConditionReason.TUNING,
         ConditionReason.TUNING_APPLIED,
         ConditionReason.TUNING_REUSED,
+        ConditionReason.ROLLOUT_PROGRESSING,
+        ConditionReason.ROLLOUT_PAUSED,
+        ConditionReason.PROMOTING,
     }
 )
 RETRY_FIRST_SECONDS = 5.0
@@ -167,10 +170,11 @@ class Reconciler:
         nim = nim.model_copy(update={"status": previous})  # every step works from the freshest status known
         observed = await self._with_model_images(nim, observed)
 
-        desired = desired_set(nim, observed, self.settings, self.units)
+        now = self.clock()
+        desired = desired_set(nim, observed, self.settings, self.units, now)
         written = await write_all(self.writer, namespace, desired.actions, self.recent)
         self._count_builds(nim, desired, written.created)
-        report = desired_status(nim, previous, desired, written, observed, self.clock())
+        report = desired_status(nim, previous, desired, written, observed, now)
 
         before = previous.model_dump(mode="json", by_alias=True, exclude_none=True)
         wait = self._batched(uid, before, report.status)
@@ -193,9 +197,10 @@ class Reconciler:
 
         if not written.refusals:
             self._refused.pop(uid, None)
-            return None
+            return desired.wake_in  # a rollout's step ends then (None: nothing to come back for)
         self._refused[uid] = attempts = self._refused.get(uid, 0) + 1
-        return retry_delay(attempts, self.settings.resync_seconds)
+        delay = retry_delay(attempts, self.settings.resync_seconds)
+        return min(delay, desired.wake_in) if desired.wake_in is not None else delay
 
     async def _with_model_images(self, nim: NimService, observed: Observed) -> Observed:
         """`observed` with the model images the NimService's units need resolved (none for most: a unit

@@ -26,6 +26,7 @@ from nimify.controller.conditions import (
 )
 from nimify.controller.desired import DesiredSet, UnitPlan
 from nimify.controller.observed import Body, Observed
+from nimify.controller.rollout import rolled_out_condition, uses_canary
 from nimify.controller.writes import Written
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, ENGINE_KEY_ANNOTATION, server_name, server_selector
 from nimify.render.routes import route_host
@@ -82,7 +83,7 @@ def deployment_problem(deployment: Body | None) -> Problem | None:
 
 
 def _problem(
-    nim: NimService, written: Written, observed: Observed, deployment: Body | None
+    nim: NimService, written: Written, observed: Observed, deployment: Body | None, candidate: str | None
 ) -> Problem | None:
     if written.refusals:
         refused = written.refusals[0]
@@ -90,7 +91,8 @@ def _problem(
         return Problem(refused.reason, refused.message + more, stalled=True)
     if (problem := deployment_problem(deployment)) is not None:
         return problem
-    trouble = observed.pod_trouble(nim.metadata.namespace or "", nim.metadata.name or "")
+    # A rollout's candidate is judged apart (rollout.py): its trouble rolls it back, the NimService serves on.
+    trouble = observed.pod_trouble(nim.metadata.namespace or "", nim.metadata.name or "", besides=candidate)
     if trouble is not None:
         return Problem(trouble.reason, trouble.describe(), stalled=False)
     return None
@@ -135,13 +137,17 @@ def desired_status(
             and serving.deployment_changed
             and written.ok((DEPLOYMENT.kind, name)),
         ),
-        _problem(nim, written, observed, deployment) if desired.invalid_spec is None else None,
+        _problem(nim, written, observed, deployment, desired.candidate)
+        if desired.invalid_spec is None
+        else None,
     )
     wanted = desired_conditions(observation)
     if (scaling := _scaling(status, desired, observed, namespace, name)) is not None:
         wanted.append(scaling)
     if (tuned := _tuning(status, nim, desired)) is not None:
         wanted.append(tuned)
+    if (rolled_out := _rollout(status, nim, desired)) is not None:
+        wanted.append(rolled_out)
     conditions = merge_conditions(wanted, previous.conditions, generation, now)
     status["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     status["observedGeneration"] = generation
@@ -194,6 +200,19 @@ def _tuning(status: dict[str, Any], nim: NimService, desired: DesiredSet) -> tup
     if outcome.status is not None:
         status["tuning"] = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return outcome.condition()
+
+
+def _rollout(
+    status: dict[str, Any], nim: NimService, desired: DesiredSet
+) -> tuple[str, str, str, str] | None:
+    """The RolledOut condition (with a Canary strategy), recording the rollout in `status`."""
+    if desired.rollout is None:
+        status.pop("rollout", None)
+    else:
+        status["rollout"] = desired.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if desired.invalid_spec is not None or not uses_canary(nim):
+        return None
+    return rolled_out_condition(desired.rollout, pending=desired.rollout_pending)
 
 
 def _endpoints(nim: NimService, desired: DesiredSet, written: Written, observed: Observed) -> dict[str, str]:

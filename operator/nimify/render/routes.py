@@ -36,7 +36,9 @@ def render_ingress(nim: NimService) -> dict[str, Any] | None:
     }
 
 
-def render_http_route(nim: NimService) -> dict[str, Any] | None:
+def render_http_route(nim: NimService, candidate: tuple[str, int] | None = None) -> dict[str, Any] | None:
+    """The HTTPRoute to the NimService's Service; with `candidate` (a Service and its percent of the
+    requests, during a canary rollout), weighted backendRefs to both."""
     route = nim.spec.expose.http_route
     if route is None:
         return None
@@ -52,9 +54,18 @@ def render_http_route(nim: NimService) -> dict[str, Any] | None:
         "spec": {
             "parentRefs": [parent],
             "hostnames": [route.host],
-            "rules": [{"backendRefs": [{"name": server_name(nim), "port": nim.spec.expose.http_port}]}],
+            "rules": [{"backendRefs": _backends(nim, candidate)}],
         },
     }
+
+
+def _backends(nim: NimService, candidate: tuple[str, int] | None) -> list[dict[str, Any]]:
+    port = nim.spec.expose.http_port
+    serving = {"name": server_name(nim), "port": port}
+    if candidate is None:
+        return [serving]
+    service, weight = candidate
+    return [serving | {"weight": 100 - weight}, {"name": service, "port": port, "weight": weight}]
 
 
 def route_host(nim: NimService) -> str | None:

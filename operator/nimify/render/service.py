@@ -6,9 +6,21 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name, server_selector
+from nimify.render.units import ServingUnit, unit_selector
 
 
 def render_service(nim: NimService) -> dict[str, Any]:
+    """The NimService's Service: its serving unit's pods."""
+    return _service(nim, server_name(nim), server_selector(nim))
+
+
+def render_unit_service(nim: NimService, unit: ServingUnit) -> dict[str, Any]:
+    """The Service of a unit beside the serving one (a rollout's candidate): its pods only, so that a route
+    can give it a weight of its own."""
+    return _service(nim, unit.name, unit_selector(unit))
+
+
+def _service(nim: NimService, name: str, selector: dict[str, str]) -> dict[str, Any]:
     expose = nim.spec.expose
     ports = [
         {
@@ -27,8 +39,8 @@ def render_service(nim: NimService) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
-        "spec": {"type": expose.service_type.value, "selector": server_selector(nim), "ports": ports},
+        "metadata": object_meta(nim, name, COMPONENT_SERVER),
+        "spec": {"type": expose.service_type.value, "selector": selector, "ports": ports},
     }
 
 

@@ -61,6 +61,7 @@ from nimify.api.spec.nimservice_spec import NimServiceSpec
 from nimify.api.spec.pipeline import PIPELINE_INPUT, PipelineMember, PipelineSpec, PipelineStep
 from nimify.api.spec.placement import PlacementSpec, TaintEffect, Toleration, TolerationOperator
 from nimify.api.spec.resources import ResourcesSpec
+from nimify.api.spec.rollout import MAX_STEPS, CanaryStep, RolloutSpec, RolloutStrategy
 from nimify.api.spec.storage import StorageSpec
 from nimify.api.spec.triton import (
     DEFAULT_TRITON_IMAGE,
@@ -86,6 +87,7 @@ __all__ = [
     "HOSTNAME",
     "IMAGE",
     "LABEL_VALUE",
+    "MAX_STEPS",
     "MODEL_URI",
     "ONNXRUNTIME_PRECISIONS",
     "ONNX_SUFFIX",
@@ -100,6 +102,7 @@ __all__ = [
     "Backend",
     "BatchSize",
     "BuildResourcesSpec",
+    "CanaryStep",
     "Dimension",
     "DynamicBatchingSpec",
     "EngineSpec",
@@ -124,6 +127,8 @@ __all__ = [
     "Quantity",
     "ResourcesSpec",
     "ResponseCacheSpec",
+    "RolloutSpec",
+    "RolloutStrategy",
     "ScalingBehavior",
     "ScalingPolicy",
     "ScalingPolicyType",

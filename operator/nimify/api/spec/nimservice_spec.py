@@ -21,6 +21,7 @@ from nimify.api.spec.model import PLAN_SUFFIX, ModelFormat, ModelSpec
 from nimify.api.spec.pipeline import PipelineMember, PipelineSpec
 from nimify.api.spec.placement import PlacementSpec
 from nimify.api.spec.resources import ResourcesSpec
+from nimify.api.spec.rollout import RolloutSpec
 from nimify.api.spec.storage import StorageSpec
 from nimify.api.spec.triton import TritonSpec
 from nimify.api.validation import LIST_SET, Rule, ValidationReason, cel_string
@@ -101,6 +102,10 @@ class NimServiceSpec(ApiModel):
     """Secrets (same namespace, type kubernetes.io/dockerconfigjson) for pulling the Triton and conversion
     images from a private registry or a mirror of nvcr.io. Added to the operator's own
     (NIMIFY_IMAGE_PULL_SECRETS) on both the Triton pods and the conversion Job."""
+
+    rollout: RolloutSpec | None = None
+    """How a new engine takes over from the serving one: at once (Replace, also when left out) or as a
+    canary that takes a growing share of the traffic (docs/rollouts.md)."""
 
     paused: bool = False
     """Stop changing the children (Job, Deployment, Service, autoscaler) and keep what runs, e.g. during an
@@ -187,6 +192,24 @@ class NimServiceSpec(ApiModel):
             " is on no claim for a tuning Job to read",
             holds=lambda spec: spec.triton.tuning is None or spec.model is None or not spec.model.is_image,
             field_path=".triton.tuning",
+            reason=ValidationReason.FORBIDDEN,
+        ),
+        Rule(
+            cel="!has(self.rollout) || self.rollout.strategy != 'Canary' || has(self.expose.httpRoute)",
+            message="a Canary rollout splits the requests with an HTTPRoute's weights: set"
+            " spec.expose.httpRoute (a Gateway API Gateway in front)",
+            holds=lambda spec: (
+                spec.rollout is None or not spec.rollout.canary or spec.expose.http_route is not None
+            ),
+            field_path=".rollout.strategy",
+            reason=ValidationReason.REQUIRED,
+        ),
+        Rule(
+            cel="!has(self.pipeline) || !has(self.rollout) || self.rollout.strategy != 'Canary'",
+            message="a pipeline rolls out by Replace: its ensemble and members change together (a canary of"
+            " a pipeline is not supported yet)",
+            holds=lambda spec: spec.pipeline is None or spec.rollout is None or not spec.rollout.canary,
+            field_path=".rollout.strategy",
             reason=ValidationReason.FORBIDDEN,
         ),
         Rule(
