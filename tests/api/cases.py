@@ -239,12 +239,6 @@ INVALID = [
         {"rollout": {"strategy": "Canary", "steps": [{"weight": 10, "holdSeconds": -1}]}, "expose": ROUTE},
     ),
     Case(
-        "canary-without-route",
-        "spec.rollout.strategy",
-        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}]}},
-        message="set spec.expose.httpRoute",
-    ),
-    Case(
         "canary-strategy-unknown",
         "spec.rollout.strategy",
         {"rollout": {"strategy": "BlueGreen"}},
@@ -770,6 +764,7 @@ VALID = [
         name="n" * 56,
     ),
     Case("replace-explicit", "", {"rollout": {"strategy": "Replace"}}),
+    Case("canary-without-gateway", "", {"rollout": {"strategy": "Canary", "steps": [{"weight": 50}]}}),
     Case("oci-digest", "", {"model": {"uri": f"oci://10.0.0.1:5000/mlp@sha256:{'a' * 64}"}}),
     Case("oci-tag-and-digest", "", {"model": {"uri": f"oci://ghcr.io/org/mlp:v1@sha256:{'b' * 64}"}}),
     Case("tensorrt10-fp16", "", {"engine": {"precision": "fp16"}}),

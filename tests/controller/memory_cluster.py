@@ -62,6 +62,23 @@ def _without_identity(fields: dict[str, Any]) -> dict[str, Any]:
     return top | {"f:metadata": metadata}
 
 
+def _prune(body: Any, before: dict[str, Any], now: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    """Remove from `body` the map keys (`f:` entries) an apply owned in `before` and not in `now`, unless
+    another manager owns them (as server-side apply does); keyed list elements are left as they are."""
+    if not isinstance(body, dict):
+        return
+    for entry, below in before.items():
+        if not entry.startswith("f:"):
+            continue
+        key = entry[2:]
+        theirs = [other[entry] for other in others if isinstance(other.get(entry), dict)]
+        if entry not in now:
+            if not theirs and key in body:
+                del body[key]
+        elif isinstance(below, dict) and isinstance(now[entry], dict):
+            _prune(body.get(key), below, now[entry], theirs)
+
+
 def _merge(live: Any, applied: Any) -> Any:
     if isinstance(live, dict) and isinstance(applied, dict):
         merged = dict(live)
@@ -271,6 +288,9 @@ class MemoryCluster:
             if not any("f:replicas" in e["fieldsV1"].get("f:spec", {}) for e in others):
                 live["spec"]["replicas"] = 1  # the only owner stopped sending it: the default comes back
         merged = _merge(live, stamped)
+        if ours is not None:  # what nimify sent before and sends no more, nobody else's, goes away
+            others = [e["fieldsV1"] for e in live["metadata"]["managedFields"] if e is not ours]
+            _prune(merged, ours["fieldsV1"], fields, others)
         merged["metadata"]["managedFields"] = [
             e
             for e in live["metadata"]["managedFields"]

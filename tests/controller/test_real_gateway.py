@@ -37,6 +37,9 @@ from tests.kube import ExistingCluster, eventually, fresh_namespace
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 
 HOST = "mlp.gateway.test"
+#: Each test's route has a host of its own: an earlier test's route for the same host outlives its namespace
+#: for a while (deleted without waiting), and the Gateway gives a host's requests to the oldest route.
+CANARY_HOST = "canary.gateway.test"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def test_a_canary_takes_its_share_through_the_gateway_and_is_promoted(
     candidate serves beside the old engine, takes its step's share (held by spec.rollout.paused while it is
     measured from the answers: each unit's model answers differently), then is promoted; no request fails."""
     namespace, stored = models
-    route = {"host": HOST, "gatewayRef": {"name": gateway.name, "namespace": gateway.namespace}}
+    route = {"host": CANARY_HOST, "gatewayRef": {"name": gateway.name, "namespace": gateway.namespace}}
 
     def nimservice(model: Model, paused: bool) -> dict[str, Any]:
         rollout = {"strategy": "Canary", "steps": [{"weight": 30, "holdSeconds": 5}], "paused": paused}
@@ -127,7 +130,7 @@ def test_a_canary_takes_its_share_through_the_gateway_and_is_promoted(
     eventually(lambda: _accepted(get_json(cluster, "httproute/mlp", "-n", namespace)), timeout=60)
     old = OnnxRuntimeModel(stored["v1"].path).run({"input": INPUT})["logits"]
     new = OnnxRuntimeModel(stored["v2"].path).run({"input": INPUT})["logits"]
-    eventually(lambda: [infer(gateway.url, "mlp", INPUT, host=HOST)], timeout=60, interval=0.5)
+    eventually(lambda: [infer(gateway.url, "mlp", INPUT, host=CANARY_HOST)], timeout=60, interval=0.5)
 
     def unit_of(answer: np.ndarray) -> str:
         if np.allclose(answer, old, rtol=1e-5, atol=1e-6):
@@ -135,10 +138,14 @@ def test_a_canary_takes_its_share_through_the_gateway_and_is_promoted(
         assert np.allclose(answer, new, rtol=1e-5, atol=1e-6), f"an answer of neither model: {answer}"
         return "candidate"
 
-    def only_new(count: int) -> bool:
-        return all(unit_of(infer(gateway.url, "mlp", INPUT, host=HOST)) == "candidate" for _ in range(count))
+    def ask() -> str:
+        """Which unit answered one request through the Gateway."""
+        return unit_of(infer(gateway.url, "mlp", INPUT, host=CANARY_HOST))
 
-    loop = RequestLoop(gateway.url, "mlp", interval=0.1, host=HOST)
+    def only_new(count: int) -> bool:
+        return all(ask() == "candidate" for _ in range(count))
+
+    loop = RequestLoop(gateway.url, "mlp", interval=0.1, host=CANARY_HOST)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:
@@ -155,8 +162,8 @@ def test_a_canary_takes_its_share_through_the_gateway_and_is_promoted(
         )
         loop.note("the candidate takes 30 %")
         # The gateway applies the route's new weights once it has seen them: the candidate answers then.
-        eventually(lambda: unit_of(infer(gateway.url, "mlp", INPUT, host=HOST)) == "candidate", timeout=60)
-        answered = [unit_of(infer(gateway.url, "mlp", INPUT, host=HOST)) for _ in range(600)]
+        eventually(lambda: ask() == "candidate", timeout=60)
+        answered = [ask() for _ in range(600)]
         share = 100 * answered.count("candidate") / len(answered)
         loop.note(f"measured: {share:.1f} % of {len(answered)} requests from the candidate")
 
@@ -170,7 +177,7 @@ def test_a_canary_takes_its_share_through_the_gateway_and_is_promoted(
         # The serving Deployment's old pod drains its last requests as in any rolling update; then only the
         # new model answers.
         eventually(lambda: only_new(10), timeout=60, interval=0.5)
-        after = [unit_of(infer(gateway.url, "mlp", INPUT, host=HOST)) for _ in range(50)]
+        after = [ask() for _ in range(50)]
     finally:
         loop.stop.set()
         thread.join(timeout=15)

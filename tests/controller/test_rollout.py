@@ -132,8 +132,8 @@ class RolloutHarness(Harness):
     """A served NimService with a Canary rollout; the candidate's engine becomes ready when `candidate_built`
     (another NimService serves it: a cache hit), and the clock is the test's."""
 
-    def __init__(self) -> None:
-        super().__init__(CANARY)
+    def __init__(self, spec: dict[str, Any] | None = None) -> None:
+        super().__init__(CANARY if spec is None else spec)
         self.now = T
         self.candidate_built = False
         self.troubles: list[PodTrouble] = []
@@ -377,3 +377,30 @@ async def test_an_abort_while_promoting_changes_nothing() -> None:
     h.body["metadata"]["annotations"] = {ROLLOUT_ANNOTATION: f"abort={key}"}
     await h.settle()
     assert h.rollout["phase"] == "Promoted" and h.serving_key() == key
+
+
+async def test_without_a_gateway_the_candidate_takes_its_share_of_the_replicas() -> None:
+    steps = [{"weight": 25, "holdSeconds": 60}, {"weight": 50, "holdSeconds": 60}]
+    h = RolloutHarness({"rollout": {"strategy": "Canary", "steps": steps}, "replicas": 3})
+    await h.converge()
+    selector = h.cluster.live("Service", NAME)["spec"]["selector"]
+    assert selector["app.kubernetes.io/instance"] == NAME
+    key = h.new_model()
+    h.candidate_built = True
+    await h.settle()
+    assert h.rollout["traffic"] == "Replicas" and h.rollout["candidateWeight"] == 25
+    assert h.cluster.live("Deployment", CANDIDATE)["spec"]["replicas"] == 1, "a quarter of 3 + 1 pods"
+    assert h.cluster.live("Deployment", NAME)["spec"]["replicas"] == 3
+    both = h.cluster.live("Service", NAME)["spec"]["selector"]
+    assert "app.kubernetes.io/instance" not in both and both["nimify.dev/nimservice"] == NAME
+    assert h.cluster.get("HTTPRoute", NAME) is None
+
+    h.now = T + timedelta(seconds=60)
+    await h.settle()
+    assert h.cluster.live("Deployment", CANDIDATE)["spec"]["replicas"] == 3, "half of the pods"
+
+    h.now = T + timedelta(seconds=120)
+    await h.settle()
+    assert h.rollout["phase"] == "Promoted" and h.serving_key() == key
+    assert h.cluster.live("Service", NAME)["spec"]["selector"] == selector, "the serving unit's pods only"
+    await drained(h)

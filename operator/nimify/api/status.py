@@ -314,6 +314,10 @@ class TrafficSplit(StrEnum):
 
     GATEWAY = "Gateway"
     """Weighted backendRefs of the HTTPRoute: each request goes to a unit in proportion to its weight."""
+    REPLICAS = "Replicas"
+    """No Gateway (no spec.expose.httpRoute): the NimService's Service spreads the requests over both units'
+    ready pods, and the candidate runs as many replicas as its weight asks beside the serving ones (coarse:
+    the share is the replicas' share, docs/rollouts.md)."""
 
 
 class RolloutStatus(StatusModel):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from nimify.api import EngineRecord, NimService, RolloutStatus, UnitRole
+from nimify.api import EngineRecord, NimService, RolloutStatus, TrafficSplit, UnitRole
 from nimify.api.conditions import ConditionReason
 from nimify.api.semantics import semantic_errors
 from nimify.api.spec import Autoscaler
@@ -62,7 +62,7 @@ from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, server_name
 from nimify.render.routes import render_http_route
-from nimify.render.service import render_unit_service
+from nimify.render.service import render_service, render_unit_service
 from nimify.render.triton_config import (
     CONFIG_KEY,
     DEFAULT_CONFIG_KEY,
@@ -198,8 +198,12 @@ def desired_set(
     rendered_routes = {
         child.kind: child.render(nim, settings) for child in CHILD_KINDS if child.route and child.render
     }
+    overrides: dict[str, dict[str, Any] | None] = {}
     if candidate is not None and canary is not None and canary.weight > 0:
-        rendered_routes[HTTP_ROUTE.kind] = render_http_route(nim, (candidate.name, canary.weight))
+        if canary.status.traffic == TrafficSplit.REPLICAS:  # no Gateway: one Service over both units
+            overrides[SERVICE.kind] = render_service(nim, every_unit=True)
+        else:
+            rendered_routes[HTTP_ROUTE.kind] = render_http_route(nim, (candidate.name, canary.weight))
     routes = tuple(kind for kind, body in rendered_routes.items() if body is not None)
     kept = DesiredSet(
         plans[0].outcome.state,
@@ -217,7 +221,9 @@ def desired_set(
     plan = _Plan(nim, observed)
     plans = _engines_and_servers(plan, nim, plans, settings)
     serving = plans[0]
-    _nimservice_children(plan, nim, settings, rendered_routes, server_there=serving.deployment is not None)
+    _nimservice_children(
+        plan, nim, settings, rendered_routes | overrides, server_there=serving.deployment is not None
+    )
     _candidate_service(plan, nim, candidate, plans, settings)
     _retire_units(plan, nim, {p.unit.name for p in plans}, {p.unit.config_map_name for p in plans})
     _retire_dedicated_claim(plan, nim, [p.unit for p in plans])

@@ -142,14 +142,15 @@ def plan_rollout(
         # after a change (more memory for a candidate that was OOM-killed, say).
         previous = started(nim, key)
     elif previous.phase != RolloutPhase.ROLLED_BACK:
-        previous = _with(previous, generation=generation)  # the spec this rollout serves now
-    candidate = candidate_unit(nim, settings)
+        # The spec this rollout serves now (a route added or removed changes how it splits).
+        previous = _with(previous, generation=generation, traffic=split_of(nim))
+    candidate = sized_candidate(nim, settings, previous, observed)
     if now is None:
         status, wake_in = previous, None
     else:
         outcome = engine_outcome(nim, candidate, observed)
         status, wake_in = advance(nim, previous, candidate_facts(nim, candidate, outcome, observed), now)
-    weighted = candidate_unit(nim, settings, status.candidate_weight)
+    weighted = sized_candidate(nim, settings, status, observed)
     left = drain_left(status, now)
     if left is not None:
         return RolloutDecision(status, Canary(status, weighted, stable, draining=True), left, pending=True)
@@ -185,9 +186,40 @@ def uses_canary(nim: NimService) -> bool:
     return rollout is not None and rollout.canary and nim.spec.pipeline is None
 
 
-def candidate_unit(nim: NimService, settings: OperatorSettings, weight: int = 0) -> ServingUnit:
-    """The unit that serves the spec's engine beside the serving one during a rollout."""
-    return extra_unit(nim, CANDIDATE_SUFFIX, UnitRole.CANDIDATE, nim.spec, settings, traffic_percent=weight)
+def candidate_unit(
+    nim: NimService, settings: OperatorSettings, weight: int = 0, replicas: int | None = None
+) -> ServingUnit:
+    """The unit that serves the spec's engine beside the serving one during a rollout; `replicas`: as many
+    as a split by replicas asks (no Gateway), its own count rather than the spec's or an autoscaler's."""
+    spec = nim.spec
+    if replicas is not None:
+        spec = spec.model_copy(update={"replicas": replicas, "autoscaling": None})
+    return extra_unit(nim, CANDIDATE_SUFFIX, UnitRole.CANDIDATE, spec, settings, traffic_percent=weight)
+
+
+def split_of(nim: NimService) -> TrafficSplit:
+    """How the NimService's rollout splits the requests: the Gateway's weights, or the units' replicas."""
+    return TrafficSplit.GATEWAY if nim.spec.expose.http_route is not None else TrafficSplit.REPLICAS
+
+
+def candidate_replicas(weight: int, serving: int) -> int:
+    """Replicas that give the candidate about `weight` percent of the pods behind one Service, beside
+    `serving` serving replicas (at least one: with one serving replica every step is about half)."""
+    return max(1, round(serving * weight / (100 - weight)))
+
+
+def sized_candidate(
+    nim: NimService, settings: OperatorSettings, status: RolloutStatus, observed: Observed
+) -> ServingUnit:
+    """The candidate unit for this reconcile: with a Gateway, as the spec sizes it; split by replicas, as
+    many as the current step's weight asks beside the serving Deployment's replicas."""
+    if status.traffic != TrafficSplit.REPLICAS:
+        return candidate_unit(nim, settings, status.candidate_weight)
+    steps = (nim.spec.rollout.steps if nim.spec.rollout else None) or []
+    weight = steps[min(status.step, len(steps) - 1)].weight if steps else 50
+    serving = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", name_of(nim)) or {}
+    replicas = int(serving.get("spec", {}).get("replicas", 1) or 1)
+    return candidate_unit(nim, settings, status.candidate_weight, candidate_replicas(weight, replicas))
 
 
 def requested_action(nim: NimService, candidate: str) -> Action | None:
@@ -233,7 +265,7 @@ def started(nim: NimService, key: str) -> RolloutStatus:
         phase=RolloutPhase.PROGRESSING,
         candidate=key,
         generation=nim.metadata.generation or 0,
-        traffic=TrafficSplit.GATEWAY,
+        traffic=split_of(nim),
         message="the candidate's engine is being built",
     )
 

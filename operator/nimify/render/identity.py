@@ -56,6 +56,15 @@ def server_selector(nim: NimService) -> dict[str, str]:
     }
 
 
+def nimservice_pods_selector(nim: NimService) -> dict[str, str]:
+    """The Triton pods of every unit of the NimService (a rollout's candidate's too)."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/component": COMPONENT_SERVER,
+        NIMSERVICE_LABEL: name_of(nim),
+    }
+
+
 def owner_reference(nim: NimService, *, controller: bool = True) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,

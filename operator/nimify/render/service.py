@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from nimify.api import NimService
-from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name, server_selector
+from nimify.render.identity import (
+    COMPONENT_SERVER,
+    nimservice_pods_selector,
+    object_meta,
+    server_name,
+    server_selector,
+)
 from nimify.render.units import ServingUnit, unit_selector
 
 
-def render_service(nim: NimService) -> dict[str, Any]:
-    """The NimService's Service: its serving unit's pods."""
-    return _service(nim, server_name(nim), server_selector(nim))
+def render_service(nim: NimService, every_unit: bool = False) -> dict[str, Any]:
+    """The NimService's Service: its serving unit's pods; with `every_unit`, every unit's (a canary rollout
+    without a Gateway: the candidate's ready replicas take their share of the requests)."""
+    selector = nimservice_pods_selector(nim) if every_unit else server_selector(nim)
+    return _service(nim, server_name(nim), selector)
 
 
 def render_unit_service(nim: NimService, unit: ServingUnit) -> dict[str, Any]:

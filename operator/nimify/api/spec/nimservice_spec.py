@@ -195,16 +195,6 @@ class NimServiceSpec(ApiModel):
             reason=ValidationReason.FORBIDDEN,
         ),
         Rule(
-            cel="!has(self.rollout) || self.rollout.strategy != 'Canary' || has(self.expose.httpRoute)",
-            message="a Canary rollout splits the requests with an HTTPRoute's weights: set"
-            " spec.expose.httpRoute (a Gateway API Gateway in front)",
-            holds=lambda spec: (
-                spec.rollout is None or not spec.rollout.canary or spec.expose.http_route is not None
-            ),
-            field_path=".rollout.strategy",
-            reason=ValidationReason.REQUIRED,
-        ),
-        Rule(
             cel="!has(self.pipeline) || !has(self.rollout) || self.rollout.strategy != 'Canary'",
             message="a pipeline rolls out by Replace: its ensemble and members change together (a canary of"
             " a pipeline is not supported yet)",
