@@ -404,3 +404,14 @@ async def test_without_a_gateway_the_candidate_takes_its_share_of_the_replicas()
     assert h.rollout["phase"] == "Promoted" and h.serving_key() == key
     assert h.cluster.live("Service", NAME)["spec"]["selector"] == selector, "the serving unit's pods only"
     await drained(h)
+
+
+async def test_a_paused_nimservice_holds_its_rollout_where_it_stood() -> None:
+    h, _, _ = await started_rollout()
+    h.candidate_built = True
+    await h.settle()
+    h.body["spec"]["paused"] = True
+    h.now = T + timedelta(seconds=600)
+    await h.settle()
+    assert (h.rollout["phase"], h.rollout["step"], h.rollout["candidateWeight"]) == ("Progressing", 0, 10)
+    assert h.weights() == [(NAME, 90), (CANDIDATE, 10)]

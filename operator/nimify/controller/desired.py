@@ -188,7 +188,8 @@ def desired_set(
             rollout=nim.status.rollout if nim.status is not None else None,
         )
     spec_units = units(nim, settings)
-    rollout = plan_rollout(nim, spec_units[0], observed, settings, now)
+    # A paused NimService's rollout stands still too: its children are not written.
+    rollout = plan_rollout(nim, spec_units[0], observed, settings, None if nim.spec.paused else now)
     plans = _unit_plans(nim, spec_units, observed, settings)
     canary = rollout.canary
     if canary is not None:

@@ -3,11 +3,14 @@
 A rollout starts when the spec asks for an engine (its cache key) other than the one the serving unit serves.
 The serving Deployment is then kept as it is, serving the old engine, and a candidate unit (`<name>-canary`,
 with a Service of its own) builds and serves the spec's engine; the HTTPRoute's weighted backendRefs send it
-each step's share of the requests. After the last step's hold the rollout promotes: the serving Deployment
-rolls to the candidate's engine (already built and checked), and once it has, the candidate goes. A
-candidate whose engine fails, whose pods crash, or that `nimify rollout abort` stops is rolled back: its
-children go, the serving unit was never touched, and the spec's engine is not tried again until the spec
-changes. A new engine in the spec during a rollout supersedes the candidate (a new rollout from step 0).
+each step's share of the requests (without a Gateway, the NimService's Service selects both units' pods and
+the candidate runs as many replicas as its weight asks: the replicas' share). After the last step's hold the
+rollout promotes: the serving Deployment rolls to the candidate's engine (already built and checked), and
+once it has, the route drops the candidate. A candidate whose engine fails, whose pods crash, or that
+`nimify rollout abort` stops is rolled back: the route drops it, the serving unit was never touched, and the
+spec's engine is not tried again until the spec changes. Either way the candidate's objects go DRAIN_SECONDS
+after the route dropped it. A new engine in the spec during a rollout supersedes the candidate (a new rollout
+from step 0).
 
 Everything the next reconcile needs is in `status.rollout` (phase, step, when the step began), so an operator
 restart resumes where the rollout stood. Manual control: spec.rollout.paused holds the step, and the
