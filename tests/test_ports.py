@@ -62,7 +62,10 @@ def test_processes_side_by_side_never_get_the_same_port(tmp_path: Path) -> None:
 
 def test_a_reservation_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = tmp_path / "table.json"
-    monkeypatch.setattr(ports, "candidate_ports", lambda _: [23456, 23457])
+    # Two ports nothing holds now, reserved machine-wide meanwhile (fixed numbers were taken once by a
+    # process of another test running beside this one).
+    pair = ports.free_ports(2)
+    monkeypatch.setattr(ports, "candidate_ports", lambda _: pair)
     first = ports.free_ports(2, table=table)
     with pytest.raises(OSError, match="no 1 free TCP ports"):
         ports.free_ports(1, table=table)
