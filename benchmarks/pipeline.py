@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 import threading
 import time
@@ -37,7 +36,7 @@ import tritonclient.http as httpclient
 from tests.pipelines import ExportedPipeline, export_chain, export_fan
 from tritonclient.utils import np_to_triton_dtype
 
-from benchmarks.console import load, say
+from benchmarks.console import load, recorded, say
 from nimify.api import TritonSpec
 from nimify.api.spec import PIPELINE_INPUT, PipelineSpec
 from nimify.api.spec.pipeline import ref_step, ref_tensor
@@ -339,16 +338,8 @@ def table(run: Mapping[str, Any]) -> str:
 
 
 def run_all(names: Sequence[str], options: Options) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpus": os.cpu_count(),
-        "load_at_start": load(),
-        "duration_s": options.duration,
-        "concurrency": options.concurrency,
-        "runs": [run_pipeline(name, options) for name in names],
-    }
-    results["load_at_end"] = load()
-    return results
+    settings = {"duration_s": options.duration, "concurrency": options.concurrency}
+    return recorded(settings, lambda: [run_pipeline(name, options) for name in names])
 
 
 def main(argv: list[str] | None = None) -> int:

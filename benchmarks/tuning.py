@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +50,7 @@ from onnxscript import FLOAT, INT64, script
 from onnxscript import opset18 as op
 from tests.onnx_corpus import corpus_root
 
-from benchmarks.console import load, say
+from benchmarks.console import load, recorded, say
 from nimify.cli import tune
 from nimify.model.inspection import inspect_model
 from nimify.model.samples import build_mlp, write_model
@@ -333,17 +332,12 @@ def table(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def run_all(names: Sequence[str], options: Options) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpus": os.cpu_count(),
-        "load_at_start": load(),
+    settings = {
         "budget_s": options.budget,
         "trial_s": options.trial_seconds,
         "confirm_s": options.confirm_seconds,
-        "runs": [run_model(MODELS[name], options) for name in names],
     }
-    results["load_at_end"] = load()
-    return results
+    return recorded(settings, lambda: [run_model(MODELS[name], options) for name in names])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -225,7 +225,7 @@ def desired_set(
     _nimservice_children(
         plan, nim, settings, rendered_routes | overrides, server_there=serving.deployment is not None
     )
-    _candidate_service(plan, nim, candidate, plans, settings)
+    _candidate_service(plan, nim, candidate, plans)
     _retire_units(plan, nim, {p.unit.name for p in plans}, {p.unit.config_map_name for p in plans})
     _retire_dedicated_claim(plan, nim, [p.unit for p in plans])
     return replace(kept, units=tuple(plans), actions=plan.actions, rendered=frozenset(plan.rendered))
@@ -259,42 +259,34 @@ def _kept_plan(nim: NimService, canary: Canary, observed: Observed) -> UnitPlan:
     """The serving unit as it stands: its live Deployment and config, serving the stable engine."""
     stable = canary.stable
     assert stable is not None
-    name = server_name(nim)
-    live = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", name)
-    annotations = (live or {}).get("spec", {}).get("template", {}).get("metadata", {}).get(
-        "annotations"
-    ) or {}
     where = stable.engine.location or ""
     image = where if where.startswith("oci://") else None
     location = EngineLocation(
         cache_key=stable.engine.cache_key or "", claim="" if image else where.split("/")[0], model_image=image
     )
-    unit = ServingUnit(name, UnitRole.SERVING, nim, location)
+    unit = ServingUnit(server_name(nim), UnitRole.SERVING, nim, location)
     state = EngineState(True, served_reason(nim, unit), f"engine {location.cache_key[:12]} serves")
-    return UnitPlan(
-        unit,
-        EngineOutcome(state, stable),
-        config_hash=annotations.get(CONFIG_HASH_ANNOTATION),
-        deployment=live,
-        kept=True,
-    )
+    return _kept(nim, unit, EngineOutcome(state, stable), observed)
 
 
 def _kept_candidate(nim: NimService, unit: ServingUnit, observed: Observed) -> UnitPlan:
     """A rollout's candidate that drains: its live Deployment and config, nothing applied."""
-    live = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", unit.name)
     before = nim.status.unit(unit.name) if nim.status is not None else None
-    record = before.record() if before is not None else None
     state = EngineState(True, ConditionReason.ENGINE_BUILT.value, "the ended rollout's candidate drains")
-    return UnitPlan(unit, EngineOutcome(state, record), deployment=live, kept=True)
+    return _kept(nim, unit, EngineOutcome(state, before.record() if before else None), observed)
+
+
+def _kept(nim: NimService, unit: ServingUnit, outcome: EngineOutcome, observed: Observed) -> UnitPlan:
+    """A unit whose Deployment and Triton config stay as they are: the live Deployment and the config it
+    serves (its template's annotation)."""
+    live = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", unit.name)
+    template = (live or {}).get("spec", {}).get("template", {}).get("metadata", {})
+    config = (template.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+    return UnitPlan(unit, outcome, config_hash=config, deployment=live, kept=True)
 
 
 def _candidate_service(
-    plan: _Plan,
-    nim: NimService,
-    candidate: ServingUnit | None,
-    plans: list[UnitPlan],
-    settings: OperatorSettings,
+    plan: _Plan, nim: NimService, candidate: ServingUnit | None, plans: list[UnitPlan]
 ) -> None:
     """A rollout's candidate has a Service of its own (the route's second backend) while it has a
     Deployment; without a candidate there is none."""

@@ -147,10 +147,10 @@ def plan_rollout(
     elif previous.phase != RolloutPhase.ROLLED_BACK:
         # The spec this rollout serves now (a route added or removed changes how it splits).
         previous = _with(previous, generation=generation, traffic=split_of(nim))
-    candidate = sized_candidate(nim, settings, previous, observed)
     if now is None:
         status, wake_in = previous, None
     else:
+        candidate = sized_candidate(nim, settings, previous, observed)
         outcome = engine_outcome(nim, candidate, observed)
         status, wake_in = advance(nim, previous, candidate_facts(nim, candidate, outcome, observed), now)
     weighted = sized_candidate(nim, settings, status, observed)
