@@ -85,6 +85,10 @@ class OperatorSettings(BaseSettings):
     """Prometheus that KEDA's triggers query. It must scrape the Triton pods' metrics port (and DCGM's
     exporter for GPU utilization) with `namespace` and `pod` labels, as a PodMonitor does."""
 
+    analysis_prometheus_url: str | None = None
+    """Prometheus a canary rollout's analysis queries for both units' figures (keda_prometheus_url when
+    unset); it must scrape the Triton pods' metrics port with `namespace` and `pod` labels."""
+
     keda_query_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
     """Range of the queue-time query (increase over this window); at least twice the scrape interval."""
 

@@ -256,6 +256,79 @@ INVALID = [
         {**pipeline(), "rollout": {"strategy": "Canary", "steps": [{"weight": 10}]}, "expose": ROUTE},
         message="a pipeline rolls out by Replace",
     ),
+    Case(
+        "canary-analysis-without-a-metric",
+        "spec.rollout.analysis",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}], "analysis": {"minRequests": 5}}},
+        message="analysis needs a metric",
+    ),
+    Case(
+        "analysis-without-canary",
+        "spec.rollout",
+        {"rollout": {"analysis": {"maxErrorRatio": 0.1}}},
+        message="analysis and answers judge a Canary rollout",
+    ),
+    Case(
+        "canary-error-ratio-above-one",
+        "spec.rollout.analysis.maxErrorRatio",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}], "analysis": {"maxErrorRatio": 1.5}}},
+    ),
+    Case(
+        "canary-latency-ratio-below-one",
+        "spec.rollout.analysis.maxLatencyRatio",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}], "analysis": {"maxLatencyRatio": 0.5}}},
+    ),
+    Case(
+        "canary-min-requests-negative",
+        "spec.rollout.steps[0].minRequests",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10, "minRequests": -1}]}},
+    ),
+    Case(
+        "canary-equivalence-unknown",
+        "spec.rollout.answers.equivalence",
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 10}], "answers": {"equivalence": "Maybe"}}},
+    ),
+    Case(
+        "canary-threshold-agreement-without-threshold",
+        "spec.rollout.answers.agreement.threshold",
+        {
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 10}],
+                "answers": {"agreement": {"rule": "Threshold", "minFraction": 0.9}},
+            }
+        },
+        message="needs threshold",
+    ),
+    Case(
+        "canary-top1-agreement-with-threshold",
+        "spec.rollout.answers.agreement.threshold",
+        {
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 10}],
+                "answers": {"agreement": {"rule": "Top1", "threshold": 0.5, "minFraction": 0.9}},
+            }
+        },
+        message="threshold belongs to a Threshold agreement",
+    ),
+    Case(
+        "canary-agreement-fraction-zero",
+        "spec.rollout.answers.agreement.minFraction",
+        {
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 10}],
+                "answers": {"agreement": {"rule": "Top1", "minFraction": 0}},
+            }
+        },
+    ),
+    Case(
+        "grpc-route-on-the-http-route-s-host",
+        "spec.expose.grpcRoute.host",
+        {"expose": {**ROUTE, "grpcRoute": {"host": "mlp.example.com", "gatewayRef": {"name": "public"}}}},
+        message="grpcRoute needs a host other than httpRoute's",
+    ),
     Case("format-unknown", "spec.model.format", {"model": {"format": "pytorch"}}),
     Case("format-not-inferable", "spec.model.format", {"model": {"uri": "s3://models/resnet/weights.bin"}}),
     Case(
@@ -762,6 +835,47 @@ VALID = [
             "expose": ROUTE,
         },
         name="n" * 56,
+    ),
+    Case(
+        "canary-judged",
+        "",
+        {
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 10, "minRequests": 100}, {"weight": 50, "holdSeconds": 300}],
+                "analysis": {
+                    "maxErrorRatio": 0.01,
+                    "maxLatencyRatio": 1.5,
+                    "maxQueueTimeRatio": 2,
+                    "minRequests": 50,
+                    "intervalSeconds": 10,
+                },
+                "answers": {
+                    "samples": 32,
+                    "equivalence": "Declared",
+                    "atol": 0.01,
+                    "rtol": 0.01,
+                    "agreement": {
+                        "rule": "Threshold",
+                        "output": "score",
+                        "threshold": 0.5,
+                        "minFraction": 0.95,
+                    },
+                },
+            },
+            "expose": ROUTE,
+        },
+    ),
+    Case(
+        "canary-with-grpc-route",
+        "",
+        {
+            "rollout": {"strategy": "Canary", "steps": [{"weight": 20}]},
+            "expose": {
+                **ROUTE,
+                "grpcRoute": {"host": "grpc.mlp.example.com", "gatewayRef": {"name": "public"}},
+            },
+        },
     ),
     Case("replace-explicit", "", {"rollout": {"strategy": "Replace"}}),
     Case("canary-without-gateway", "", {"rollout": {"strategy": "Canary", "steps": [{"weight": 50}]}}),

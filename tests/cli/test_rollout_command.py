@@ -90,6 +90,32 @@ def test_status_shows_the_step_its_weight_and_hold_the_candidate_and_the_units()
     assert report.units == [("demo", "Serving", "75%"), ("demo-canary", "Candidate", "25%")]
 
 
+def test_status_shows_the_gate_and_the_last_analysis() -> None:
+    status = rollout_status(RolloutPhase.PROGRESSING)
+    status["rollout"] |= {
+        "gate": {"form": "Equivalence", "samples": 16, "figure": 0.0, "limit": 0.001, "passed": True,
+                 "message": "max abs error 0 within atol 0.001 (rtol 0.001) on 16 inputs"},
+        "analysis": {
+            "step": 1, "windowSeconds": 40,
+            "candidate": {"requests": 120, "failures": 1, "p99LatencyMs": 4.5},
+            "serving": {"requests": 360, "failures": 0, "p99LatencyMs": 4.0},
+            "verdicts": [
+                {"metric": "requests", "value": 120, "limit": 100, "passed": True},
+                {"metric": "errorRatio", "value": 0.0083, "limit": 0.01, "passed": True},
+            ],
+        },
+    }  # fmt: skip
+    rows = dict(rollout_report(nimservice(status=status)).rows)
+    assert (
+        rows["answer gate"]
+        == "Equivalence passed: max abs error 0 within atol 0.001 (rtol 0.001) on 16 inputs"
+    )
+    assert rows["analysis"] == (
+        "step 2, 40 s: candidate 120 requests (1 failed, p99 4.5 ms), serving 360 requests (0 failed, "
+        "p99 4 ms); requests 120 of 100, errorRatio 0.0083 <= 0.01"
+    )
+
+
 def test_steps_count_from_one_and_end_when_all_passed() -> None:
     rollout = nimservice().spec.rollout
     assert rollout is not None and rollout.steps is not None

@@ -235,6 +235,7 @@ def test_complete_job_with_ok_result_is_ready() -> None:
     assert dumped(outcome) == {
         "engine": {
             "cacheKey": LOCATION.cache_key,
+            "model": LOCATION.model,  # what a rollout compares: only the engine changed, or the model
             "tensorrtVersion": "10.13.0.35",
             "gpuProduct": "NVIDIA-H100-80GB-HBM3",
             "buildSeconds": 95.2,

@@ -415,3 +415,24 @@ async def test_a_paused_nimservice_holds_its_rollout_where_it_stood() -> None:
     await h.settle()
     assert (h.rollout["phase"], h.rollout["step"], h.rollout["candidateWeight"]) == ("Progressing", 0, 10)
     assert h.weights() == [(NAME, 90), (CANDIDATE, 10)]
+
+
+async def test_with_an_autoscaler_the_candidate_is_sized_to_its_share_of_what_it_runs() -> None:
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetGpuUtilization": 70}
+    h = RolloutHarness(merged(CANARY, {"autoscaling": autoscaling}))
+    await h.converge()
+    h.cluster.live("Deployment", NAME)["spec"]["replicas"] = 3  # what the HPA runs now
+    h.new_model()
+    h.candidate_built = True
+    await h.settle()
+    assert h.rollout["candidateWeight"] == 10
+    assert h.cluster.live("Deployment", CANDIDATE)["spec"]["replicas"] == 1, "10 % of the load of 3 + 1"
+    assert h.cluster.get("HorizontalPodAutoscaler", NAME) is not None, "the serving unit still scales"
+
+    h.now = T + timedelta(seconds=60)
+    await h.settle()
+    assert h.rollout["candidateWeight"] == 50
+    assert h.cluster.live("Deployment", CANDIDATE)["spec"]["replicas"] == 3, "as many as the serving unit"
+    h.cluster.live("Deployment", NAME)["spec"]["replicas"] = 4  # the HPA scaled up
+    await h.settle()
+    assert h.cluster.live("Deployment", CANDIDATE)["spec"]["replicas"] == 4, "it follows, up to maxReplicas"

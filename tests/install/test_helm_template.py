@@ -141,6 +141,7 @@ SETTINGS: dict[str, Any] = {
     "resyncSeconds": 30.5,
     "autoscaler": "KEDA",
     "kedaPrometheusUrl": "http://prometheus.monitoring.svc:9090",
+    "analysisPrometheusUrl": "http://thanos-query.monitoring.svc:9090",
     "kedaQueryWindow": "2m",
     "insecureRegistries": ["registry.dev.internal:5000"],
     "modelUriDeniedRanges": ["169.254.0.0/16", "fd00:ec2::254/128", "10.0.0.0/8"],

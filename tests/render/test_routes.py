@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nimify.render.routes import render_http_route, render_ingress, route_host
+from nimify.render.routes import render_grpc_route, render_http_route, render_ingress, route_host
 from tests.render.conftest import NAME, NAMESPACE, UID, nimservice
 
 
@@ -67,3 +67,23 @@ def test_http_route_in_the_gateway_s_own_namespace_by_default() -> None:
         nimservice({"expose": {"httpRoute": {"host": "a.example.com", "gatewayRef": {"name": "gw"}}}})
     )
     assert rendered is not None and rendered["spec"]["parentRefs"] == [{"name": "gw"}]
+
+
+def test_grpc_route_backs_onto_the_grpc_port_and_splits_like_the_http_route() -> None:
+    gateway = {"name": "public", "namespace": "gateways"}
+    nim = nimservice(
+        {"expose": {"grpcPort": 9001, "grpcRoute": {"host": "grpc.example.com", "gatewayRef": gateway}}}
+    )
+    rendered = render_grpc_route(nim)
+    assert rendered is not None and rendered["kind"] == "GRPCRoute"
+    assert rendered["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways"}],
+        "hostnames": ["grpc.example.com"],
+        "rules": [{"backendRefs": [{"name": NAME, "port": 9001}]}],
+    }
+    split = render_grpc_route(nim, (f"{NAME}-canary", 30))
+    assert split is not None and split["spec"]["rules"][0]["backendRefs"] == [
+        {"name": NAME, "port": 9001, "weight": 70},
+        {"name": f"{NAME}-canary", "port": 9001, "weight": 30},
+    ]
+    assert render_http_route(nim) is None and render_grpc_route(nimservice()) is None

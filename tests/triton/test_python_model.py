@@ -68,3 +68,14 @@ def test_a_bad_request_fails_alone(load: Callable[[str], Loaded]) -> None:
     np.testing.assert_allclose(
         responses[1].outputs()["logits"], reference.run({"input": good})["logits"], rtol=1e-6
     )
+
+
+def test_a_call_whose_every_request_fails_raises_so_that_triton_counts_the_failures(
+    load: Callable[[str], Loaded],
+) -> None:
+    """Triton's python backend counts an error response as a success and a raised execute as a failure per
+    request (nv_inference_request_failure, reason BACKEND; tried on tritonserver 2.51): a model that fails
+    every request must show in the metrics a canary's analysis reads."""
+    model, _, _ = load("mlp")
+    with pytest.raises(RuntimeError, match="missing input input"):
+        model.model.execute([InferenceRequest([]), InferenceRequest([])])

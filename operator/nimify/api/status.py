@@ -77,6 +77,10 @@ class EngineStatus(StatusModel):
     cache_key: str | None = Field(default=None, max_length=256)
     """Key of the engine in the cache: model digest, build options, TensorRT version and GPU product."""
 
+    model: str | None = Field(default=None, max_length=64)
+    """The model's digest (spec.model.sha256; of its uri when unpinned): a rollout whose model keeps it
+    changes only the engine, and its candidate must answer the same."""
+
     tensorrt_version: str | None = Field(default=None, max_length=64)
     """TensorRT version that built the engine."""
 
@@ -320,6 +324,94 @@ class TrafficSplit(StrEnum):
     the share is the replicas' share, docs/rollouts.md)."""
 
 
+class GateForm(StrEnum):
+    """Which answer gate judged a candidate."""
+
+    EQUIVALENCE = "Equivalence"
+    """The same answers within tolerances (only the engine changed, or the update is declared equivalent)."""
+    AGREEMENT = "Agreement"
+    """A share of agreeing answers at least the spec's (a changed model)."""
+
+
+class AnswerGateStatus(StatusModel):
+    """The answer gate's verdict on a candidate: the same inputs to a pod of each unit, answers compared."""
+
+    form: GateForm
+    """Equivalence or Agreement."""
+
+    samples: int = Field(ge=0)
+    """Inputs sent to both units."""
+
+    figure: float
+    """The largest absolute difference (Equivalence) or the share of agreeing answers (Agreement)."""
+
+    limit: float
+    """atol (Equivalence) or minFraction (Agreement)."""
+
+    passed: bool
+    """Whether the candidate passed."""
+
+    message: str = Field(default="", max_length=1024)
+    """What was compared and found."""
+
+
+class UnitFigures(StatusModel):
+    """One unit's figures over an analysis window, from Triton's counters and summaries in Prometheus."""
+
+    requests: int = Field(ge=0)
+    """Requests answered (successes and failures)."""
+
+    failures: int = Field(ge=0)
+    """Failed requests."""
+
+    error_ratio: float | None = Field(default=None, ge=0, le=1)
+    """failures / requests (none without requests)."""
+
+    p99_latency_ms: float | None = Field(default=None, ge=0)
+    """Triton's p99 request latency (its summary over its recent requests), the highest of the unit's pods."""
+
+    mean_latency_ms: float | None = Field(default=None, ge=0)
+    """Mean request latency over the window."""
+
+    mean_queue_ms: float | None = Field(default=None, ge=0)
+    """Mean time a request waited in Triton's queue over the window."""
+
+
+class MetricVerdict(StatusModel):
+    """One limit of spec.rollout.analysis (or a step's minRequests), judged."""
+
+    metric: str = Field(max_length=64)
+    """errorRatio, latencyRatio, queueTimeRatio or requests."""
+
+    value: float
+    """The candidate's figure (a ratio to the serving unit's for latencyRatio and queueTimeRatio)."""
+
+    limit: float
+    """The spec's limit."""
+
+    passed: bool
+    """Whether the candidate kept within it."""
+
+
+class RolloutAnalysisStatus(StatusModel):
+    """The last analysis of the candidate's step."""
+
+    step: int = Field(ge=0)
+    """The step it judged."""
+
+    window_seconds: int = Field(ge=0)
+    """The window: from the step's start to the analysis."""
+
+    candidate: UnitFigures
+    """The candidate's figures."""
+
+    serving: UnitFigures | None = None
+    """The serving unit's, over the same window."""
+
+    verdicts: list[MetricVerdict] = Field(default_factory=list, max_length=8)
+    """Each limit, judged (none while too few requests came)."""
+
+
 class RolloutStatus(StatusModel):
     """The last canary rollout (spec.rollout.strategy Canary): kept in the cluster, so an operator restart
     resumes it where it stood."""
@@ -339,7 +431,7 @@ class RolloutStatus(StatusModel):
 
     step_started_at: datetime | None = None
     """When the current step's candidate began taking its share (its hold counts from here); none while the
-    candidate is not ready."""
+    candidate is not ready. After a rollback: when the step it failed in began."""
 
     candidate_weight: int = Field(default=0, ge=0, le=100)
     """Percent of the traffic the candidate gets now."""
@@ -350,6 +442,12 @@ class RolloutStatus(StatusModel):
 
     traffic: TrafficSplit | None = None
     """How the weights reach the requests: the Gateway's weighted routes, or the units' replica counts."""
+
+    gate: AnswerGateStatus | None = None
+    """The answer gate's verdict on the candidate, before it took traffic (none when no gate applies)."""
+
+    analysis: RolloutAnalysisStatus | None = None
+    """The last analysis of the candidate's figures against the serving unit's."""
 
     message: str = Field(default="", max_length=1024)
     """What the rollout does now, or why it was rolled back."""

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nimify.api import CanaryStep, ConditionType, NimService, RolloutPhase, RolloutStrategy
+from nimify.api.status import RolloutAnalysisStatus
 from nimify.cli import app
 from nimify.cli.failures import fail, reported_failures
 
@@ -102,6 +103,11 @@ def rollout_report(nim: NimService) -> RolloutReport:
         if rollout.step_started_at is not None:
             rows.append(("step started", rollout.step_started_at.isoformat()))
         rows.append(("generation", str(rollout.generation)))
+        if rollout.gate is not None:
+            verdict = "passed" if rollout.gate.passed else "failed"
+            rows.append(("answer gate", f"{rollout.gate.form.value} {verdict}: {rollout.gate.message}"))
+        if rollout.analysis is not None:
+            rows.append(("analysis", analysis_text(rollout.analysis)))
     if nim.spec.rollout is not None and nim.spec.rollout.paused:
         rows.append(("paused", "yes (spec.rollout.paused)"))
     condition = status.condition(ConditionType.ROLLED_OUT) if status is not None else None
@@ -114,6 +120,27 @@ def rollout_report(nim: NimService) -> RolloutReport:
         (u.name, u.role.value, f"{u.traffic_percent}%") for u in (status.units if status else None) or []
     ]
     return RolloutReport(note=absence(nim), rows=rows, units=units)
+
+
+def analysis_text(analysis: RolloutAnalysisStatus) -> str:
+    """The last analysis in a line: each unit's requests, each limit's verdict."""
+    units = [("candidate", analysis.candidate), ("serving", analysis.serving)]
+    figures = ", ".join(
+        f"{who} {f.requests} requests ({f.failures} failed"
+        + (f", p99 {f.p99_latency_ms:g} ms" if f.p99_latency_ms is not None else "")
+        + ")"
+        for who, f in units
+        if f is not None
+    )
+    verdicts = ", ".join(
+        f"{v.metric} {v.value:g} {'<=' if v.passed else '>'} {v.limit:g}"
+        if v.metric != "requests"
+        else f"requests {v.value:g} of {v.limit:g}"
+        for v in analysis.verdicts
+    )
+    return f"step {analysis.step + 1}, {analysis.window_seconds} s: {figures}" + (
+        f"; {verdicts}" if verdicts else ""
+    )
 
 
 def step_text(step: int, steps: list[CanaryStep]) -> str:

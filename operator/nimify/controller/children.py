@@ -25,7 +25,7 @@ from nimify.api.conditions import ConditionReason
 from nimify.api.nimservice import GROUP, PLURAL
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.disruption_budget import render_disruption_budget
-from nimify.render.routes import render_http_route, render_ingress
+from nimify.render.routes import render_grpc_route, render_http_route, render_ingress
 from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
 from nimify.settings import OperatorSettings
@@ -46,6 +46,7 @@ class Index(StrEnum):
     DISRUPTION_BUDGETS = "poddisruptionbudget_index"
     INGRESSES = "ingress_index"
     HTTP_ROUTES = "httproute_index"
+    GRPC_ROUTES = "grpcroute_index"
     BUILD_PODS = "build_pod_index"  # conversion pods by (namespace, Job name)
     SERVER_PODS = "server_pod_index"  # Triton pods' trouble by (namespace, NimService name)
     NIMSERVICES = "nimservice_index"
@@ -258,6 +259,21 @@ HTTP_ROUTE = ChildKind(
     optional=True,
     missing=(ConditionReason.GATEWAY_API_MISSING, "install the Gateway API CRDs or use spec.expose.ingress"),
 )
+GRPC_ROUTE = ChildKind(
+    "GRPCRoute",
+    "gateway.networking.k8s.io",
+    "v1",
+    "grpcroutes",
+    Index.GRPC_ROUTES,
+    Write.APPLY,
+    render=lambda nim, _: render_grpc_route(nim),
+    route=True,
+    optional=True,
+    missing=(
+        ConditionReason.GATEWAY_API_MISSING,
+        "install the Gateway API CRDs (v1.1 or later: GRPCRoute v1)",
+    ),
+)
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
     JOB,
@@ -270,6 +286,7 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     DISRUPTION_BUDGET,
     INGRESS,
     HTTP_ROUTE,
+    GRPC_ROUTE,
 )
 CHILD_BY_KIND: dict[str, ChildKind] = {child.kind: child for child in CHILD_KINDS}
 
@@ -292,7 +309,12 @@ OPERATOR_ACCESS: tuple[ApiAccess, ...] = (
         "the watched resource; kopf writes nothing on it (every handler is an event handler)",
     ),
     ApiAccess(GROUP, f"{PLURAL}/status", ("patch",), "conditions, replicas, engine, endpoints"),
-    ApiAccess("", "pods", ("list", "watch"), "conversion results and Triton pods' trouble, read only"),
+    ApiAccess(
+        "",
+        "pods",
+        ("list", "watch"),
+        "conversion results, Triton pods' trouble, and a canary's ready pods for its answer gate; read only",
+    ),
     ApiAccess("", "events", ("create",), "events on NimServices"),
     ApiAccess(
         "",

@@ -17,7 +17,7 @@ the NimService itself, each rendered by its kind's renderer (children.py).
 | HPA | spec.autoscaling with the HPA as its autoscaler (once a Deployment is there) | deleted |
 | KEDA ScaledObject | spec.autoscaling with KEDA as its autoscaler (same) | deleted (KEDA removes its HPA) |
 | PDB | more than one replica may run (same) | deleted |
-| Ingress, HTTPRoute | spec.expose.ingress / .httpRoute | deleted |
+| Ingress, HTTPRoute, GRPCRoute | spec.expose.ingress / .httpRoute / .grpcRoute | deleted |
 
 Paused or invalid specs keep every child as it is. Deletions come first, so that nothing unwanted (an HPA
 still scaling the Deployment) acts while the rest is applied; "unwanted" deletes only objects this
@@ -44,6 +44,7 @@ from nimify.controller.children import (
     CLAIM,
     CONFIG_MAP,
     DEPLOYMENT,
+    GRPC_ROUTE,
     HTTP_ROUTE,
     SERVICE,
     ChildKind,
@@ -61,7 +62,7 @@ from nimify.render.build_job import render_build_job
 from nimify.render.deployment import ServedEngine, render_deployment
 from nimify.render.engine_claim import render_engine_claim
 from nimify.render.identity import CONFIG_HASH_ANNOTATION, server_name
-from nimify.render.routes import render_http_route
+from nimify.render.routes import render_grpc_route, render_http_route
 from nimify.render.service import render_service, render_unit_service
 from nimify.render.triton_config import (
     CONFIG_KEY,
@@ -106,7 +107,7 @@ class DesiredSet:
     units: tuple[UnitPlan, ...] = ()  # the serving unit's first; none for an invalid spec
     actions: list[Action] = field(default_factory=list)
     rendered: frozenset[Target] = frozenset()  # children wanted as rendered this pass (applied or current)
-    routes: tuple[str, ...] = ()  # kinds of route the spec asks for (Ingress / HTTPRoute)
+    routes: tuple[str, ...] = ()  # kinds of route the spec asks for (Ingress / HTTPRoute / GRPCRoute)
     autoscaler: Autoscaler | None = None  # what owns the replica count (spec.autoscaling, else None)
     rollout: RolloutStatus | None = None  # the canary rollout after this reconcile (status.rollout)
     wake_in: float | None = None  # seconds until a rollout's step ends: reconcile again then
@@ -205,6 +206,7 @@ def desired_set(
             overrides[SERVICE.kind] = render_service(nim, every_unit=True)
         else:
             rendered_routes[HTTP_ROUTE.kind] = render_http_route(nim, (candidate.name, canary.weight))
+            rendered_routes[GRPC_ROUTE.kind] = render_grpc_route(nim, (candidate.name, canary.weight))
     routes = tuple(kind for kind, body in rendered_routes.items() if body is not None)
     kept = DesiredSet(
         plans[0].outcome.state,

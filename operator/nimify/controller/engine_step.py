@@ -123,6 +123,8 @@ def record_from_result(result: dict[str, Any], location: EngineLocation) -> Engi
         "cacheHit": False,
         "maxBatchSize": result.get("maxBatchSize") or 0,
     }
+    if location.model:
+        engine["model"] = location.model
     document = {"engine": engine} | {key: result[key] for key in ("signature", "parity") if result.get(key)}
     try:
         return EngineRecord.model_validate(document)

@@ -155,6 +155,20 @@ class KubeWriter:
             raise
         return dict(secret.data or {})
 
+    async def ready_pod_ips(self, namespace: str, labels: dict[str, str]) -> list[str]:
+        """Addresses of the ready pods the labels select, by pod name (a canary's answer gate asks one)."""
+        from lightkube.resources.core_v1 import Pod
+
+        selector: dict[str, Any] = dict(labels)
+        found = []
+        async for pod in self.client.list(Pod, namespace=namespace, labels=selector):
+            conditions = (pod.status.conditions if pod.status else None) or []
+            ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+            meta = pod.metadata
+            if ready and pod.status and pod.status.podIP and meta is not None and not meta.deletionTimestamp:
+                found.append((meta.name or "", pod.status.podIP))
+        return [ip for _, ip in sorted(found)]
+
     async def post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """A core/v1 Event about a NimService, posted from wherever the reconcile runs."""
         metrics.API_WRITES.labels(verb="create", kind="Event").inc()

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nimify.api import EngineRecord, TuningStatus
+from nimify.api.status import AnswerGateStatus
 from nimify.controller.children import CHILD_KINDS, Index
 from nimify.controller.pods import PodTrouble, deployment_pod, worst_trouble
+from nimify.controller.rollout_analysis import Figures
 
 ObjectKey = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -48,6 +50,9 @@ class Observed:
     unit_children_by_kind: Mapping[str, Mapping[ObjectKey, Any]] = field(default_factory=dict)
     #: The model images (by spec uri) the reconcile at hand resolved: not a watch, the registry's answer.
     model_images: Mapping[str, Any] = field(default_factory=dict)
+    #: What the reconcile at hand asked of a canary's units (rollout_analyst.py): not a watch either.
+    rollout_gate: AnswerGateStatus | None = None
+    rollout_figures: Figures | None = None
 
     @classmethod
     def from_indexes(cls, indexes: Mapping[str, Any]) -> Observed:

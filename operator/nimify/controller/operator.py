@@ -42,6 +42,7 @@ from nimify.controller.observed import ObjectKey, Observed, ReadyEngine, Recorde
 from nimify.controller.pods import pod_trouble
 from nimify.controller.projection import project_build_pod, project_child, project_nimservice
 from nimify.controller.reconcile import Reconciler
+from nimify.controller.rollout_analyst import RolloutAnalyst
 from nimify.controller.work_queue import WorkQueue
 from nimify.render.identity import (
     ANNOTATION_PREFIX,
@@ -130,7 +131,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     start_http_server(operator_settings.metrics_port)
     writer = KubeWriter()
     reconciler = Reconciler(
-        writer, operator_settings, images=ImageResolver(operator_settings, read_secret=writer.read_secret)
+        writer,
+        operator_settings,
+        images=ImageResolver(operator_settings, read_secret=writer.read_secret),
+        analyst=RolloutAnalyst(operator_settings, pods=writer.ready_pod_ips),
     )
     # kopf hands its indexes (live views) to every handler, this one included: keep them for the resync.
     state = OperatorState(

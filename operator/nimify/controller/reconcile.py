@@ -25,6 +25,7 @@ from nimify.controller.desired import DesiredSet, UnitPlan, Units, desired_set
 from nimify.controller.engine_step import served_record
 from nimify.controller.model_images import ImageResolver, recorded_image
 from nimify.controller.observed import Body, Observed
+from nimify.controller.rollout_analyst import RolloutAnalyst
 from nimify.controller.status import desired_status
 from nimify.controller.writes import RecentWrites, Writer, write_all
 from nimify.render.identity import server_name
@@ -114,8 +115,10 @@ class Reconciler:
         monotonic: Callable[[], float] = time.monotonic,
         units: Units = serving_units,
         images: ImageResolver | None = None,
+        analyst: RolloutAnalyst | None = None,
     ) -> None:
         self.writer = writer
+        self.analyst = analyst or RolloutAnalyst(settings)  # a canary's gate and figures (rollout_analyst.py)
         self.images = images or ImageResolver(settings)  # model images' registries (model_images.py)
         self.units = units  # a NimService's serving units (render/units.py)
         self.events: EventSink = events or writer  # where Events go: the API writer, or a sink in tests
@@ -169,8 +172,8 @@ class Reconciler:
         previous = self._previous_status(nim)
         nim = nim.model_copy(update={"status": previous})  # every step works from the freshest status known
         observed = await self._with_model_images(nim, observed)
-
         now = self.clock()
+        observed = await self.analyst.observe(nim, observed, now)
         desired = desired_set(nim, observed, self.settings, self.units, now)
         written = await write_all(self.writer, namespace, desired.actions, self.recent)
         self._count_builds(nim, desired, written.created)

@@ -21,6 +21,7 @@ on a later rollout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,11 +29,20 @@ from enum import StrEnum
 from nimify.api import EngineRecord, NimService, RolloutPhase, RolloutStatus, TrafficSplit, UnitRole
 from nimify.api.conditions import ConditionReason, ConditionType
 from nimify.api.spec.rollout import CANDIDATE_SUFFIX
-from nimify.api.status import ConditionStatus
+from nimify.api.status import AnswerGateStatus, ConditionStatus, GateForm, RolloutAnalysisStatus
 from nimify.controller.children import DEPLOYMENT
 from nimify.controller.engine_step import EngineOutcome, engine_outcome
 from nimify.controller.observed import Body, Observed
 from nimify.controller.pods import ROLLBACK_TROUBLES
+from nimify.controller.rollout_analysis import (
+    POLL_SECONDS,
+    Figures,
+    agreement_problem,
+    describe,
+    figures_due,
+    gate_form,
+    judge,
+)
 from nimify.render.identity import ANNOTATION_PREFIX, ENGINE_KEY_ANNOTATION, name_of
 from nimify.render.units import ServingUnit, extra_unit
 from nimify.settings import OperatorSettings
@@ -66,6 +76,14 @@ class CandidateFacts:
     serving_promoted: bool = False
     """The serving Deployment serves the candidate's engine, rolled out (a promotion is done)."""
     action: Action | None = None
+    gate_form: GateForm | None = None
+    """The answer gate the candidate must pass before it takes traffic (None: none applies)."""
+    gate: AnswerGateStatus | None = None
+    """The gate's verdict, when the analyst just asked both units (rollout_analyst.py)."""
+    gate_problem: str | None = None
+    """Why the spec's agreement gate cannot judge the candidate's model (its field named)."""
+    figures: Figures | None = None
+    """Both units' figures over the current step, when the analyst just read them."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +220,9 @@ def candidate_unit(
 
 def split_of(nim: NimService) -> TrafficSplit:
     """How the NimService's rollout splits the requests: the Gateway's weights, or the units' replicas."""
-    return TrafficSplit.GATEWAY if nim.spec.expose.http_route is not None else TrafficSplit.REPLICAS
+    expose = nim.spec.expose
+    routed = expose.http_route is not None or expose.grpc_route is not None
+    return TrafficSplit.GATEWAY if routed else TrafficSplit.REPLICAS
 
 
 def candidate_replicas(weight: int, serving: int) -> int:
@@ -214,15 +234,30 @@ def candidate_replicas(weight: int, serving: int) -> int:
 def sized_candidate(
     nim: NimService, settings: OperatorSettings, status: RolloutStatus, observed: Observed
 ) -> ServingUnit:
-    """The candidate unit for this reconcile: with a Gateway, as the spec sizes it; split by replicas, as
-    many as the current step's weight asks beside the serving Deployment's replicas."""
-    if status.traffic != TrafficSplit.REPLICAS:
-        return candidate_unit(nim, settings, status.candidate_weight)
+    """The candidate unit for this reconcile. Split by replicas: as many as the current step's weight asks
+    beside the serving Deployment's replicas. With a Gateway: as the spec sizes it, or, when an autoscaler
+    scales the serving Deployment, sized to its traffic share of what the autoscaler runs now
+    (`share_replicas`), so a rollout never pins the capacity either unit has."""
     steps = (nim.spec.rollout.steps if nim.spec.rollout else None) or []
+    serving_body = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", name_of(nim)) or {}
+    serving = int(serving_body.get("spec", {}).get("replicas", 1) or 1)
+    if status.traffic != TrafficSplit.REPLICAS:
+        scaling = nim.spec.autoscaling
+        if scaling is None:
+            return candidate_unit(nim, settings, status.candidate_weight)
+        replicas = share_replicas(status.candidate_weight, serving, scaling.max_replicas)
+        return candidate_unit(nim, settings, status.candidate_weight, replicas)
     weight = steps[min(status.step, len(steps) - 1)].weight if steps else 50
-    serving = observed.get(DEPLOYMENT.kind, nim.metadata.namespace or "", name_of(nim)) or {}
-    replicas = int(serving.get("spec", {}).get("replicas", 1) or 1)
-    return candidate_unit(nim, settings, status.candidate_weight, candidate_replicas(weight, replicas))
+    return candidate_unit(nim, settings, status.candidate_weight, candidate_replicas(weight, serving))
+
+
+def share_replicas(weight: int, serving: int, most: int) -> int:
+    """Replicas for the candidate's `weight` percent of the requests, when `serving` replicas answer the
+    rest (rounded up: capacity; at least one, which the answer gate and the first step need; at most the
+    autoscaler's maximum)."""
+    if weight <= 0:
+        return 1
+    return max(1, min(most, math.ceil(serving * weight / (100 - weight))))
 
 
 def requested_action(nim: NimService, candidate: str) -> Action | None:
@@ -254,7 +289,18 @@ def candidate_facts(
     namespace, key = nim.metadata.namespace or "", candidate.location.cache_key
     live = observed.get(DEPLOYMENT.kind, namespace, candidate.name)
     trouble = observed.unit_pod_trouble(namespace, name_of(nim), candidate.name)
+    form = gate_form(nim, nim.status.record() if nim.status is not None else None)
+    problem = None
+    gate = nim.spec.rollout.gate if nim.spec.rollout is not None else None
+    if form is GateForm.AGREEMENT and gate is not None and gate.agreement is not None:
+        record = outcome.record
+        problem = agreement_problem(gate.agreement, record.signature) if record is not None else None
+    figures = observed.rollout_figures
     return CandidateFacts(
+        gate_form=form,
+        gate=observed.rollout_gate,
+        gate_problem=problem,
+        figures=figures if figures is not None and figures.candidate == key else None,
         outcome=outcome,
         ready=deployment_serves(live, key),
         trouble=trouble.describe() if trouble is not None and trouble.reason in ROLLBACK_TROUBLES else None,
@@ -313,6 +359,19 @@ def advance(
             step_started_at=None,
             message=waiting,
         ), None
+    if facts.gate_problem is not None:
+        return _rolled_back(previous, f"the answer gate cannot judge: {facts.gate_problem}", now), None
+    if facts.gate_form is not None and previous.gate is None:
+        form = facts.gate_form.value.lower()
+        if facts.gate is None:
+            asking = f"the answer gate ({form}) compares both units' answers on the same inputs"
+            return _with(
+                previous, phase=RolloutPhase.PROGRESSING, candidate_weight=0, step_started_at=None,
+                message=asking,
+            ), POLL_SECONDS  # fmt: skip
+        previous = _with(previous, gate=facts.gate)
+        if not facts.gate.passed:
+            return _rolled_back(previous, f"the answer gate ({form}): {facts.gate.message}", now), None
     step = min(previous.step, len(steps))
     if step >= len(steps):
         return _promoting(previous, "every step passed"), None
@@ -326,9 +385,38 @@ def advance(
     begun = previous.step_started_at
     if begun is None or previous.phase == RolloutPhase.PAUSED:
         return _step(previous, step, len(steps), weight, hold, now), float(hold)
+    analysis = nim.spec.rollout.analysis if nim.spec.rollout is not None else None
+    interval = float(analysis.interval_seconds) if analysis is not None else 2 * POLL_SECONDS
+    due = figures_due(nim, previous)
+    figures = facts.figures
+    enough = False
+    if due and figures is not None and figures.step == step and figures.error is None:
+        verdict = judge(analysis, steps[step].min_requests, figures)
+        enough = verdict.enough_requests
+        assert figures.candidate_figures is not None
+        previous = _with(
+            previous,
+            analysis=RolloutAnalysisStatus(
+                step=step,
+                window_seconds=figures.window_seconds,
+                candidate=figures.candidate_figures,
+                serving=figures.serving_figures,
+                verdicts=list(verdict.verdicts),
+            ),
+        )
+        if verdict.broken is not None:
+            return _rolled_back(previous, f"analysis: {describe(verdict.broken, figures)}", now), None
     left = hold - (now - begun).total_seconds()
     if left > 0:
-        return _with(previous, step=step, candidate_weight=weight), left
+        return _with(previous, step=step, candidate_weight=weight), min(left, interval) if due else left
+    if due and not enough:
+        if figures is not None and figures.error is not None:
+            why = f"the analysis cannot read the figures: {figures.error}"
+        else:
+            seen = figures.candidate_figures.requests if figures and figures.candidate_figures else 0
+            why = f"the candidate answered {seen} of the {steps[step].min_requests} requests it needs"
+        held = f"step {step + 1} of {len(steps)} ({weight}%) holds: {why}"
+        return _with(previous, step=step, candidate_weight=weight, message=held[:1024]), interval
     if step + 1 >= len(steps):
         return _promoting(_with(previous, step=len(steps)), "every step passed"), None
     following = steps[step + 1]
@@ -364,13 +452,9 @@ def _promoting(previous: RolloutStatus, why: str) -> RolloutStatus:
 
 
 def _rolled_back(previous: RolloutStatus, why: str, now: datetime | None) -> RolloutStatus:
+    # step_started_at stays: when the step the candidate failed in began (traffic to rollback).
     return _with(
-        previous,
-        phase=RolloutPhase.ROLLED_BACK,
-        candidate_weight=0,
-        step_started_at=None,
-        finished_at=now,
-        message=why[:1024],
+        previous, phase=RolloutPhase.ROLLED_BACK, candidate_weight=0, finished_at=now, message=why[:1024]
     )
 
 

@@ -24,6 +24,9 @@ class EngineLocation:
     """What else decides a conversion's verdict besides the engine (the parity check, the deadline): part of
     the Job's name, so a failed conversion is retried once those settings change, while the engine's cache
     key stays the same."""
+    model: str = ""
+    """The model's identity (model_identity): recorded with the engine, so a rollout knows when only the
+    engine changed."""
     model_image: str | None = None
     """A model image's uri (spec.model.uri oci://...): the engine comes from the image, pulled into each
     replica by an init container, and lives on no claim (`claim` is empty)."""
@@ -104,5 +107,8 @@ def engine_location(nim: NimService, settings: OperatorSettings) -> EngineLocati
     gpu_product = requested_gpu_product(nim) if nim.spec.engine.backend == Backend.TENSORRT else None
     key = engine_cache_key(model_identity(nim), nim.spec.engine, tensorrt_identity(nim), gpu_product)
     return EngineLocation(
-        cache_key=key, claim=engine_claim(nim, settings), conversion_key=conversion_key(nim)
+        cache_key=key,
+        claim=engine_claim(nim, settings),
+        conversion_key=conversion_key(nim),
+        model=model_identity(nim),
     )

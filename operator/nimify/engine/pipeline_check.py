@@ -57,7 +57,8 @@ def reference_model(engines: Path, engine: str) -> Path:
     raise ModelError("PipelineReferenceMissing", f"no ONNX model for the reference in {engine}")
 
 
-def _infer(client: Any, name: str, signature: Signature, feeds: Arrays) -> Arrays:
+def infer_outputs(client: Any, name: str, signature: Signature, feeds: Arrays) -> Arrays:
+    """Every output of model `name` for one request, asked of a Triton with its binary tensors."""
     import tritonclient.http as httpclient
 
     inputs = []
@@ -140,7 +141,7 @@ def check_served_pipeline(
         served = []
         for feeds, want in zip(references.inputs, references.outputs, strict=True):
             cast = {t.name: feeds[t.name].astype(numpy_dtype(t.dtype)) for t in document.signature.inputs}
-            served.append(_as_reference(_infer(client, document.name, document.signature, cast), want))
+            served.append(_as_reference(infer_outputs(client, document.name, document.signature, cast), want))
     except Exception as error:  # tritonclient raises its own exception types, with the server's message
         return {"ok": False, "error": {"reason": "PipelineInferFailed", "message": str(error)[:1500]}}
     finally:

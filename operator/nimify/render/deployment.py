@@ -58,6 +58,8 @@ def triton_args(spec: NimServiceSpec) -> list[str]:
         f"--metrics-port={expose.metrics_port}",
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
+        # p99 latencies per model (nv_inference_request_summary_us): a canary's analysis compares them.
+        "--metrics-config=summary_latencies=true",
     ]
     if triton.response_cache is not None and triton.response_cache.enabled:
         args.append(f"--cache-config=local,size={triton.response_cache.size_bytes}")

@@ -1,11 +1,13 @@
-"""Routes from outside the cluster to Triton's HTTP port: a networking.k8s.io/v1 Ingress or a Gateway API
-HTTPRoute (spec.expose.ingress / spec.expose.httpRoute; at most one of them)."""
+"""Routes from outside the cluster to Triton: to its HTTP port a networking.k8s.io/v1 Ingress or a Gateway
+API HTTPRoute (spec.expose.ingress / spec.expose.httpRoute; at most one of them), to its gRPC port a Gateway
+API GRPCRoute (spec.expose.grpcRoute)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nimify.api import NimService
+from nimify.api.spec.expose import HttpRouteSpec
 from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -42,6 +44,20 @@ def render_http_route(nim: NimService, candidate: tuple[str, int] | None = None)
     route = nim.spec.expose.http_route
     if route is None:
         return None
+    return _gateway_route(nim, "HTTPRoute", route, nim.spec.expose.http_port, candidate)
+
+
+def render_grpc_route(nim: NimService, candidate: tuple[str, int] | None = None) -> dict[str, Any] | None:
+    """The GRPCRoute to the NimService's Service's gRPC port, weighted like the HTTPRoute during a canary."""
+    route = nim.spec.expose.grpc_route
+    if route is None:
+        return None
+    return _gateway_route(nim, "GRPCRoute", route, nim.spec.expose.grpc_port, candidate)
+
+
+def _gateway_route(
+    nim: NimService, kind: str, route: HttpRouteSpec, port: int, candidate: tuple[str, int] | None
+) -> dict[str, Any]:
     parent: dict[str, Any] = {"name": route.gateway_ref.name}
     if route.gateway_ref.namespace:
         parent["namespace"] = route.gateway_ref.namespace
@@ -49,18 +65,17 @@ def render_http_route(nim: NimService, candidate: tuple[str, int] | None = None)
         parent["sectionName"] = route.gateway_ref.section_name
     return {
         "apiVersion": GATEWAY_API_VERSION,
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
         "spec": {
             "parentRefs": [parent],
             "hostnames": [route.host],
-            "rules": [{"backendRefs": _backends(nim, candidate)}],
+            "rules": [{"backendRefs": _backends(nim, port, candidate)}],
         },
     }
 
 
-def _backends(nim: NimService, candidate: tuple[str, int] | None) -> list[dict[str, Any]]:
-    port = nim.spec.expose.http_port
+def _backends(nim: NimService, port: int, candidate: tuple[str, int] | None) -> list[dict[str, Any]]:
     serving = {"name": server_name(nim), "port": port}
     if candidate is None:
         return [serving]

@@ -69,9 +69,14 @@ class ServingUnit:
 
 def unit_selector(unit: ServingUnit) -> dict[str, str]:
     """The unit's Deployment selector: immutable, so only labels that never change for one unit."""
+    return selector_of(unit.name)
+
+
+def selector_of(unit: str) -> dict[str, str]:
+    """The Deployment selector of the unit named `unit`."""
     return {
         "app.kubernetes.io/name": APP_NAME,
-        "app.kubernetes.io/instance": unit.name,
+        "app.kubernetes.io/instance": unit,
         "app.kubernetes.io/component": COMPONENT_SERVER,
     }
 

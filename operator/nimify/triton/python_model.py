@@ -124,17 +124,27 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = [None] * len(requests)
         feeds = []
+        failures = []
         for index, request in enumerate(requests):
             try:
                 feeds.append((index, self._feeds(request)))
             except Exception as error:
+                failures.append(str(error))
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
         for group in self._batches(feeds):
             try:
                 self._execute_group(group, responses)
             except Exception as error:
                 for index, _ in group:
+                    failures.append(str(error))
                     responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        if requests and len(failures) == len(requests):
+            # Every request failed: raise, so that Triton counts them as failures
+            # (nv_inference_request_failure, reason BACKEND). Triton's python backend counts an error
+            # response as a success, which would hide a failing model from its metrics (a canary's error
+            # ratio, dashboards). A call in which only some requests fail answers those with their errors,
+            # counted as successes there.
+            raise RuntimeError(failures[0])
         return responses
 
     def _batches(self, feeds):

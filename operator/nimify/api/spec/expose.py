@@ -132,6 +132,10 @@ class ExposeSpec(ApiModel):
     http_route: HttpRouteSpec | None = None
     """Gateway API HTTPRoute for the HTTP port; excludes ingress."""
 
+    grpc_route: HttpRouteSpec | None = None
+    """Gateway API GRPCRoute for the gRPC port (a host of its own: the Gateway API lets an implementation
+    refuse a GRPCRoute whose host an HTTPRoute of the same listener has)."""
+
     network_policy: NetworkPolicySpec | None = None
     """A NetworkPolicy admitting traffic to the Triton pods on their ports only; none when left out."""
 
@@ -148,5 +152,16 @@ class ExposeSpec(ApiModel):
             holds=lambda expose: expose.ingress is None or expose.http_route is None,
             field_path=".httpRoute",
             reason=ValidationReason.FORBIDDEN,
+        ),
+        Rule(
+            cel="!has(self.grpcRoute) || !has(self.httpRoute) || self.grpcRoute.host != self.httpRoute.host",
+            message="grpcRoute needs a host other than httpRoute's (an implementation may refuse both on one"
+            " host)",
+            holds=lambda expose: (
+                expose.grpc_route is None
+                or expose.http_route is None
+                or expose.grpc_route.host != expose.http_route.host
+            ),
+            field_path=".grpcRoute.host",
         ),
     )
