@@ -230,7 +230,7 @@ def test_a_good_update_goes_through_its_steps_and_an_operator_restart(
     case: Case, canary_operator: HostOperator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     v1, v2 = case.store("v1", build_mlp()), case.store("v2", build_mlp(hidden=24))
-    steps = [{"weight": 20, "holdSeconds": 45, "minRequests": 30}, {"weight": 60, "holdSeconds": 40}]
+    steps = [{"weight": 20, "holdSeconds": 35, "minRequests": 30}, {"weight": 60, "holdSeconds": 25}]
     analysis = {"maxErrorRatio": 0.01, "maxLatencyRatio": 3, "minRequests": 10, "intervalSeconds": 5}
     case.start_serving(v1, _canary(steps, analysis=analysis))
     shares: list[tuple[int, float, int]] = []
