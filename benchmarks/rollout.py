@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.controller import canary_models
-from tests.controller.test_real_canary import BIG_INPUT, Case, Traffic, _seconds
+from tests.controller.test_real_gateway import BIG_INPUT, Case, Traffic, _seconds
 from tests.controller.test_real_pods import INPUT, HostOperator
 from tests.gateway import gateway_on
 from tests.kube import ExistingCluster

@@ -219,6 +219,7 @@ def start_gateway(cluster: LocalCluster, bin_path: str, *, timeout: float = 60) 
     directory = cluster.directory / "gateway"
     directory.mkdir(exist_ok=True)
     port, ping_port = free_ports(2)
+    _wait_namespace_gone_or_active(cluster, GATEWAY_NAMESPACE, timeout=120)
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(gateway_objects(port)))
     token = directory / "token"
     created = cluster.kubectl("create", "token", ACCOUNT, "-n", GATEWAY_NAMESPACE, "--duration=24h")
@@ -241,6 +242,20 @@ def start_gateway(cluster: LocalCluster, bin_path: str, *, timeout: float = 60) 
             return gateway
         time.sleep(0.5)
     raise ClusterError(f"the Gateway was not Programmed in {timeout:.0f}s: {gateway.log.read_text()[-2000:]}")
+
+
+def _wait_namespace_gone_or_active(cluster: LocalCluster, namespace: str, timeout: float) -> None:
+    """A gateway stopped a moment ago left its namespace terminating (stop_gateway does not wait), and
+    nothing can be created in a terminating namespace: wait until it is gone (or was never stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = cluster.kubectl(
+            "get", "namespace", namespace, "-o", "jsonpath={.status.phase}", "--ignore-not-found", check=False
+        )
+        if found.returncode == 0 and found.stdout.strip() != "Terminating":
+            return
+        time.sleep(1)
+    raise ClusterError(f"namespace {namespace} still terminating after {timeout:.0f}s")
 
 
 def _pings(port: int) -> bool:

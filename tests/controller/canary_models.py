@@ -36,7 +36,7 @@ def biased(bias: list[float]) -> ModelProto:
     return _rewired([], [weight], "shift")
 
 
-def slow(rounds: int = 1200, width: int = 1024) -> ModelProto:
+def slow(rounds: int = 2400, width: int = 1024) -> ModelProto:
     """The same answers, many times the latency: `rounds` square matmuls on the input, multiplied by zero
     (bounded by Tanh, so the zero stays a zero) and added to the logits."""
     rng = np.random.default_rng(7)

@@ -162,6 +162,30 @@ def test_ingress_comes_and_goes_with_the_spec(e2e: E2E) -> None:
     )
 
 
+def test_network_policy_comes_and_goes_with_the_spec(e2e: E2E) -> None:
+    cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
+    clients = [{"namespaceSelector": {"team": "apps"}}]
+    policy = {
+        "clients": clients,
+        "metricsClients": [{"namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"}}],
+    }
+    apply(cluster, ns, nimservice("fenced", models["mlp"], expose={"networkPolicy": policy}))
+    wait_ready(cluster, ns, "fenced")
+    live = eventually(lambda: get(cluster, "networkpolicy/fenced", ns))
+    assert live["spec"]["podSelector"]["matchLabels"]["nimify.dev/nimservice"] == "fenced"
+    rules = live["spec"]["ingress"]
+    assert [[p["port"] for p in rule["ports"]] for rule in rules] == [["http", "grpc"], ["metrics"]]
+    assert rules[0]["from"] == [{"namespaceSelector": {"matchLabels": {"team": "apps"}}}]
+    pods = get_json(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=fenced")["items"]
+    selected = live["spec"]["podSelector"]["matchLabels"]
+    fenced = [p for p in pods if selected.items() <= p["metadata"]["labels"].items()]
+    triton = [p for p in pods if p["metadata"]["labels"]["app.kubernetes.io/component"] == "inference-server"]
+    assert triton and fenced == triton, "it fences the Triton pods, not the conversion's"
+
+    apply(cluster, ns, nimservice("fenced", models["mlp"]))
+    eventually(lambda: get(cluster, "networkpolicy/fenced", ns) is None)
+
+
 def test_http_route_comes_and_goes_with_the_spec(e2e: E2E, gateway_api: None) -> None:
     cluster, ns, models = e2e.cluster, e2e.namespace, e2e.models
     route = {"host": "mlp.example.com", "gatewayRef": {"name": "public", "namespace": "gateways"}}

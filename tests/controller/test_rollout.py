@@ -305,6 +305,11 @@ async def test_a_new_engine_mid_rollout_supersedes_the_candidate() -> None:
     assert h.rollout["candidate"] == newer and h.rollout["step"] == 0 and h.rollout["candidateWeight"] == 0
     assert h.weights() == [(NAME, None)], "no traffic to the old candidate"
     assert h.serving_key() == stable
+    # The old candidate runs until the new engine takes its Deployment over, and keeps its Service: a gateway
+    # applies the route's change a moment later and would answer errors for a Service gone meanwhile.
+    assert (
+        h.cluster.get("Deployment", CANDIDATE) is not None and h.cluster.get("Service", CANDIDATE) is not None
+    )
 
 
 async def test_an_operator_restart_resumes_at_the_same_step() -> None:

@@ -1,6 +1,6 @@
 """The analyst's answer gate: when it asks (a candidate that serves, not judged yet), whom (one ready pod of
 each unit, the serving unit first), with what (generated inputs of the model's signature), and what it makes
-of the answers — two real ONNX Runtime sessions answer for the units. The real-node test (test_real_canary)
+of the answers — two real ONNX Runtime sessions answer for the units. The real-node test (test_real_gateway)
 asks two Tritons and a real Prometheus."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from nimify.render.deployment import ServedEngine, render_deployment
-from nimify.render.identity import server_selector
+from nimify.render.identity import nimservice_pods_selector
 from nimify.render.network_policy import render_network_policy
 from nimify.settings import OperatorSettings
 from tests.kube import ExistingCluster
@@ -36,7 +36,7 @@ def test_ports_only_from_anyone() -> None:
     assert rendered["metadata"]["name"] == nim.metadata.name
     assert rendered["metadata"]["ownerReferences"][0]["kind"] == "NimService"
     assert rendered["spec"] == {
-        "podSelector": {"matchLabels": server_selector(nim)},
+        "podSelector": {"matchLabels": nimservice_pods_selector(nim)},  # every unit's pods
         "policyTypes": ["Ingress"],
         "ingress": [
             {"ports": [{"protocol": "TCP", "port": "http"}, {"protocol": "TCP", "port": "grpc"}]},

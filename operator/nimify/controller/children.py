@@ -25,6 +25,7 @@ from nimify.api.conditions import ConditionReason
 from nimify.api.nimservice import GROUP, PLURAL
 from nimify.render.autoscaler import render_autoscaler
 from nimify.render.disruption_budget import render_disruption_budget
+from nimify.render.network_policy import render_network_policy
 from nimify.render.routes import render_grpc_route, render_http_route, render_ingress
 from nimify.render.scaled_object import render_scaled_object
 from nimify.render.service import render_service
@@ -47,6 +48,7 @@ class Index(StrEnum):
     INGRESSES = "ingress_index"
     HTTP_ROUTES = "httproute_index"
     GRPC_ROUTES = "grpcroute_index"
+    NETWORK_POLICIES = "networkpolicy_index"
     BUILD_PODS = "build_pod_index"  # conversion pods by (namespace, Job name)
     SERVER_PODS = "server_pod_index"  # Triton pods' trouble by (namespace, NimService name)
     NIMSERVICES = "nimservice_index"
@@ -274,6 +276,15 @@ GRPC_ROUTE = ChildKind(
         "install the Gateway API CRDs (v1.1 or later: GRPCRoute v1)",
     ),
 )
+NETWORK_POLICY = ChildKind(
+    "NetworkPolicy",
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    Index.NETWORK_POLICIES,
+    Write.APPLY,
+    render=lambda nim, _: render_network_policy(nim),
+)
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
     JOB,
@@ -287,6 +298,7 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     INGRESS,
     HTTP_ROUTE,
     GRPC_ROUTE,
+    NETWORK_POLICY,
 )
 CHILD_BY_KIND: dict[str, ChildKind] = {child.kind: child for child in CHILD_KINDS}
 

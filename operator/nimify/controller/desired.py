@@ -291,9 +291,13 @@ def _candidate_service(
     plan: _Plan, nim: NimService, candidate: ServingUnit | None, plans: list[UnitPlan]
 ) -> None:
     """A rollout's candidate has a Service of its own (the route's second backend) while it has a
-    Deployment; without a candidate there is none."""
+    Deployment, the one it runs now included (a superseded candidate's, until the new engine takes it over:
+    the route drops the old one a moment after the write, and a Service deleted under a gateway's route made
+    Traefik answer 500 meanwhile); without a candidate there is none."""
     name = unit_name(nim, CANDIDATE_SUFFIX)
-    served = candidate is not None and any(p.unit.name == name and p.deployment is not None for p in plans)
+    running = plan.live(DEPLOYMENT, name) is not None
+    wanted = any(p.unit.name == name and p.deployment is not None for p in plans)
+    served = candidate is not None and (wanted or running)
     plan.want(SERVICE, name, render_unit_service(nim, candidate) if served and candidate else None)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from nimify.api import NimService
 from nimify.api.spec import NetworkPeer
-from nimify.render.identity import COMPONENT_SERVER, object_meta, server_name, server_selector
+from nimify.render.identity import COMPONENT_SERVER, nimservice_pods_selector, object_meta, server_name
 
 INFERENCE_PORTS = ("http", "grpc")
 METRICS_PORT = "metrics"
@@ -49,7 +49,8 @@ def render_network_policy(nim: NimService) -> dict[str, Any] | None:
         "kind": "NetworkPolicy",
         "metadata": object_meta(nim, server_name(nim), COMPONENT_SERVER),
         "spec": {
-            "podSelector": {"matchLabels": server_selector(nim)},
+            # Every unit's Triton pods: a rollout's candidate and a pipeline's units are behind it too.
+            "podSelector": {"matchLabels": nimservice_pods_selector(nim)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 *_rules(INFERENCE_PORTS, policy.clients),
