@@ -12,6 +12,12 @@ spec's engine is not tried again until the spec changes. Either way the candidat
 after the route dropped it. A new engine in the spec during a rollout supersedes the candidate (a new rollout
 from step 0).
 
+Judged on the way (rollout_analysis.py, with what rollout_analyst.py asked of the world): before its first
+step the candidate must pass the answer gate, when one applies (equivalence when only the engine changed or
+the update is declared equivalent, agreement when the spec sets it); while a step runs, a limit of
+spec.rollout.analysis broken by its figures against the serving unit's rolls it back at once, and a step
+whose hold ended passes once the candidate answered the step's minRequests.
+
 Everything the next reconcile needs is in `status.rollout` (phase, step, when the step began), so an operator
 restart resumes where the rollout stood. Manual control: spec.rollout.paused holds the step, and the
 annotation `nimify.dev/rollout: promote=<candidate>` or `abort=<candidate>` (what `nimify rollout

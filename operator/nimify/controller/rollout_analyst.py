@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from nimify.api import EngineRecord, NimService, RolloutStatus
+from nimify.api.spec.rollout import CANDIDATE_SUFFIX
 from nimify.api.status import AnswerGateStatus, GateForm, UnitFigures
 from nimify.autoscaling.queries import QUEUE_DURATION_SERIES, REQUEST_SUCCESS_SERIES, deployment_pods_selector
 from nimify.controller.children import DEPLOYMENT
@@ -111,7 +112,7 @@ class RolloutAnalyst:
     ) -> AnswerGateStatus | None:
         """The gate's verdict, or None while the candidate is not ready to be asked."""
         namespace = nim.metadata.namespace or ""
-        candidate_name = unit_name(nim, "canary")
+        candidate_name = unit_name(nim, CANDIDATE_SUFFIX)
         live = observed.get(DEPLOYMENT.kind, namespace, candidate_name)
         entry = nim.status.unit(candidate_name) if nim.status is not None else None
         record = entry.record() if entry is not None else None
@@ -199,7 +200,7 @@ class RolloutAnalyst:
             async with httpx.AsyncClient(timeout=PROMETHEUS_TIMEOUT) as client:
                 figures = [
                     await self._unit_figures(client, namespace, deployment, model, window)
-                    for deployment in (unit_name(nim, "canary"), name_of(nim))
+                    for deployment in (unit_name(nim, CANDIDATE_SUFFIX), name_of(nim))
                 ]
         except (httpx.HTTPError, ValueError, KeyError) as error:
             return Figures(status.candidate, status.step, window, error=f"Prometheus: {str(error)[:300]}")
