@@ -1,5 +1,5 @@
-"""The kopf internals nimify patches (controller/kopf_namespaces.py, controller/kopf_resources.py) are the
-ones the patches were written for. A kopf release that changes them fails here, before a cluster shows it:
+"""The kopf internals nimify patches (controller/kopf_namespaces.py, kopf_resources.py, kopf_watchers.py) are
+the ones the patches were written for. A kopf release that changes them fails here, before a cluster shows it:
 read the new code, adapt the patch, then record the new hashes (and widen the pin in pyproject.toml)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from kopf._core.reactor import observation
+from kopf._core.reactor import observation, orchestration
 
-from nimify.controller import kopf_namespaces, kopf_resources
+from nimify.controller import kopf_namespaces, kopf_resources, kopf_watchers
 
 #: Where each patch hooks in: kopf's processors it replaces, the observers that look them up by their module
 #: name when they start, and the function the resource patch calls as kopf's processor does.
@@ -22,6 +22,10 @@ WRITTEN_FOR: dict[str, tuple[Callable[..., Any], str]] = {
     "namespace_observer": (observation.namespace_observer, "51476dca38818a43"),
     "resource_observer": (observation.resource_observer, "c6b5f7f986d0b482"),
     "revise_resources": (observation.revise_resources, "303335a99910b07a"),
+    # The watcher whose readiness toggle the watcher patch drops, who makes the toggle, who stops watchers.
+    "watcher": (kopf_watchers._KOPF_WATCHER, "16656c04aad54718"),
+    "spawn_missing_watchers": (orchestration.spawn_missing_watchers, "9a331abda3f16623"),
+    "terminate_redundancies": (orchestration.terminate_redundancies, "71f28ee1c761e4bb"),
 }
 
 

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from nimify.api import NimService, NimServiceStatus, TuningStatus, UnitRole
 from nimify.api.nimservice import GROUP, KIND, PLURAL, VERSION
-from nimify.controller import kopf_namespaces, kopf_resources, metrics
+from nimify.controller import kopf_namespaces, kopf_resources, kopf_watchers, metrics
 from nimify.controller.children import CHILD_KINDS, CLAIM, JOB, ChildKind, Index
 from nimify.controller.desired import unused_shared_claim
 from nimify.controller.engine_step import is_engine_ready
@@ -58,6 +58,7 @@ from nimify.settings import OperatorSettings
 logger = logging.getLogger(__name__)
 kopf_namespaces.install()  # before kopf starts: namespaces created during start-up are watched too
 kopf_resources.install()  # APIs installed later (Gateway API, KEDA) are watched once discovery shows them
+kopf_watchers.install()  # a watcher stopped before its first listing no longer holds every handler back
 
 MANAGED_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED.items())
 COMPONENT = "app.kubernetes.io/component"
