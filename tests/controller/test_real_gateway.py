@@ -264,27 +264,41 @@ def test_a_good_update_goes_through_its_steps_and_an_operator_restart(
     case: Case, canary_operator: HostOperator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     v1, v2 = case.store("v1", build_mlp()), case.store("v2", build_mlp(hidden=24))
-    steps = [{"weight": 20, "holdSeconds": 35, "minRequests": 30}, {"weight": 60, "holdSeconds": 25}]
+    steps = [{"weight": 20, "holdSeconds": 40, "minRequests": 30}, {"weight": 60, "holdSeconds": 30}]
     analysis = {"maxErrorRatio": 0.01, "maxLatencyRatio": 3, "minRequests": 10, "intervalSeconds": 5}
+
+    def serve(model: Model, paused: bool) -> None:
+        case.serve(model, _canary(steps, analysis=analysis, paused=paused))
+
+    def measure(weight: int) -> None:
+        """The share of 500 requests, with the step held (paused: its hold cannot end while measured)."""
+        case.wait_phase("Paused", 240)
+        time.sleep(3)  # the Gateway applies the route's new weights (Traefik throttles by 2 s)
+        share, counted = measured_share(case, 500)
+        shares.append((weight, share, counted))
+
     case.start_serving(v1, _canary(steps, analysis=analysis))
     shares: list[tuple[int, float, int]] = []
     with Traffic(case, {"v1": v1.path, "v2": v2.path}, interval=0.2) as traffic:
         updated = time.monotonic()
-        case.serve(v2, _canary(steps, analysis=analysis))
-        for step, weight in enumerate((20, 60)):
-            case.wait_phase("Progressing", 240)
-            case.wait_step(step)
-            time.sleep(3)  # the Gateway applies the route's new weights (Traefik throttles by 2 s)
-            share, counted = measured_share(case, 500)
-            shares.append((weight, share, counted))
-            if step == 0:  # the operator goes away mid-step and comes back: the step goes on where it was
-                started = case.rollout()["stepStartedAt"]
-                canary_operator.stop()
-                time.sleep(8)
-                canary_operator.start()
-                time.sleep(5)
-                resumed = case.rollout()
-                assert (resumed["step"], resumed["stepStartedAt"]) == (0, started), resumed
+        serve(v2, paused=True)
+        case.wait_step(0)
+        measure(20)
+        serve(v2, paused=False)
+        case.wait_phase("Progressing", 60)
+        case.wait_step(0)
+        # The operator goes away mid-step and comes back: the step goes on where it was, its clock too.
+        started = case.rollout()["stepStartedAt"]
+        canary_operator.stop()
+        time.sleep(5)
+        canary_operator.start()
+        time.sleep(5)
+        resumed = case.rollout()
+        assert (resumed["phase"], resumed["step"], resumed["stepStartedAt"]) == ("Progressing", 0, started)
+        case.wait_step(1)
+        serve(v2, paused=True)
+        measure(60)
+        serve(v2, paused=False)
         promoted = case.wait_phase("Promoted", 240)
         took = time.monotonic() - updated
         eventually(lambda: get(case.cluster, "deployment/mlp-canary", case.namespace) is None, timeout=60)
@@ -295,7 +309,8 @@ def test_a_good_update_goes_through_its_steps_and_an_operator_restart(
         print(
             "\n[real node, gateway, Prometheus] good update: "
             + "; ".join(f"step at {w} %: {s:.1f} % of {n} requests (Triton's counters)" for w, s, n in shares)
-            + f"; spec change -> promoted in {took:.0f} s (operator restarted in step 1); analysis "
+            + f"; spec change -> promoted in {took:.0f} s (each step paused while measured, the operator "
+            f"restarted in step 1); analysis "
             f"{promoted.get('analysis')}; {sum(traffic.answered.values())} background requests, "
             f"{len(traffic.failures)} failed"
         )
